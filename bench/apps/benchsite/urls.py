@@ -1,0 +1,8 @@
+from django.urls import path
+
+from . import views
+
+urlpatterns = [
+    path("json", views.json_view),
+    path("db", views.db_view),
+]

@@ -1,0 +1,1044 @@
+"""porch against Gunicorn, Granian, uWSGI and nginx, side by side in one run.
+
+Started by bench/run, which has installed the tools and the virtualenv. Every server runs
+on loopback from a temporary directory that is removed at the end; every process started
+here is stopped here. See docs/performance.md for the method.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import hashlib
+import json
+import os
+import platform
+import pwd
+import random
+import re
+import shutil
+import signal
+import socket
+import statistics
+import string
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+BENCH = ROOT / "bench"
+APPS = BENCH / "apps"
+CONF = BENCH / "conf"
+VENV = BENCH / ".venv"
+RESULTS = BENCH / "results"
+PORCH = Path(os.environ.get("PORCH_BIN", ROOT / "target" / "release" / "porch"))
+PG_BIN = Path("/usr/lib/postgresql/15/bin")
+
+UPLOAD_SIZE = 1024 * 1024
+UPLOAD_SHA256 = hashlib.sha256(b"x" * UPLOAD_SIZE).hexdigest()
+ITEM_ROWS = 10_000
+SLOW_CLIENTS = 300
+CONNECTIONS = 64
+SERVER_CPU = "0"
+LOAD_CPU = "1"
+
+# --- what runs where -----------------------------------------------------------------
+
+APP_SCENARIOS = {
+    "hello": {"module": "hello:application", "path": "/", "title": "WSGI hello world"},
+    "django-json": {"module": "benchsite.wsgi:application", "path": "/json", "title": "Django JSON view"},
+    "django-db": {"module": "benchsite.wsgi:application", "path": "/db", "title": "Django view, 1 PostgreSQL row"},
+    "upload": {"module": "upload:application", "path": "/", "title": "1 MiB POST, sha256 returned"},
+}
+STATIC_SCENARIOS = {
+    "static-1k": {"file": "1k.bin", "size": 1024, "title": "static file 1 KiB"},
+    "static-100k": {"file": "100k.bin", "size": 100 * 1024, "title": "static file 100 KiB"},
+}
+SCENARIOS = list(APP_SCENARIOS) + list(STATIC_SCENARIOS) + ["proxy", "slow-clients", "memory", "ceiling"]
+
+APP_SERVERS = ["porch", "granian-bt4", "granian", "gunicorn-sync", "gunicorn-gthread", "uwsgi", "nginx+gunicorn"]
+SERVER_LABELS = {
+    "porch": "porch",
+    "granian-bt4": "Granian (--blocking-threads 4)",
+    "granian": "Granian (defaults)",
+    "gunicorn-sync": "Gunicorn sync",
+    "gunicorn-gthread": "Gunicorn gthread (4 threads)",
+    "uwsgi": "uWSGI (http-socket)",
+    "nginx+gunicorn": "nginx → Gunicorn sync",
+    "nginx": "nginx",
+}
+SERVER_SETTINGS = {
+    "porch": "`porch -w N -b 127.0.0.1:PORT MODULE:CALLABLE` (its defaults: 1 thread per worker); "
+    "static: `--static /static/=DIR`; proxy: `bench/conf/porch-proxy.toml`",
+    "granian-bt4": "`granian --interface wsgi --workers N --blocking-threads 4` (access log off by default)",
+    "granian": "`granian --interface wsgi --workers N` (default blocking threads)",
+    "gunicorn-sync": "`gunicorn -k sync -w N` (the default worker; meant to sit behind a buffering proxy)",
+    "gunicorn-gthread": "`gunicorn -k gthread -w N --threads 4` (keep-alive 2 s, its default)",
+    "uwsgi": "`uwsgi --master --processes N --http-socket ADDR --module M --need-app --strict "
+    "--die-on-term --single-interpreter --enable-threads --vacuum --disable-logging` (pyuwsgi wheel)",
+    "nginx+gunicorn": "nginx (`worker_processes N`, Gunicorn's documented proxy config: unix socket upstream, "
+    "`client_max_body_size 4G`, `proxy_redirect off`) → `gunicorn -k sync -w N -b unix:SOCK`",
+    "nginx": "nginx (`worker_processes N`, `sendfile on`, `tcp_nopush on`, `access_log off`, "
+    "`keepalive_requests 100000`; proxy: `upstream { keepalive 64; }`, `proxy_http_version 1.1`, "
+    "`proxy_set_header Connection \"\"`)",
+}
+
+
+class NotAvailable(Exception):
+    """The server cannot run this scenario (yet); the reason goes into the table."""
+
+
+# --- processes -------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Proc:
+    """A started process in its own session, with its output in a log file."""
+
+    def __init__(self, name, cmd, *, workdir, env=None, cwd=None, user=None):
+        self.name = name
+        self.cmd = [str(c) for c in cmd]
+        self.log_path = Path(workdir) / f"{name}-{int(time.monotonic() * 1000)}.log"
+        self.log = open(self.log_path, "wb")
+        kwargs = {}
+        if user is not None:
+            kwargs.update(user=user, group=pwd.getpwnam(user).pw_gid, extra_groups=[])
+        self.popen = subprocess.Popen(
+            self.cmd,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            cwd=cwd,
+            env=env,
+            start_new_session=True,
+            **kwargs,
+        )
+        self.pid = self.popen.pid
+
+    def alive(self) -> bool:
+        return self.popen.poll() is None
+
+    def output(self, limit=4000) -> str:
+        self.log.flush()
+        try:
+            return self.log_path.read_text(errors="replace")[-limit:]
+        except OSError:
+            return ""
+
+    def stop(self, sig=signal.SIGTERM, timeout=15.0):
+        if self.popen.poll() is None:
+            try:
+                os.killpg(self.pid, sig)
+            except ProcessLookupError:
+                pass
+            try:
+                self.popen.wait(timeout)
+            except subprocess.TimeoutExpired:
+                try:
+                    os.killpg(self.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+                self.popen.wait(5)
+        # Workers left behind by a master that died first share its process group.
+        try:
+            os.killpg(self.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+        self.log.close()
+
+
+def process_tree(root: int) -> list[int]:
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:
+            continue
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        children.setdefault(ppid, []).append(int(entry))
+    out, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        out.append(pid)
+        todo.extend(children.get(pid, []))
+    return out
+
+
+def memory_of(roots: list[int]) -> dict:
+    """Total RSS and PSS (bytes) of the process trees under roots, and how many processes."""
+    rss = pss = count = 0
+    for root in roots:
+        for pid in process_tree(root):
+            try:
+                text = Path(f"/proc/{pid}/smaps_rollup").read_text()
+            except OSError:
+                continue
+            count += 1
+            for line in text.splitlines():
+                key, _, rest = line.partition(":")
+                if key == "Rss":
+                    rss += int(rest.split()[0]) * 1024
+                elif key == "Pss":
+                    pss += int(rest.split()[0]) * 1024
+    return {"rss": rss, "pss": pss, "processes": count}
+
+
+def wait_port(port: int, procs: list[Proc], timeout=60.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for p in procs:
+            if not p.alive():
+                raise NotAvailable(f"{p.name} exited with {p.popen.returncode}: {last_line(p.output())}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise NotAvailable(f"nothing listened on port {port} within {timeout:.0f} s")
+
+
+def last_line(text: str) -> str:
+    lines = [ln.strip() for ln in text.strip().splitlines() if ln.strip()]
+    return lines[-1][:160] if lines else "no output"
+
+
+def http(url, data=None, timeout=10.0):
+    req = urllib.request.Request(url, data=data, method="POST" if data is not None else "GET")
+    if data is not None:
+        req.add_header("Content-Type", "application/octet-stream")
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
+            return resp.status, resp.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read()
+
+
+# --- the bench machinery ---------------------------------------------------------------
+
+
+class Bench:
+    def __init__(self, args):
+        self.args = args
+        self.work = Path(tempfile.mkdtemp(prefix="porch-bench-"))
+        os.chmod(self.work, 0o755)
+        self.procs: list[Proc] = []
+        self.pg: dict | None = None
+        self.pg_error: str | None = None
+        self.nginx_user = "www-data"
+        try:
+            pwd.getpwnam(self.nginx_user)
+        except KeyError:
+            self.nginx_user = "nobody"
+        self.static_dir = self.work / "static"
+        self.static_dir.mkdir()
+        rnd = random.Random(6)
+        for spec in STATIC_SCENARIOS.values():
+            (self.static_dir / spec["file"]).write_bytes(rnd.randbytes(spec["size"]))
+        for path in [self.static_dir, *self.static_dir.iterdir()]:
+            os.chmod(path, 0o755 if path.is_dir() else 0o644)
+        self.lua = {}
+        for name, body in {
+            "get": "",
+            "post": 'wrk.method = "POST"\nwrk.body = string.rep("x", %d)\n'
+            'wrk.headers["Content-Type"] = "application/octet-stream"\n' % UPLOAD_SIZE,
+        }.items():
+            path = self.work / f"{name}.lua"
+            path.write_text(body + WRK_DONE)
+            self.lua[name] = path
+        self._porch_ok: bool | str | None = None
+
+    # -- processes
+
+    def start(self, name, cmd, **kw) -> Proc:
+        p = Proc(name, cmd, workdir=self.work, **kw)
+        self.procs.append(p)
+        return p
+
+    def stop(self, p: Proc, **kw):
+        p.stop(**kw)
+        if p in self.procs:
+            self.procs.remove(p)
+
+    def close(self):
+        for p in reversed(self.procs):
+            p.stop()
+        self.procs.clear()
+        if self.pg:
+            self.pg["proc"].stop(sig=signal.SIGINT)
+        if not self.args.keep_workdir:
+            shutil.rmtree(self.work, ignore_errors=True)
+
+    def py_env(self, extra=None):
+        env = dict(os.environ)
+        env.pop("PYTHONHOME", None)
+        env.update(
+            VIRTUAL_ENV=str(VENV),
+            PATH=f"{VENV / 'bin'}:{env.get('PATH', '/usr/bin:/bin')}",
+            PYTHONPATH=str(APPS),
+            DJANGO_SETTINGS_MODULE="benchsite.settings",
+            PYTHONDONTWRITEBYTECODE="1",
+        )
+        if self.pg:
+            env.update(BENCH_PG_HOST="127.0.0.1", BENCH_PG_PORT=str(self.pg["port"]))
+        if extra:
+            env.update(extra)
+        return env
+
+    # -- PostgreSQL
+
+    def start_postgres(self):
+        """A throwaway PostgreSQL 15 as the postgres user, on CPU 1 with the load generator."""
+        try:
+            user = "postgres"
+            pwd.getpwnam(user)
+            if not (PG_BIN / "postgres").exists():
+                raise NotAvailable(f"{PG_BIN}/postgres not installed")
+            pgdir = self.work / "pg"
+            pgdir.mkdir()
+            shutil.chown(pgdir, user, user)
+            data = pgdir / "data"
+            out = subprocess.run(
+                [PG_BIN / "initdb", "-D", data, "-A", "trust", "-U", "bench", "--no-sync", "-E", "UTF8"],
+                user=user, group=pwd.getpwnam(user).pw_gid, extra_groups=[],
+                capture_output=True, text=True, cwd=pgdir,
+            )
+            if out.returncode != 0:
+                raise NotAvailable(f"initdb failed: {last_line(out.stderr)}")
+            port = free_port()
+            proc = self.start(
+                "postgres",
+                ["taskset", "-c", LOAD_CPU, PG_BIN / "postgres", "-D", data, "-p", port, "-k", pgdir,
+                 "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off", "-c", "synchronous_commit=off",
+                 "-c", "max_connections=100", "-c", "shared_buffers=128MB"],
+                user=user, cwd=pgdir,
+            )
+            self.procs.remove(proc)  # stopped last, in close()
+            self.pg = {"port": port, "proc": proc}
+            wait_port(port, [proc], 30)
+            psql = ["/usr/bin/psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-h", "127.0.0.1", "-p", str(port), "-U", "bench"]
+            for _ in range(50):
+                r = subprocess.run(psql + ["-d", "postgres", "-c", "select 1"], capture_output=True, text=True)
+                if r.returncode == 0:
+                    break
+                time.sleep(0.2)
+            subprocess.run(psql + ["-d", "postgres", "-c", "create database bench"], check=True, capture_output=True)
+            sql = (
+                "create table bench_item (id bigint primary key, name varchar(64) not null, price integer not null);"
+                f"insert into bench_item select i, 'item ' || i, (i * 37) % 1000 from generate_series(1, {ITEM_ROWS}) i;"
+                "analyze bench_item;"
+            )
+            subprocess.run(psql + ["-d", "bench", "-c", sql], check=True, capture_output=True)
+            log(f"PostgreSQL 15 on 127.0.0.1:{port} with {ITEM_ROWS} rows")
+        except (NotAvailable, subprocess.CalledProcessError, OSError, KeyError) as e:
+            msg = e.stderr.strip() if isinstance(e, subprocess.CalledProcessError) and e.stderr else str(e)
+            self.pg_error = f"PostgreSQL did not start: {last_line(str(msg))}"
+            log(self.pg_error)
+            if self.pg:
+                self.pg["proc"].stop(sig=signal.SIGINT)
+                self.pg = None
+
+    # -- nginx
+
+    def nginx(self, name, workers, server_block, pin, upstream_block=""):
+        d = self.work / f"{name}-{free_port()}"
+        d.mkdir()
+        os.chmod(d, 0o755)
+        conf = d / "nginx.conf"
+        conf.write_text(
+            NGINX_CONF.substitute(
+                user=self.nginx_user, workers=workers, dir=d, upstream=upstream_block, server=server_block
+            )
+        )
+        test = subprocess.run(["nginx", "-t", "-q", "-p", d, "-c", conf, "-e", "stderr"], capture_output=True, text=True)
+        if test.returncode != 0:
+            raise NotAvailable(f"nginx config: {last_line(test.stderr)}")
+        return self.start(name, pin + ["nginx", "-p", d, "-c", conf, "-e", "stderr"])
+
+    # -- porch
+
+    def porch_check(self):
+        if self._porch_ok is None:
+            if not PORCH.exists():
+                self._porch_ok = f"{PORCH.relative_to(ROOT) if PORCH.is_relative_to(ROOT) else PORCH} not built"
+            else:
+                try:
+                    r = subprocess.run([PORCH, "--version"], capture_output=True, text=True, timeout=10)
+                    self._porch_ok = True if r.returncode == 0 else f"porch --version exited {r.returncode}"
+                except (OSError, subprocess.TimeoutExpired) as e:
+                    self._porch_ok = f"porch --version failed: {e}"
+        if self._porch_ok is not True:
+            raise NotAvailable(self._porch_ok)
+
+    # -- servers
+
+    def start_server(self, kind, scenario, workers, pinned):
+        """Start `kind` for `scenario`; return (procs, port, path, data, check)."""
+        pin = ["taskset", "-c", SERVER_CPU] if pinned else []
+        port = free_port()
+        addr = f"127.0.0.1:{port}"
+        env = self.py_env()
+        procs: list[Proc] = []
+        if scenario in APP_SCENARIOS or scenario in ("slow-clients", "memory"):
+            app = APP_SCENARIOS.get(scenario, APP_SCENARIOS["hello" if scenario == "slow-clients" else "django-json"])
+            module = app["module"]
+            if scenario == "django-db" and not self.pg:
+                raise NotAvailable(self.pg_error or "no PostgreSQL")
+            if kind == "porch":
+                self.porch_check()
+                procs.append(self.start("porch", pin + [PORCH, "-w", workers, "-b", addr, module], env=env, cwd=APPS))
+            elif kind in ("gunicorn-sync", "gunicorn-gthread"):
+                extra = ["-k", "sync"] if kind == "gunicorn-sync" else ["-k", "gthread", "--threads", "4"]
+                procs.append(self.start(kind, pin + [VENV / "bin/gunicorn", "-w", workers, *extra, "-b", addr,
+                                                     "--log-level", "warning", module], env=env, cwd=APPS))
+            elif kind in ("granian", "granian-bt4"):
+                extra = ["--blocking-threads", "4"] if kind == "granian-bt4" else []
+                procs.append(self.start(kind, pin + [VENV / "bin/granian", "--interface", "wsgi", "--host", "127.0.0.1",
+                                                     "--port", port, "--workers", workers, *extra,
+                                                     "--log-level", "warning", module], env=env, cwd=APPS))
+            elif kind == "uwsgi":
+                procs.append(self.start(kind, pin + [VENV / "bin/uwsgi", "--master", "--processes", workers,
+                                                     "--http-socket", addr, "--module", module, "--chdir", APPS,
+                                                     "--need-app", "--strict", "--die-on-term", "--single-interpreter",
+                                                     "--enable-threads", "--vacuum", "--disable-logging"],
+                                        env=env, cwd=APPS))
+            elif kind == "nginx+gunicorn":
+                sock = self.work / f"gunicorn-{port}.sock"
+                procs.append(self.start("gunicorn", pin + [VENV / "bin/gunicorn", "-w", workers, "-k", "sync",
+                                                           "-b", f"unix:{sock}", "--log-level", "warning", module],
+                                        env=env, cwd=APPS))
+                try:
+                    procs.append(self.nginx("nginx-front", workers, NGINX_FRONT.substitute(port=port), pin,
+                                            NGINX_UPSTREAM_GUNICORN.substitute(sock=sock)))
+                except NotAvailable:
+                    self.stop(procs[0])
+                    raise
+            else:
+                raise NotAvailable(f"{kind} does not run WSGI apps")
+            path = app["path"]
+        elif scenario in STATIC_SCENARIOS:
+            path = f"/static/{STATIC_SCENARIOS[scenario]['file']}"
+            if kind == "porch":
+                self.porch_check()
+                procs.append(self.start("porch", pin + [PORCH, "-w", workers, "-b", addr, "--static",
+                                                        f"/static/={self.static_dir}", "hello:application"],
+                                        env=env, cwd=APPS))
+            elif kind == "nginx":
+                procs.append(self.nginx("nginx", workers, NGINX_STATIC.substitute(port=port, dir=self.static_dir), pin))
+            else:
+                raise NotAvailable(f"{kind} has no static route")
+        elif scenario == "proxy":
+            path = "/1k.bin"
+            up = self.upstream_port
+            if kind == "porch":
+                self.porch_check()
+                conf = self.work / f"porch-proxy-{port}.toml"
+                conf.write_text(string.Template((CONF / "porch-proxy.toml").read_text()).substitute(
+                    port=port, upstream=up, workers=workers))
+                r = subprocess.run([PORCH, "--check-config", "-c", conf], capture_output=True, text=True, cwd=APPS, env=env)
+                if r.returncode != 0:
+                    raise NotAvailable(f"porch.toml proxy route rejected: {last_line(r.stderr or r.stdout)}")
+                procs.append(self.start("porch", pin + [PORCH, "-c", conf], env=env, cwd=APPS))
+            elif kind == "nginx":
+                procs.append(self.nginx("nginx-proxy", workers, NGINX_PROXY.substitute(port=port), pin,
+                                        NGINX_UPSTREAM_TCP.substitute(up=up)))
+            else:
+                raise NotAvailable(f"{kind} is not a reverse proxy")
+        else:
+            raise ValueError(scenario)
+
+        try:
+            wait_port(port, procs)
+            data = b"x" * UPLOAD_SIZE if scenario == "upload" else None
+            self.validate(f"http://127.0.0.1:{port}{path}", data, scenario, procs)
+        except BaseException:
+            for p in procs:
+                self.stop(p)
+            raise
+        return procs, port, path
+
+    def validate(self, url, data, scenario, procs, timeout=60.0):
+        """Wait until the server gives the right answer (lazy workers may still be importing)."""
+        deadline = time.monotonic() + timeout
+        last = "no answer"
+        while time.monotonic() < deadline:
+            for p in procs:
+                if not p.alive():
+                    raise NotAvailable(f"{p.name} exited: {last_line(p.output())}")
+            try:
+                status, body = http(url, data)
+                if status == 200 and expected_body(scenario, body):
+                    return
+                last = f"HTTP {status}: {body[:80]!r}"
+            except (OSError, urllib.error.URLError) as e:
+                last = str(e)
+            time.sleep(0.2)
+        raise NotAvailable(f"wrong answer: {last}")
+
+    # -- load
+
+    def wrk(self, url, seconds, pinned, method="get", connections=CONNECTIONS) -> dict:
+        cmd = (["taskset", "-c", LOAD_CPU] if pinned else []) + [
+            "wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--timeout", "2s", "-s", self.lua[method], url,
+        ]
+        r = subprocess.run([str(c) for c in cmd], capture_output=True, text=True, timeout=seconds + 60)
+        for line in r.stdout.splitlines():
+            if line.startswith("BENCHJSON "):
+                d = json.loads(line[len("BENCHJSON "):])
+                secs = d["duration_us"] / 1e6
+                errors = d["connect"] + d["read"] + d["write"] + d["status"] + d["timeout"]
+                ok = d["requests"] > 0
+                return {
+                    "rps": d["requests"] / secs if secs else 0.0,
+                    "requests": d["requests"],
+                    "errors": errors,
+                    "error_kinds": {k: d[k] for k in ("connect", "read", "write", "status", "timeout") if d[k]},
+                    "p50_ms": d["p50"] / 1000 if ok else None,
+                    "p99_ms": d["p99"] / 1000 if ok else None,
+                }
+        raise RuntimeError(f"wrk gave no result: {last_line(r.stderr or r.stdout)}")
+
+    def measure(self, url, pinned, method, runs, procs):
+        a = self.args
+        self.wrk(url, a.warmup, pinned, method)
+        samples = []
+        for _ in range(runs):
+            samples.append(self.wrk(url, a.duration, pinned, method))
+        mem = memory_of([p.pid for p in procs])
+        return summarize(samples, mem)
+
+    # -- scenarios
+
+    def run_cell(self, section, scenario, kind, workers, pinned, runs):
+        row = {
+            "section": section, "scenario": scenario, "server": kind, "workers": workers, "pinned": pinned,
+        }
+        t0 = time.monotonic()
+        try:
+            procs, port, path = self.start_server(kind, scenario, workers, pinned)
+        except NotAvailable as e:
+            row.update(status="n/a", reason=str(e))
+            log(f"  {section:9} {scenario:12} {kind:17} n/a ({e})")
+            return row
+        try:
+            idle = memory_of([p.pid for p in procs])
+            method = "post" if scenario == "upload" else "get"
+            row.update(self.measure(f"http://127.0.0.1:{port}{path}", pinned, method, runs, procs))
+            row.update(status="ok", idle_rss=idle["rss"], idle_pss=idle["pss"])
+            log(f"  {section:9} {scenario:12} {kind:17} {row['rps']:>10,.0f} req/s  p50 {fmt_ms(row['p50_ms'])}"
+                f"  p99 {fmt_ms(row['p99_ms'])}  errors {row['errors']}  pss {mib(row['pss'])}"
+                f"  ({time.monotonic() - t0:.0f} s)")
+        except Exception as e:  # a crash of one cell must not lose the whole run
+            row.update(status="n/a", reason=f"failed during load: {e}")
+            log(f"  {section:9} {scenario:12} {kind:17} n/a ({row['reason']})")
+        finally:
+            for p in procs:
+                if not p.alive() and row.get("status") == "ok":
+                    row["note"] = f"{p.name} died: {last_line(p.output())}"
+                self.stop(p)
+        return row
+
+    def servers_for(self, scenario):
+        if scenario in APP_SCENARIOS:
+            pool = APP_SERVERS
+        elif scenario in STATIC_SCENARIOS or scenario == "proxy":
+            pool = ["porch", "nginx"]
+        elif scenario == "slow-clients":
+            pool = ["porch", "nginx+gunicorn", "gunicorn-sync"]
+        elif scenario == "memory":
+            pool = [s for s in APP_SERVERS]
+        else:
+            pool = []
+        if self.args.servers:
+            pool = [s for s in pool if s in self.args.servers]
+        return pool
+
+    def start_upstream(self):
+        """The proxy scenario's upstream: nginx serving the 1 KiB file, on CPU 1."""
+        port = free_port()
+        p = self.nginx("nginx-upstream", 1, NGINX_UPSTREAM_SERVER.substitute(port=port, dir=self.static_dir),
+                       ["taskset", "-c", LOAD_CPU])
+        wait_port(port, [p])
+        self.upstream_port = port
+        return p
+
+    def throughput(self, scenarios):
+        rows = []
+        configs = [("1 worker", 1, True, self.args.runs)]
+        if not self.args.no_reference:
+            configs.append(("2 workers", 2, False, 1))
+        for section, workers, pinned, runs in configs:
+            log(f"== {section}{' (server on CPU 0, wrk on CPU 1)' if pinned else ' (unpinned)'}")
+            for scenario in scenarios:
+                upstream = None
+                if scenario == "proxy":
+                    try:
+                        upstream = self.start_upstream()
+                    except NotAvailable as e:
+                        for kind in self.servers_for(scenario):
+                            rows.append({"section": section, "scenario": scenario, "server": kind,
+                                         "workers": workers, "pinned": pinned, "status": "n/a",
+                                         "reason": f"upstream: {e}"})
+                        continue
+                try:
+                    for kind in self.servers_for(scenario):
+                        rows.append(self.run_cell(section, scenario, kind, workers, pinned, runs))
+                finally:
+                    if upstream:
+                        self.stop(upstream)
+        return rows
+
+    def slow_clients(self):
+        rows = []
+        log(f"== slow clients ({SLOW_CLIENTS} connections trickling headers; hello, 1 worker pinned)")
+        a = self.args
+        for kind in self.servers_for("slow-clients"):
+            row = {"section": "slow clients", "scenario": "slow-clients", "server": kind, "workers": 1, "pinned": True}
+            try:
+                procs, port, path = self.start_server(kind, "slow-clients", 1, True)
+            except NotAvailable as e:
+                row.update(status="n/a", reason=str(e))
+                rows.append(row)
+                log(f"  {kind:17} n/a ({e})")
+                continue
+            seconds = a.warmup + a.runs * a.duration + 4 + a.runs * 3
+            slow = self.start("slowloris", ["taskset", "-c", LOAD_CPU, VENV / "bin/python", BENCH / "slowloris.py",
+                                            "127.0.0.1", port, SLOW_CLIENTS, seconds])
+            try:
+                time.sleep(2.0)
+                row.update(self.measure(f"http://127.0.0.1:{port}{path}", True, "get", a.runs, procs))
+                row["status"] = "ok"
+                slow.popen.wait(seconds + 30)
+                try:
+                    row["slow"] = json.loads(last_line(slow.output()))
+                except ValueError:
+                    row["slow"] = {"output": last_line(slow.output())}
+                log(f"  {kind:17} {row['rps']:>10,.0f} req/s  p50 {fmt_ms(row['p50_ms'])}  p99 {fmt_ms(row['p99_ms'])}"
+                    f"  errors {row['errors']}  slow: {row['slow']}")
+            except Exception as e:
+                row.update(status="n/a", reason=f"failed during load: {e}")
+                log(f"  {kind:17} n/a ({row['reason']})")
+            finally:
+                self.stop(slow)
+                for p in procs:
+                    self.stop(p)
+            rows.append(row)
+        return rows
+
+    def memory(self):
+        rows = []
+        log("== memory (Django JSON app; idle, then after load, unpinned)")
+        seconds = max(1, min(self.args.duration, 5))
+        for workers in (1, 2, 4):
+            for kind in self.servers_for("memory"):
+                row = {"section": "memory", "scenario": "memory", "server": kind, "workers": workers, "pinned": False}
+                try:
+                    procs, port, path = self.start_server(kind, "memory", workers, False)
+                except NotAvailable as e:
+                    row.update(status="n/a", reason=str(e))
+                    rows.append(row)
+                    continue
+                try:
+                    time.sleep(1.0)
+                    idle = memory_of([p.pid for p in procs])
+                    load = self.wrk(f"http://127.0.0.1:{port}{path}", seconds, False)
+                    after = memory_of([p.pid for p in procs])
+                    row.update(status="ok", idle_rss=idle["rss"], idle_pss=idle["pss"], rss=after["rss"],
+                               pss=after["pss"], processes=after["processes"], rps=load["rps"], errors=load["errors"])
+                    log(f"  {workers} w {kind:17} idle RSS {mib(idle['rss'])} PSS {mib(idle['pss'])}"
+                        f"  after load RSS {mib(after['rss'])} PSS {mib(after['pss'])} ({after['processes']} processes)")
+                except Exception as e:
+                    row.update(status="n/a", reason=f"failed: {e}")
+                finally:
+                    for p in procs:
+                        self.stop(p)
+                rows.append(row)
+        return rows
+
+    def ceiling(self, scenarios):
+        wanted = [s for s in APP_SCENARIOS if s in scenarios or not self.args.only or "ceiling" in self.args.only]
+        wanted = [s for s in wanted if s != "django-db" or self.pg]
+        if not wanted:
+            return []
+        log("== ceiling (apps called in a loop in one process, pinned to CPU 0)")
+        seconds = max(1.0, float(self.args.duration))
+        r = subprocess.run(["taskset", "-c", SERVER_CPU, VENV / "bin/python", BENCH / "ceiling.py", str(seconds), *wanted],
+                           capture_output=True, text=True, env=self.py_env(), cwd=APPS, timeout=60 + 3 * seconds * len(wanted))
+        if r.returncode != 0:
+            log(f"  ceiling failed: {last_line(r.stderr)}")
+            return [{"section": "ceiling", "scenario": s, "status": "n/a", "reason": last_line(r.stderr)} for s in wanted]
+        rows = []
+        for s, cps in json.loads(r.stdout).items():
+            rows.append({"section": "ceiling", "scenario": s, "status": "ok", "calls_per_s": cps})
+            log(f"  {s:12} {cps:>10,.0f} calls/s")
+        return rows
+
+
+WRK_DONE = r"""
+done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format(
+    'BENCHJSON {"requests":%d,"duration_us":%d,"connect":%d,"read":%d,"write":%d,"status":%d,"timeout":%d,"p50":%d,"p99":%d}\n',
+    summary.requests, summary.duration, e.connect, e.read, e.write, e.status, e.timeout,
+    latency:percentile(50), latency:percentile(99)))
+end
+"""
+
+NGINX_CONF = string.Template("""\
+user $user;
+worker_processes $workers;
+daemon off;
+master_process on;
+pid $dir/nginx.pid;
+error_log stderr warn;
+worker_rlimit_nofile 16384;
+events { worker_connections 8192; }
+http {
+    access_log off;
+    sendfile on;
+    tcp_nopush on;
+    tcp_nodelay on;
+    keepalive_timeout 65;
+    keepalive_requests 100000;
+    default_type application/octet-stream;
+    client_body_temp_path $dir/client_body;
+    proxy_temp_path $dir/proxy;
+    fastcgi_temp_path $dir/fastcgi;
+    uwsgi_temp_path $dir/uwsgi;
+    scgi_temp_path $dir/scgi;
+$upstream
+$server
+}
+""")
+NGINX_STATIC = string.Template("""\
+    server {
+        listen 127.0.0.1:$port default_server;
+        location /static/ { alias $dir/; }
+    }""")
+NGINX_UPSTREAM_SERVER = string.Template("""\
+    server {
+        listen 127.0.0.1:$port default_server;
+        root $dir;
+    }""")
+NGINX_UPSTREAM_TCP = string.Template("""\
+    upstream backend {
+        server 127.0.0.1:$up;
+        keepalive 64;
+    }""")
+NGINX_PROXY = string.Template("""\
+    server {
+        listen 127.0.0.1:$port default_server;
+        location / {
+            proxy_pass http://backend;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_set_header Host $$http_host;
+            proxy_set_header X-Forwarded-For $$proxy_add_x_forwarded_for;
+            proxy_set_header X-Forwarded-Proto $$scheme;
+        }
+    }""")
+# Gunicorn's deployment documentation, "nginx Configuration".
+NGINX_UPSTREAM_GUNICORN = string.Template("""\
+    upstream app_server {
+        server unix:$sock fail_timeout=0;
+    }""")
+NGINX_FRONT = string.Template("""\
+    server {
+        listen 127.0.0.1:$port default_server;
+        client_max_body_size 4G;
+        keepalive_timeout 5;
+        location / {
+            proxy_set_header X-Forwarded-For $$proxy_add_x_forwarded_for;
+            proxy_set_header X-Forwarded-Proto $$scheme;
+            proxy_set_header Host $$http_host;
+            proxy_redirect off;
+            proxy_pass http://app_server;
+        }
+    }""")
+
+
+def expected_body(scenario, body: bytes) -> bool:
+    if scenario in ("hello", "slow-clients"):
+        return body == b"Hello, World!"
+    if scenario in ("django-json", "memory"):
+        return b'"message"' in body
+    if scenario == "django-db":
+        return b'"price"' in body
+    if scenario == "upload":
+        return body.strip().decode(errors="replace") == UPLOAD_SHA256
+    if scenario in STATIC_SCENARIOS:
+        return len(body) == STATIC_SCENARIOS[scenario]["size"]
+    if scenario == "proxy":
+        return len(body) == 1024
+    return False
+
+
+def summarize(samples, mem):
+    def med(key):
+        vals = [s[key] for s in samples if s[key] is not None]
+        return statistics.median(vals) if vals else None
+
+    return {
+        "rps": med("rps"),
+        "p50_ms": med("p50_ms"),
+        "p99_ms": med("p99_ms"),
+        "errors": sum(s["errors"] for s in samples),
+        "error_kinds": [s["error_kinds"] for s in samples if s["error_kinds"]],
+        "requests": sum(s["requests"] for s in samples),
+        "runs": samples,
+        "rss": mem["rss"],
+        "pss": mem["pss"],
+        "processes": mem["processes"],
+    }
+
+
+# --- report ----------------------------------------------------------------------------
+
+
+def log(msg):
+    print(msg, file=sys.stderr, flush=True)
+
+
+def fmt_ms(v):
+    return "—" if v is None else f"{v:.2f} ms"
+
+
+def mib(v):
+    return "—" if v is None else f"{v / 1048576:.1f} MiB"
+
+
+def fmt_rps(v):
+    return "—" if v is None else f"{v:,.0f}"
+
+
+def porch_rps(rows, section, scenario, workers=None):
+    for r in rows:
+        if (r.get("section") == section and r.get("scenario") == scenario and r.get("server") == "porch"
+                and r.get("status") == "ok" and (workers is None or r.get("workers") == workers)):
+            return r["rps"]
+    return None
+
+
+def pct(v, whole):
+    return f"{100 * v / whole:.0f} %"
+
+
+def ratio(p, other):
+    if p is None or not other:
+        return "—"
+    return f"{p / other:.2f}×"
+
+
+def title(scenario):
+    if scenario in APP_SCENARIOS:
+        return APP_SCENARIOS[scenario]["title"]
+    if scenario in STATIC_SCENARIOS:
+        return STATIC_SCENARIOS[scenario]["title"]
+    return {"proxy": "proxy to nginx (1 KiB file)", "slow-clients": f"hello + {SLOW_CLIENTS} slow clients"}.get(scenario, scenario)
+
+
+def markdown(meta, rows) -> str:
+    out = [f"# porch benchmark, {meta['date']}", ""]
+    out.append(f"Machine: {meta['machine']['cpu']}, {meta['machine']['cores']} cores, Linux {meta['machine']['kernel']}.  ")
+    out.append(f"Method: wrk -t1 -c{CONNECTIONS}, {meta['warmup']} s warm-up, then "
+               f"{meta['runs']} × {meta['duration']} s (median) for 1 worker; 2 workers: one run, unpinned.  ")
+    out.append("Versions: " + ", ".join(f"{k} {v}" for k, v in meta["versions"].items()) + ".")
+    out.append("")
+    ceiling = {r["scenario"]: r["calls_per_s"] for r in rows if r.get("section") == "ceiling" and r.get("status") == "ok"}
+
+    for section in ("1 worker", "2 workers", "slow clients"):
+        sect = [r for r in rows if r.get("section") == section]
+        if not sect:
+            continue
+        head = {
+            "1 worker": "## 1 worker (server on CPU 0, wrk on CPU 1)",
+            "2 workers": "## 2 workers (unpinned, for reference)",
+            "slow clients": f"## Normal load while {SLOW_CLIENTS} slow clients trickle headers (hello, 1 worker pinned)",
+        }[section]
+        out += [head, ""]
+        out.append("| scenario | server | req/s | p50 | p99 | errors | RSS | PSS | porch ÷ this |")
+        out.append("|---|---|---:|---:|---:|---:|---:|---:|---:|")
+        for r in sect:
+            label = SERVER_LABELS.get(r["server"], r["server"])
+            if r.get("status") != "ok":
+                out.append(f"| {title(r['scenario'])} | {label} | n/a ({r.get('reason', '')}) | | | | | | |")
+                continue
+            p = porch_rps(rows, section, r["scenario"])
+            rat = "1.00×" if r["server"] == "porch" else ratio(p, r["rps"])
+            out.append(f"| {title(r['scenario'])} | {label} | {fmt_rps(r['rps'])} | {fmt_ms(r['p50_ms'])} | "
+                       f"{fmt_ms(r['p99_ms'])} | {r['errors']} | {mib(r['rss'])} | {mib(r['pss'])} | {rat} |")
+        if section == "slow clients":
+            out.append("")
+            for r in sect:
+                if r.get("slow"):
+                    out.append(f"- {SERVER_LABELS.get(r['server'], r['server'])}: slow clients {r['slow']}")
+        out.append("")
+
+    mem = [r for r in rows if r.get("section") == "memory"]
+    if mem:
+        out += ["## Memory (Django JSON app, whole process tree, idle and after load)", ""]
+        out.append("| workers | server | idle RSS | idle PSS | after-load RSS | after-load PSS | PSS per worker | processes |")
+        out.append("|---:|---|---:|---:|---:|---:|---:|---:|")
+        for r in mem:
+            label = SERVER_LABELS.get(r["server"], r["server"])
+            if r.get("status") != "ok":
+                out.append(f"| {r['workers']} | {label} | n/a ({r.get('reason', '')}) | | | | | |")
+                continue
+            out.append(f"| {r['workers']} | {label} | {mib(r['idle_rss'])} | {mib(r['idle_pss'])} | {mib(r['rss'])} | "
+                       f"{mib(r['pss'])} | {mib(r['pss'] / r['workers'])} | {r['processes']} |")
+        out.append("")
+
+    if ceiling:
+        out += ["## Ceiling: the app called in a loop in one process, no HTTP (one core)", ""]
+        out.append("| scenario | calls/s | porch req/s (1 worker) | porch % of ceiling | best peer | best peer % |")
+        out.append("|---|---:|---:|---:|---|---:|")
+        for s, cps in ceiling.items():
+            p = porch_rps(rows, "1 worker", s)
+            peers = [r for r in rows if r.get("section") == "1 worker" and r.get("scenario") == s
+                     and r.get("status") == "ok" and r["server"] != "porch"]
+            best = max(peers, key=lambda r: r["rps"], default=None)
+            out.append(f"| {title(s)} | {cps:,.0f} | {fmt_rps(p)} | {'—' if p is None else pct(p, cps)} | "
+                       f"{SERVER_LABELS[best['server']] if best else '—'} | "
+                       f"{pct(best['rps'], cps) if best else '—'} |")
+        out.append("")
+
+    out += ["Settings:", ""]
+    used = {r.get("server") for r in rows}
+    for k, v in SERVER_SETTINGS.items():
+        if k in used:
+            out.append(f"- {SERVER_LABELS[k]}: {v}")
+    out.append(f"- PostgreSQL 15 (fsync off, max_connections 100) on CPU 1 with wrk; Django `CONN_MAX_AGE = 60`, "
+               f"DEBUG off, startproject's middleware; the proxy upstream is nginx on CPU 1.")
+    out.append("- errors = wrk's connect/read/write/timeout errors plus non-2xx/3xx answers, summed over the runs; "
+               "memory columns = the server's whole process tree after the load.")
+    out.append("")
+    return "\n".join(out)
+
+
+def versions():
+    def run(cmd):
+        try:
+            r = subprocess.run([str(c) for c in cmd], capture_output=True, text=True, timeout=20)
+            return (r.stdout + r.stderr).strip().splitlines()[0] if (r.stdout + r.stderr).strip() else "?"
+        except (OSError, subprocess.TimeoutExpired):
+            return "missing"
+
+    py = VENV / "bin/python"
+    v = {}
+    v["porch"] = run([PORCH, "--version"]).replace("porch ", "") if PORCH.exists() else "not built"
+    v["Granian"] = run([VENV / "bin/granian", "--version"]).split()[-1]
+    v["Gunicorn"] = run([py, "-c", "import gunicorn; print(gunicorn.__version__)"])
+    v["uWSGI"] = run([VENV / "bin/uwsgi", "--version"])
+    v["nginx"] = run(["nginx", "-v"]).split("/")[-1]
+    v["wrk"] = run(["wrk", "-v"]).split()[1] if run(["wrk", "-v"]).startswith("wrk") else "?"
+    v["Django"] = run([py, "-c", "import django; print(django.get_version())"])
+    v["CPython"] = platform.python_version()
+    m = re.search(r"\d+\.\d+", run([PG_BIN / "postgres", "--version"]))
+    v["PostgreSQL"] = m.group(0) if m else "?"
+    return v
+
+
+def machine():
+    cpu = "?"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {"cpu": cpu, "cores": os.cpu_count(), "kernel": platform.release()}
+
+
+def parse_args(argv):
+    p = argparse.ArgumentParser(prog="bench/run", description=__doc__.splitlines()[0])
+    p.add_argument("--quick", action="store_true", help="smoke test: 1 s per run, 1 run, short warm-up")
+    p.add_argument("--duration", type=int, default=10.0, help="seconds per measured run (default 10)")
+    p.add_argument("--runs", type=int, default=3, help="measured runs per 1-worker cell; the median is reported")
+    p.add_argument("--warmup", type=int, default=2, help="seconds of warm-up load before the runs")
+    p.add_argument("--only", default="", help=f"comma-separated scenarios (or prefixes): {', '.join(SCENARIOS)}")
+    p.add_argument("--servers", default="", help=f"comma-separated servers: {', '.join(APP_SERVERS + ['nginx'])}")
+    p.add_argument("--no-reference", action="store_true", help="skip the 2-worker unpinned runs")
+    p.add_argument("--keep-workdir", action="store_true", help="keep the temporary directory (logs, configs)")
+    p.add_argument("--out", default="", help="directory for the .md and .json (default bench/results, "
+                                              "bench/results/tmp for --quick)")
+    a = p.parse_args(argv)
+    if a.quick:
+        a.duration, a.runs, a.warmup = 1, 1, 1
+    # wrk takes whole seconds.
+    a.duration = max(1, round(a.duration))
+    a.warmup = max(1, round(a.warmup))
+    only = [s.strip() for s in a.only.split(",") if s.strip()]
+    selected = [s for s in SCENARIOS if not only or any(s == o or s.startswith(o) for o in only)]
+    unknown = [o for o in only if not any(s == o or s.startswith(o) for s in SCENARIOS)]
+    if unknown:
+        p.error(f"unknown scenario(s): {', '.join(unknown)}")
+    a.only = only
+    a.selected = selected
+    a.servers = [s.strip() for s in a.servers.split(",") if s.strip()]
+    bad = [s for s in a.servers if s not in APP_SERVERS + ["nginx"]]
+    if bad:
+        p.error(f"unknown server(s): {', '.join(bad)}")
+    return a
+
+
+def main(argv):
+    args = parse_args(argv)
+    if os.cpu_count() and os.cpu_count() < 2:
+        log("warning: fewer than 2 CPUs; pinning to CPU 1 will fail")
+    bench = Bench(args)
+    rows = []
+    started = datetime.datetime.now()
+    try:
+        sel = args.selected
+        if "django-db" in sel or ("ceiling" in sel and (not args.only or "ceiling" in args.only)):
+            bench.start_postgres()
+        throughput = [s for s in sel if s in APP_SCENARIOS or s in STATIC_SCENARIOS or s == "proxy"]
+        if throughput:
+            rows += bench.throughput(throughput)
+        if "slow-clients" in sel:
+            rows += bench.slow_clients()
+        if "memory" in sel:
+            rows += bench.memory()
+        if "ceiling" in sel:
+            rows += bench.ceiling(sel)
+    except KeyboardInterrupt:
+        log("interrupted; writing what was measured")
+    finally:
+        bench.close()
+
+    meta = {
+        "date": started.strftime("%Y-%m-%d %H:%M"),
+        "machine": machine(),
+        "versions": versions(),
+        "duration": args.duration,
+        "runs": args.runs,
+        "warmup": args.warmup,
+        "connections": CONNECTIONS,
+        "quick": args.quick,
+        "argv": argv,
+        "settings": {k: SERVER_SETTINGS[k] for k in SERVER_SETTINGS},
+    }
+    md = markdown(meta, rows)
+    out_dir = Path(args.out) if args.out else (RESULTS / "tmp" if args.quick else RESULTS)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    stem = started.strftime("%Y-%m-%d-%H%M%S")
+    (out_dir / f"{stem}.md").write_text(md)
+    (out_dir / f"{stem}.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n")
+    print(md)
+    log(f"saved {out_dir / stem}.md and .json")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,245 @@
+//! The command line, shaped like Gunicorn's so `gunicorn ARGS` becomes `porch ARGS`.
+//!
+//! Values here are "as typed": every field is optional so that [`crate::config`] can layer
+//! flags over `PORCH_*` variables over `porch.toml` over defaults, and validate once.
+
+use std::ffi::OsString;
+
+use clap::Parser;
+
+#[derive(Parser, Debug, Default, Clone)]
+#[command(
+    name = "porch",
+    version,
+    about = "Web server and WSGI application server in one binary.",
+    args_override_self = true
+)]
+pub struct Args {
+    /// The WSGI app: `MODULE:CALLABLE`, `MODULE` (callable `application`) or `MODULE:factory()`.
+    #[arg(value_name = "APP", env = "PORCH_APP")]
+    pub app: Option<String>,
+
+    /// Address to listen on: `HOST:PORT`, `[::]:PORT` or `unix:PATH`. Repeatable.
+    #[arg(short = 'b', long = "bind", value_name = "ADDRESS", env = "PORCH_BIND", value_delimiter = ',')]
+    pub bind: Vec<String>,
+
+    /// Worker processes [default: number of cores].
+    #[arg(short = 'w', long, env = "PORCH_WORKERS")]
+    pub workers: Option<usize>,
+
+    /// Python threads per worker: requests one worker runs at once [default: 1].
+    #[arg(long, env = "PORCH_THREADS")]
+    pub threads: Option<usize>,
+
+    /// Seconds a request may run in the app before it gets 504 and its worker is replaced [default: 30].
+    #[arg(short = 't', long, env = "PORCH_TIMEOUT")]
+    pub timeout: Option<f64>,
+
+    /// Seconds to finish in-flight requests on TERM/INT or when a worker is retired [default: 30].
+    #[arg(long, env = "PORCH_GRACEFUL_TIMEOUT")]
+    pub graceful_timeout: Option<f64>,
+
+    /// Seconds an idle keep-alive connection stays open [default: 5].
+    #[arg(long = "keep-alive", env = "PORCH_KEEP_ALIVE")]
+    pub keep_alive: Option<f64>,
+
+    /// Requests a worker serves before it is replaced; 0 = never [default: 0].
+    #[arg(long, env = "PORCH_MAX_REQUESTS")]
+    pub max_requests: Option<u64>,
+
+    /// Random extra added to --max-requests per worker, so workers do not recycle together.
+    #[arg(long, env = "PORCH_MAX_REQUESTS_JITTER")]
+    pub max_requests_jitter: Option<u64>,
+
+    /// Directory to change into before importing the app.
+    #[arg(long, env = "PORCH_CHDIR")]
+    pub chdir: Option<String>,
+
+    /// Extra directories on the Python path (comma separated, repeatable).
+    #[arg(long, env = "PORCH_PYTHONPATH", value_delimiter = ',')]
+    pub pythonpath: Vec<String>,
+
+    /// Virtualenv whose site-packages the app uses [default: $VIRTUAL_ENV].
+    #[arg(long, env = "VIRTUAL_ENV")]
+    pub venv: Option<String>,
+
+    /// Access log file, `-` for stdout [default: none].
+    #[arg(long = "access-logfile", env = "PORCH_ACCESS_LOGFILE")]
+    pub access_logfile: Option<String>,
+
+    /// Access log format: `combined` or `json` [default: combined].
+    #[arg(long = "access-logformat", env = "PORCH_ACCESS_LOGFORMAT")]
+    pub access_logformat: Option<String>,
+
+    /// Error log file, `-` for stderr [default: -].
+    #[arg(long = "error-logfile", alias = "log-file", env = "PORCH_ERROR_LOGFILE")]
+    pub error_logfile: Option<String>,
+
+    /// debug, info, warning, error or critical [default: info].
+    #[arg(long = "log-level", env = "PORCH_LOG_LEVEL")]
+    pub log_level: Option<String>,
+
+    /// Peers trusted to set X-Forwarded-For/-Proto: comma-separated IPs or `*` [default: 127.0.0.1,::1].
+    #[arg(long = "forwarded-allow-ips", env = "FORWARDED_ALLOW_IPS")]
+    pub forwarded_allow_ips: Option<String>,
+
+    /// Longest request line in bytes; longer gets 414 [default: 4094].
+    #[arg(long = "limit-request-line", env = "PORCH_LIMIT_REQUEST_LINE")]
+    pub limit_request_line: Option<usize>,
+
+    /// Most header fields in a request; more gets 431 [default: 100].
+    #[arg(long = "limit-request-fields", env = "PORCH_LIMIT_REQUEST_FIELDS")]
+    pub limit_request_fields: Option<usize>,
+
+    /// Largest header field in bytes; larger gets 431 [default: 8190].
+    #[arg(
+        long = "limit-request-field_size",
+        alias = "limit-request-field-size",
+        env = "PORCH_LIMIT_REQUEST_FIELD_SIZE"
+    )]
+    pub limit_request_field_size: Option<usize>,
+
+    /// Largest request body in bytes; larger gets 413 [default: 1 GiB].
+    #[arg(long = "limit-request-body", env = "PORCH_LIMIT_REQUEST_BODY")]
+    pub limit_request_body: Option<u64>,
+
+    /// Requests waiting for a free worker before porch answers 503 [default: 1024].
+    #[arg(long = "backlog", env = "PORCH_BACKLOG")]
+    pub backlog: Option<usize>,
+
+    /// Serve a folder under a URL prefix: `PREFIX=DIR`, e.g. `/static/=staticfiles`. Repeatable.
+    #[arg(long = "static", value_name = "PREFIX=DIR", env = "PORCH_STATIC", value_delimiter = ',')]
+    pub statics: Vec<String>,
+
+    /// Admin listener for `/healthz` and `/metrics` [default: none].
+    #[arg(long = "admin-bind", env = "PORCH_ADMIN_BIND")]
+    pub admin_bind: Option<String>,
+
+    /// Configuration file (TOML).
+    #[arg(short = 'c', long = "config", env = "PORCH_CONFIG")]
+    pub config: Option<String>,
+
+    /// Validate the configuration and the app import, then exit.
+    #[arg(long = "check-config")]
+    pub check_config: bool,
+}
+
+/// Gunicorn flags porch does not support yet, with what to do instead.
+const UNSUPPORTED_GUNICORN_FLAGS: &[(&str, &str)] = &[
+    ("-k", "porch runs WSGI apps in its own workers; drop the flag"),
+    ("--worker-class", "porch runs WSGI apps in its own workers; drop the flag"),
+    ("--worker-connections", "use --threads for concurrency per worker"),
+    ("--preload", "each porch worker imports the app itself"),
+    ("--reload", "send SIGHUP to reload the app"),
+    ("-D", "run porch under a process supervisor instead"),
+    ("--daemon", "run porch under a process supervisor instead"),
+    ("-p", "porch writes no pid file"),
+    ("--pid", "porch writes no pid file"),
+    ("--certfile", "TLS is configured in porch.toml"),
+    ("--keyfile", "TLS is configured in porch.toml"),
+    ("--ca-certs", "TLS is configured in porch.toml"),
+    ("-u", "dropping privileges is not available yet"),
+    ("--user", "dropping privileges is not available yet"),
+    ("-g", "dropping privileges is not available yet"),
+    ("--group", "dropping privileges is not available yet"),
+    ("-n", "process naming is not available"),
+    ("--name", "process naming is not available"),
+    ("--paste", "point porch at the WSGI callable instead"),
+    ("--statsd-host", "use porch's Prometheus /metrics on --admin-bind"),
+    ("--worker-tmp-dir", "porch workers need no heartbeat files"),
+    ("--proxy-protocol", "the PROXY protocol is not available yet"),
+    ("-e", "set environment variables in the shell or container"),
+    ("--env", "set environment variables in the shell or container"),
+    ("--capture-output", "Python's stdout/stderr already go to porch's error log"),
+    ("--reuse-port", "porch owns its listening sockets"),
+    ("--umask", "set the umask in the shell or container"),
+    ("--initgroups", "dropping privileges is not available yet"),
+    ("--print-config", "use --check-config"),
+    ("--max-requests-jitter-seconds", "use --max-requests-jitter"),
+];
+
+/// A Gunicorn flag porch does not support, found in the arguments.
+#[derive(Debug, thiserror::Error)]
+#[error("porch does not support Gunicorn's `{flag}` option: {hint}")]
+pub struct UnsupportedFlag {
+    pub flag: String,
+    pub hint: &'static str,
+}
+
+/// Finds the first unsupported Gunicorn flag (`--flag`, `--flag=value` or `-k` forms).
+pub fn find_unsupported(args: &[OsString]) -> Option<UnsupportedFlag> {
+    for arg in args.iter().skip(1) {
+        let arg = arg.to_string_lossy();
+        if arg == "--" {
+            break;
+        }
+        let name = arg.split('=').next().unwrap_or(&arg);
+        for (flag, hint) in UNSUPPORTED_GUNICORN_FLAGS {
+            let short_joined = flag.len() == 2 && !name.starts_with("--") && name.starts_with(flag);
+            if name == *flag || short_joined {
+                return Some(UnsupportedFlag {
+                    flag: (*flag).to_string(),
+                    hint,
+                });
+            }
+        }
+    }
+    None
+}
+
+/// The arguments to parse: `PORCH_CMD_ARGS` (split like a shell would) first, then the real
+/// command line, so flags typed by hand win, as with `GUNICORN_CMD_ARGS`.
+pub fn effective_args(argv: impl IntoIterator<Item = OsString>) -> Result<Vec<OsString>, String> {
+    let mut argv = argv.into_iter();
+    let mut out: Vec<OsString> = argv.next().into_iter().collect();
+    if let Ok(extra) = std::env::var("PORCH_CMD_ARGS") {
+        let split = shlex::split(&extra)
+            .ok_or_else(|| format!("PORCH_CMD_ARGS: unbalanced quotes in {extra:?}"))?;
+        out.extend(split.into_iter().map(OsString::from));
+    }
+    out.extend(argv);
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn os(v: &[&str]) -> Vec<OsString> {
+        v.iter().map(OsString::from).collect()
+    }
+
+    #[test]
+    fn unsupported_flags_are_named_in_every_spelling() {
+        for (args, flag) in [
+            (vec!["porch", "--preload", "app"], "--preload"),
+            (vec!["porch", "-k", "gevent", "app"], "-k"),
+            (vec!["porch", "-kgevent", "app"], "-k"),
+            (vec!["porch", "--worker-class=gevent", "app"], "--worker-class"),
+        ] {
+            assert_eq!(find_unsupported(&os(&args)).unwrap().flag, flag);
+        }
+        assert!(find_unsupported(&os(&["porch", "-w", "2", "--bind", "x", "app"])).is_none());
+    }
+
+    #[test]
+    fn gunicorn_command_lines_parse() {
+        let args = Args::try_parse_from([
+            "porch",
+            "-w",
+            "4",
+            "-b",
+            "0.0.0.0:8000",
+            "-b",
+            "unix:/tmp/s",
+            "--limit-request-field_size",
+            "100",
+            "mysite.wsgi:application",
+        ])
+        .unwrap();
+        assert_eq!(args.workers, Some(4));
+        assert_eq!(args.bind, ["0.0.0.0:8000", "unix:/tmp/s"]);
+        assert_eq!(args.limit_request_field_size, Some(100));
+        assert_eq!(args.app.as_deref(), Some("mysite.wsgi:application"));
+    }
+}

@@ -1,0 +1,614 @@
+//! One validated configuration, whatever fed it.
+//!
+//! Layers, strongest first: command-line flags, `PORCH_*` environment variables (both
+//! through [`crate::cli::Args`]), the `porch.toml` file, then defaults. Every error names
+//! the key, the value and what was expected; file errors also carry the line.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::cli::Args;
+
+/// The WSGI callable to import.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AppSpec {
+    pub module: String,
+    pub callable: String,
+    /// `MODULE:factory()`: call the attribute to get the app.
+    pub factory: bool,
+}
+
+impl AppSpec {
+    pub fn parse(s: &str) -> Result<AppSpec, ConfigError> {
+        let bad = |why: &str| ConfigError::value("app", s, why);
+        let (module, callable) = match s.split_once(':') {
+            Some((m, c)) => (m, c),
+            None => (s, "application"),
+        };
+        let (callable, factory) = match callable.strip_suffix("()") {
+            Some(c) => (c, true),
+            None => (callable, false),
+        };
+        let is_dotted_name = |x: &str| {
+            !x.is_empty()
+                && x.split('.').all(|part| {
+                    !part.is_empty()
+                        && !part.starts_with(|c: char| c.is_ascii_digit())
+                        && part.chars().all(|c| c.is_alphanumeric() || c == '_')
+                })
+        };
+        if !is_dotted_name(module) {
+            return Err(bad("MODULE:CALLABLE with a dotted Python module name, e.g. mysite.wsgi:application"));
+        }
+        if !is_dotted_name(callable) {
+            return Err(bad("a Python name after ':', e.g. application or create_app()"));
+        }
+        Ok(AppSpec {
+            module: module.into(),
+            callable: callable.into(),
+            factory,
+        })
+    }
+
+    /// Back to the `MODULE:CALLABLE` form, for the worker's command line and logs.
+    pub fn to_arg(&self) -> String {
+        format!(
+            "{}:{}{}",
+            self.module,
+            self.callable,
+            if self.factory { "()" } else { "" }
+        )
+    }
+}
+
+/// A listening address.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BindAddr {
+    Tcp(SocketAddr),
+    Unix(PathBuf),
+}
+
+impl BindAddr {
+    pub fn parse(key: &str, s: &str) -> Result<BindAddr, ConfigError> {
+        if let Some(path) = s.strip_prefix("unix:") {
+            if path.is_empty() {
+                return Err(ConfigError::value(key, s, "unix:PATH with a socket path"));
+            }
+            return Ok(BindAddr::Unix(path.into()));
+        }
+        let expected = "HOST:PORT, [::]:PORT or unix:PATH (e.g. 0.0.0.0:8000)";
+        if let Ok(addr) = s.parse::<SocketAddr>() {
+            return Ok(BindAddr::Tcp(addr));
+        }
+        // `localhost:8000` and a bare `:8000` are common in Gunicorn command lines.
+        let (host, port) = s
+            .rsplit_once(':')
+            .ok_or_else(|| ConfigError::value(key, s, expected))?;
+        let port: u16 = port
+            .parse()
+            .map_err(|_| ConfigError::value(key, s, expected))?;
+        let ip: IpAddr = match host {
+            "" | "0.0.0.0" => IpAddr::from([0, 0, 0, 0]),
+            "localhost" => IpAddr::from([127, 0, 0, 1]),
+            _ => return Err(ConfigError::value(key, s, expected)),
+        };
+        Ok(BindAddr::Tcp(SocketAddr::new(ip, port)))
+    }
+}
+
+impl std::fmt::Display for BindAddr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            BindAddr::Tcp(a) => write!(f, "http://{a}"),
+            BindAddr::Unix(p) => write!(f, "unix:{}", p.display()),
+        }
+    }
+}
+
+/// A folder served under a URL prefix.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StaticMount {
+    /// Always starts and ends with `/`.
+    pub prefix: String,
+    pub dir: PathBuf,
+}
+
+impl StaticMount {
+    pub fn parse(key: &str, s: &str) -> Result<StaticMount, ConfigError> {
+        let (prefix, dir) = s
+            .split_once('=')
+            .ok_or_else(|| ConfigError::value(key, s, "PREFIX=DIR, e.g. /static/=staticfiles"))?;
+        StaticMount::new(key, prefix, dir)
+    }
+
+    fn new(key: &str, prefix: &str, dir: &str) -> Result<StaticMount, ConfigError> {
+        if !prefix.starts_with('/') {
+            return Err(ConfigError::value(key, prefix, "a URL prefix starting with '/'"));
+        }
+        if dir.is_empty() {
+            return Err(ConfigError::value(key, dir, "a directory path"));
+        }
+        let mut prefix = prefix.to_string();
+        if !prefix.ends_with('/') {
+            prefix.push('/');
+        }
+        Ok(StaticMount {
+            prefix,
+            dir: dir.into(),
+        })
+    }
+}
+
+/// Which peers may tell porch the client's address and scheme through `X-Forwarded-*`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TrustedProxies {
+    All,
+    Ips(Vec<IpAddr>),
+}
+
+impl TrustedProxies {
+    fn parse(s: &str) -> Result<Self, ConfigError> {
+        if s.trim() == "*" {
+            return Ok(TrustedProxies::All);
+        }
+        let ips = s
+            .split(',')
+            .map(str::trim)
+            .filter(|x| !x.is_empty())
+            .map(|x| {
+                x.parse().map_err(|_| {
+                    ConfigError::value(
+                        "forwarded_allow_ips",
+                        x,
+                        "comma-separated IP addresses or '*'",
+                    )
+                })
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(TrustedProxies::Ips(ips))
+    }
+
+    pub fn trusts(&self, ip: IpAddr) -> bool {
+        match self {
+            TrustedProxies::All => true,
+            TrustedProxies::Ips(ips) => ips.contains(&ip),
+        }
+    }
+}
+
+/// Limits on what a client may send.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limits {
+    pub request_line: usize,
+    pub request_fields: usize,
+    pub request_field_size: usize,
+    pub request_body: u64,
+    /// Request bodies larger than this go to a temporary file instead of memory.
+    pub body_memory: usize,
+    /// Requests waiting for a worker before porch answers 503.
+    pub backlog: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AccessLogFormat {
+    Combined,
+    Json,
+}
+
+/// The validated configuration every part of porch reads.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub app: AppSpec,
+    pub binds: Vec<BindAddr>,
+    pub workers: usize,
+    pub threads: usize,
+    pub timeout: Duration,
+    pub graceful_timeout: Duration,
+    pub keep_alive: Duration,
+    pub max_requests: u64,
+    pub max_requests_jitter: u64,
+    pub chdir: Option<PathBuf>,
+    pub pythonpath: Vec<PathBuf>,
+    pub venv: Option<PathBuf>,
+    pub access_log: Option<String>,
+    pub access_log_format: AccessLogFormat,
+    pub error_log: Option<String>,
+    pub log_level: tracing::Level,
+    pub forwarded_allow_ips: TrustedProxies,
+    pub limits: Limits,
+    pub statics: Vec<StaticMount>,
+    pub admin_bind: Option<SocketAddr>,
+    /// `SCRIPT_NAME` the app is mounted under (from the environment or the file).
+    pub script_name: String,
+    pub config_file: Option<PathBuf>,
+}
+
+/// A configuration mistake, phrased for the person who made it.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("invalid value {value:?} for `{key}`: expected {expected}")]
+    Value {
+        key: String,
+        value: String,
+        expected: String,
+    },
+    #[error("missing `{key}`: {hint}")]
+    Missing { key: &'static str, hint: &'static str },
+    #[error("{path}: {message}")]
+    File { path: String, message: String },
+}
+
+impl ConfigError {
+    pub fn value(key: &str, value: impl std::fmt::Display, expected: &str) -> ConfigError {
+        ConfigError::Value {
+            key: key.to_string(),
+            value: value.to_string(),
+            expected: expected.to_string(),
+        }
+    }
+}
+
+/// `porch.toml`: the same settings as the flags, named with underscores.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    pub app: Option<String>,
+    #[serde(default)]
+    pub bind: Vec<String>,
+    pub workers: Option<usize>,
+    pub threads: Option<usize>,
+    pub timeout: Option<f64>,
+    pub graceful_timeout: Option<f64>,
+    pub keep_alive: Option<f64>,
+    pub max_requests: Option<u64>,
+    pub max_requests_jitter: Option<u64>,
+    pub chdir: Option<String>,
+    #[serde(default)]
+    pub pythonpath: Vec<String>,
+    pub venv: Option<String>,
+    pub access_logfile: Option<String>,
+    pub access_logformat: Option<String>,
+    pub error_logfile: Option<String>,
+    pub log_level: Option<String>,
+    pub forwarded_allow_ips: Option<String>,
+    pub limit_request_line: Option<usize>,
+    pub limit_request_fields: Option<usize>,
+    pub limit_request_field_size: Option<usize>,
+    pub limit_request_body: Option<u64>,
+    pub body_memory: Option<usize>,
+    pub backlog: Option<usize>,
+    pub admin_bind: Option<String>,
+    pub script_name: Option<String>,
+    /// `[static]` table: URL prefix → directory.
+    #[serde(default, rename = "static")]
+    pub statics: std::collections::BTreeMap<String, String>,
+}
+
+impl FileConfig {
+    pub fn load(path: &std::path::Path) -> Result<FileConfig, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::File {
+            path: path.display().to_string(),
+            message: format!("cannot read: {e}"),
+        })?;
+        Self::parse(&text).map_err(|message| ConfigError::File {
+            path: path.display().to_string(),
+            message,
+        })
+    }
+
+    /// Parses TOML text; the error says the line, the key and what was expected.
+    pub fn parse(text: &str) -> Result<FileConfig, String> {
+        toml::from_str(text).map_err(|e| {
+            let line = e
+                .span()
+                .map(|s| text[..s.start.min(text.len())].lines().count().max(1));
+            match line {
+                Some(l) => format!("line {l}: {}", e.message()),
+                None => e.message().to_string(),
+            }
+        })
+    }
+}
+
+fn positive(key: &str, v: Option<usize>, default: usize) -> Result<usize, ConfigError> {
+    match v {
+        None => Ok(default),
+        Some(0) => Err(ConfigError::value(key, 0, "a whole number of at least 1")),
+        Some(n) => Ok(n),
+    }
+}
+
+fn seconds(key: &str, v: Option<f64>, default: f64) -> Result<Duration, ConfigError> {
+    let v = v.unwrap_or(default);
+    if !(v.is_finite() && v > 0.0 && v < 1e9) {
+        return Err(ConfigError::value(key, v, "a positive number of seconds"));
+    }
+    Ok(Duration::from_secs_f64(v))
+}
+
+fn log_level(s: &str) -> Result<tracing::Level, ConfigError> {
+    Ok(match s.to_ascii_lowercase().as_str() {
+        "debug" | "trace" => tracing::Level::DEBUG,
+        "info" => tracing::Level::INFO,
+        "warning" | "warn" => tracing::Level::WARN,
+        "error" | "critical" => tracing::Level::ERROR,
+        _ => {
+            return Err(ConfigError::value(
+                "log_level",
+                s,
+                "one of debug, info, warning, error, critical",
+            ))
+        }
+    })
+}
+
+fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+impl Config {
+    /// Layers flags and environment (`args`) over the file named by `-c` over defaults.
+    pub fn from_args(args: &Args) -> Result<Config, ConfigError> {
+        let config_file = args.config.as_ref().map(PathBuf::from);
+        let file = match &config_file {
+            Some(p) => FileConfig::load(p)?,
+            None => FileConfig::default(),
+        };
+        Self::build(args, file, config_file)
+    }
+
+    fn build(args: &Args, file: FileConfig, config_file: Option<PathBuf>) -> Result<Config, ConfigError> {
+        let app = args.app.clone().or(file.app).ok_or(ConfigError::Missing {
+            key: "app",
+            hint: "give the WSGI app as MODULE:CALLABLE, e.g. `porch mysite.wsgi:application`",
+        })?;
+        let app = AppSpec::parse(&app)?;
+
+        let bind_strings = if !args.bind.is_empty() {
+            args.bind.clone()
+        } else if !file.bind.is_empty() {
+            file.bind
+        } else {
+            vec!["127.0.0.1:8000".to_string()]
+        };
+        let binds = bind_strings
+            .iter()
+            .map(|b| BindAddr::parse("bind", b))
+            .collect::<Result<Vec<_>, _>>()?;
+
+        let workers = positive("workers", args.workers.or(file.workers), cores())?;
+        let threads = positive("threads", args.threads.or(file.threads), 1)?;
+        let timeout = seconds("timeout", args.timeout.or(file.timeout), 30.0)?;
+        let graceful_timeout = seconds(
+            "graceful_timeout",
+            args.graceful_timeout.or(file.graceful_timeout),
+            30.0,
+        )?;
+        let keep_alive = seconds("keep_alive", args.keep_alive.or(file.keep_alive), 5.0)?;
+
+        let pythonpath: Vec<PathBuf> = if args.pythonpath.is_empty() {
+            file.pythonpath.iter().map(PathBuf::from).collect()
+        } else {
+            args.pythonpath.iter().map(PathBuf::from).collect()
+        };
+        let chdir = args.chdir.clone().or(file.chdir).map(PathBuf::from);
+        if let Some(dir) = &chdir {
+            if !dir.is_dir() {
+                return Err(ConfigError::value("chdir", dir.display(), "an existing directory"));
+            }
+        }
+        let venv = args
+            .venv
+            .clone()
+            .or(file.venv)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from);
+        if let Some(v) = &venv {
+            if !v.join("pyvenv.cfg").is_file() && !v.join("lib").is_dir() {
+                return Err(ConfigError::value(
+                    "venv",
+                    v.display(),
+                    "a virtualenv directory (with pyvenv.cfg and lib/)",
+                ));
+            }
+        }
+
+        let access_log_format = match args
+            .access_logformat
+            .clone()
+            .or(file.access_logformat)
+            .as_deref()
+        {
+            None | Some("combined") => AccessLogFormat::Combined,
+            Some("json") => AccessLogFormat::Json,
+            Some(other) => {
+                return Err(ConfigError::value("access_logformat", other, "combined or json"))
+            }
+        };
+        let log_level = log_level(
+            args.log_level
+                .as_deref()
+                .or(file.log_level.as_deref())
+                .unwrap_or("info"),
+        )?;
+
+        let forwarded_allow_ips = TrustedProxies::parse(
+            args.forwarded_allow_ips
+                .as_deref()
+                .or(file.forwarded_allow_ips.as_deref())
+                .unwrap_or("127.0.0.1,::1"),
+        )?;
+
+        let limits = Limits {
+            request_line: positive(
+                "limit_request_line",
+                args.limit_request_line.or(file.limit_request_line),
+                4094,
+            )?,
+            request_fields: positive(
+                "limit_request_fields",
+                args.limit_request_fields.or(file.limit_request_fields),
+                100,
+            )?,
+            request_field_size: positive(
+                "limit_request_field_size",
+                args.limit_request_field_size.or(file.limit_request_field_size),
+                8190,
+            )?,
+            request_body: args
+                .limit_request_body
+                .or(file.limit_request_body)
+                .unwrap_or(1 << 30),
+            body_memory: file.body_memory.unwrap_or(1 << 20),
+            backlog: positive("backlog", args.backlog.or(file.backlog), 1024)?,
+        };
+        if limits.request_fields > 32768 {
+            return Err(ConfigError::value(
+                "limit_request_fields",
+                limits.request_fields,
+                "at most 32768",
+            ));
+        }
+
+        let mut statics = args
+            .statics
+            .iter()
+            .map(|s| StaticMount::parse("static", s))
+            .collect::<Result<Vec<_>, _>>()?;
+        for (prefix, dir) in &file.statics {
+            statics.push(StaticMount::new("static", prefix, dir)?);
+        }
+        // Longest prefix first, so the most specific mount wins.
+        statics.sort_by(|a, b| b.prefix.len().cmp(&a.prefix.len()));
+
+        let admin_bind = match args.admin_bind.clone().or(file.admin_bind) {
+            None => None,
+            Some(s) => match BindAddr::parse("admin_bind", &s)? {
+                BindAddr::Tcp(a) => Some(a),
+                BindAddr::Unix(_) => {
+                    return Err(ConfigError::value("admin_bind", s, "HOST:PORT"))
+                }
+            },
+        };
+
+        let script_name = std::env::var("SCRIPT_NAME")
+            .ok()
+            .or(file.script_name)
+            .unwrap_or_default();
+        let script_name = script_name.trim_end_matches('/').to_string();
+        if !script_name.is_empty() && !script_name.starts_with('/') {
+            return Err(ConfigError::value(
+                "script_name",
+                &script_name,
+                "a URL path starting with '/'",
+            ));
+        }
+
+        Ok(Config {
+            app,
+            binds,
+            workers,
+            threads,
+            timeout,
+            graceful_timeout,
+            keep_alive,
+            max_requests: args.max_requests.or(file.max_requests).unwrap_or(0),
+            max_requests_jitter: args
+                .max_requests_jitter
+                .or(file.max_requests_jitter)
+                .unwrap_or(0),
+            chdir,
+            pythonpath,
+            venv,
+            access_log: args.access_logfile.clone().or(file.access_logfile),
+            access_log_format,
+            error_log: args.error_logfile.clone().or(file.error_logfile),
+            log_level,
+            forwarded_allow_ips,
+            limits,
+            statics,
+            admin_bind,
+            script_name,
+            config_file,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    fn args(v: &[&str]) -> Args {
+        Args::try_parse_from(std::iter::once("porch").chain(v.iter().copied())).unwrap()
+    }
+
+    #[test]
+    fn app_specs() {
+        assert_eq!(AppSpec::parse("a.b").unwrap().callable, "application");
+        let f = AppSpec::parse("pkg.mod:create_app()").unwrap();
+        assert!(f.factory);
+        assert_eq!(f.callable, "create_app");
+        assert_eq!(f.to_arg(), "pkg.mod:create_app()");
+        for bad in ["", ":app", "a:", "a b:app", "a:1x", "a..b:app"] {
+            assert!(AppSpec::parse(bad).is_err(), "{bad:?} must be refused");
+        }
+    }
+
+    #[test]
+    fn binds() {
+        assert_eq!(
+            BindAddr::parse("bind", "[::]:80").unwrap(),
+            BindAddr::Tcp("[::]:80".parse().unwrap())
+        );
+        assert_eq!(
+            BindAddr::parse("bind", ":8000").unwrap(),
+            BindAddr::Tcp("0.0.0.0:8000".parse().unwrap())
+        );
+        assert_eq!(
+            BindAddr::parse("bind", "unix:/run/p.sock").unwrap(),
+            BindAddr::Unix("/run/p.sock".into())
+        );
+        let err = BindAddr::parse("bind", "nonsense").unwrap_err().to_string();
+        assert!(err.contains("`bind`") && err.contains("HOST:PORT"), "{err}");
+    }
+
+    #[test]
+    fn flags_win_over_the_file_and_defaults_fill_the_rest() {
+        let file = FileConfig::parse("app = 'x:y'\nworkers = 3\nthreads = 2\n[static]\n'/media' = 'm'\n").unwrap();
+        let c = Config::build(&args(&["-w", "5"]), file, None).unwrap();
+        assert_eq!(c.workers, 5);
+        assert_eq!(c.threads, 2);
+        assert_eq!(c.app.module, "x");
+        assert_eq!(c.statics[0].prefix, "/media/");
+        assert_eq!(c.timeout, Duration::from_secs(30));
+        assert_eq!(c.binds, vec![BindAddr::Tcp("127.0.0.1:8000".parse().unwrap())]);
+    }
+
+    #[test]
+    fn file_errors_name_line_and_key() {
+        let err = FileConfig::parse("app = 'x'\nworkerz = 3\n").unwrap_err();
+        assert!(err.contains("line 2") && err.contains("workerz"), "{err}");
+        let err = FileConfig::parse("workers = 'many'\n").unwrap_err();
+        assert!(err.contains("line 1"), "{err}");
+    }
+
+    #[test]
+    fn bad_values_name_key_and_expectation() {
+        let err = Config::build(&args(&["-w", "0", "a:b"]), FileConfig::default(), None)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("`workers`") && err.contains("at least 1"), "{err}");
+        let err = Config::build(&args(&["--timeout", "-1", "a:b"]), FileConfig::default(), None)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("`timeout`"), "{err}");
+        let err = Config::build(&args(&[]), FileConfig::default(), None)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("`app`"), "{err}");
+    }
+}

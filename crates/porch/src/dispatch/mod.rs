@@ -1,0 +1,295 @@
+//! App dispatch: the bounded queue of fully-read requests and the link that feeds one
+//! worker process from it.
+//!
+//! Requests wait in one queue shared by every worker, so a worker that is being
+//! recycled, reloaded or replaced after a crash simply stops pulling and the others
+//! (or its successor) take the next request: clients never meet a closed socket.
+//! A link reads every frame the worker sends as soon as it arrives and hands it to the
+//! client's connection through an unbounded channel, so a slow reader never holds a
+//! worker: the response waits in the front's memory instead.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::UnixStream;
+use tokio::sync::{mpsc, watch, Notify};
+
+use crate::ipc::{self, Decoder, Kind};
+
+/// One request waiting for, or running on, a worker.
+pub struct Job {
+    pub request: ipc::Request,
+    /// `GET /path HTTP/1.1`, for the error log.
+    pub line: String,
+    pub reply: mpsc::UnboundedSender<Reply>,
+    pub queued_at: Instant,
+    /// The spilled body file, removed when the job is done.
+    pub body_file: Option<tempfile::TempPath>,
+}
+
+/// What the link tells the connection waiting for a response.
+#[derive(Debug)]
+pub enum Reply {
+    Head(ipc::Head),
+    Body(Bytes),
+    /// `true`: complete; `false`: aborted after the head (the client must be able to tell).
+    End(bool),
+    /// No (complete) response will come: 502 when the worker died, 504 on timeout.
+    Fail(u16),
+}
+
+pub type Queue = async_channel::Receiver<Job>;
+
+/// Why a link stopped.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LinkEnd {
+    /// Asked to drain, and nothing is running any more.
+    Drained,
+    /// The worker closed its socket: it exited or was killed.
+    WorkerGone,
+    /// A request ran past the timeout; the worker must be killed.
+    TimedOut { line: String },
+    /// The worker broke the protocol.
+    Corrupt(String),
+}
+
+struct InFlight {
+    reply: mpsc::UnboundedSender<Reply>,
+    deadline: Instant,
+    line: String,
+    head_sent: bool,
+    _body_file: Option<tempfile::TempPath>,
+}
+
+/// Settings of a link.
+#[derive(Clone)]
+pub struct LinkConfig {
+    pub threads: usize,
+    pub timeout: Duration,
+    /// Requests after which `retire` is notified (the worker keeps serving until drained).
+    pub max_requests: Option<u64>,
+}
+
+/// Feeds one worker from the queue until told to drain or the worker goes away.
+pub struct Link {
+    pub pid: u32,
+    conn: UnixStream,
+    buf: BytesMut,
+    inflight: HashMap<u32, InFlight>,
+    next_id: u32,
+    served: u64,
+}
+
+impl Link {
+    pub fn new(pid: u32, conn: UnixStream, leftover: BytesMut) -> Link {
+        Link {
+            pid,
+            conn,
+            buf: leftover,
+            inflight: HashMap::new(),
+            next_id: 1,
+            served: 0,
+        }
+    }
+
+    /// Runs until drained (after `drain` turns true), the worker dies, or a timeout.
+    /// `retire` is notified once `max_requests` have been served so the supervisor can
+    /// start a successor first.
+    pub async fn serve(
+        mut self,
+        queue: Queue,
+        cfg: LinkConfig,
+        mut drain: watch::Receiver<bool>,
+        retire: Arc<Notify>,
+    ) -> (LinkEnd, u64) {
+        let mut draining = *drain.borrow();
+        let mut out = BytesMut::with_capacity(16 * 1024);
+        let mut retire_notified = false;
+        let end = loop {
+            if draining && self.inflight.is_empty() {
+                break LinkEnd::Drained;
+            }
+            let accepting = !draining && self.inflight.len() < cfg.threads;
+            let next_deadline = self.inflight.values().map(|f| f.deadline).min();
+            tokio::select! {
+                biased;
+                read = self.conn.read_buf(&mut self.buf) => {
+                    match read {
+                        Ok(0) | Err(_) => break LinkEnd::WorkerGone,
+                        Ok(_) => {
+                            if let Err(e) = self.route_frames(&cfg, &retire, &mut retire_notified) {
+                                break LinkEnd::Corrupt(e.to_string());
+                            }
+                        }
+                    }
+                }
+                _ = sleep_until(next_deadline) => {
+                    let now = Instant::now();
+                    if let Some((&id, _)) = self.inflight.iter().find(|(_, f)| f.deadline <= now) {
+                        let line = self.time_out(id, &cfg).await;
+                        break LinkEnd::TimedOut { line };
+                    }
+                }
+                job = queue.recv(), if accepting => {
+                    let Ok(job) = job else {
+                        draining = true;
+                        continue;
+                    };
+                    out.clear();
+                    self.start(job, &cfg, &mut out);
+                    // Take what else is queued while there is room: one write, one wake-up.
+                    while self.inflight.len() < cfg.threads {
+                        match queue.try_recv() {
+                            Ok(job) => self.start(job, &cfg, &mut out),
+                            Err(_) => break,
+                        }
+                    }
+                    if self.conn.write_all(&out).await.is_err() {
+                        break LinkEnd::WorkerGone;
+                    }
+                }
+                changed = drain.changed(), if !draining => {
+                    draining = changed.is_err() || *drain.borrow();
+                }
+            }
+        };
+        // Whatever else was running on this worker will not complete.
+        for (_, f) in self.inflight.drain() {
+            let _ = f.reply.send(if f.head_sent { Reply::End(false) } else { Reply::Fail(502) });
+        }
+        (end, self.served)
+    }
+
+    fn start(&mut self, job: Job, cfg: &LinkConfig, out: &mut BytesMut) {
+        if job.reply.is_closed() {
+            return; // the client went away while the request was queued
+        }
+        let id = self.next_id;
+        self.next_id = self.next_id.wrapping_add(1).max(1);
+        job.request.encode(out, id);
+        self.inflight.insert(
+            id,
+            InFlight {
+                reply: job.reply,
+                deadline: Instant::now() + cfg.timeout,
+                line: job.line,
+                head_sent: false,
+                _body_file: job.body_file,
+            },
+        );
+    }
+
+    fn route_frames(
+        &mut self,
+        cfg: &LinkConfig,
+        retire: &Notify,
+        retire_notified: &mut bool,
+    ) -> Result<(), ipc::DecodeError> {
+        while let Some(frame) = Decoder::next(&mut self.buf)? {
+            let Some(f) = self.inflight.get_mut(&frame.id) else {
+                continue; // a late frame for a request already failed
+            };
+            match frame.kind {
+                Kind::Head => {
+                    f.head_sent = true;
+                    let head = ipc::Head::decode(&frame.payload)?;
+                    let _ = f.reply.send(Reply::Head(head));
+                }
+                Kind::Body => {
+                    let _ = f.reply.send(Reply::Body(frame.payload));
+                }
+                Kind::End => {
+                    let ok = frame.payload.first() == Some(&1);
+                    let _ = f.reply.send(Reply::End(ok));
+                    self.inflight.remove(&frame.id);
+                    self.served += 1;
+                    if let Some(max) = cfg.max_requests {
+                        if self.served >= max && !*retire_notified {
+                            *retire_notified = true;
+                            retire.notify_one();
+                        }
+                    }
+                }
+                Kind::Stack => {}
+                other => return Err(ipc::DecodeError::Invalid(kind_name(other))),
+            }
+        }
+        Ok(())
+    }
+
+    /// Answers the stuck request with 504 and logs its Python stack, asked from the worker
+    /// and waited for briefly (a thread stuck in C code holding the GIL cannot answer).
+    async fn time_out(&mut self, id: u32, cfg: &LinkConfig) -> String {
+        let f = self.inflight.remove(&id).expect("timed-out request is in flight");
+        let _ = f.reply.send(if f.head_sent { Reply::End(false) } else { Reply::Fail(504) });
+        let mut ask = Vec::new();
+        ipc::encode_vec(&mut ask, Kind::DumpStack, id, &[]);
+        let mut stack = None;
+        if self.conn.write_all(&ask).await.is_ok() {
+            let wait = tokio::time::sleep(Duration::from_secs(2));
+            tokio::pin!(wait);
+            'wait: loop {
+                tokio::select! {
+                    _ = &mut wait => break,
+                    read = self.conn.read_buf(&mut self.buf) => {
+                        if !matches!(read, Ok(n) if n > 0) { break; }
+                        while let Ok(Some(frame)) = Decoder::next(&mut self.buf) {
+                            if frame.kind == Kind::Stack && frame.id == id {
+                                stack = Some(String::from_utf8_lossy(&frame.payload).into_owned());
+                                break 'wait;
+                            }
+                            // Keep other requests' frames flowing meanwhile.
+                            if let Some(other) = self.inflight.get_mut(&frame.id) {
+                                match frame.kind {
+                                    Kind::Head => {
+                                        if let Ok(h) = ipc::Head::decode(&frame.payload) {
+                                            other.head_sent = true;
+                                            let _ = other.reply.send(Reply::Head(h));
+                                        }
+                                    }
+                                    Kind::Body => { let _ = other.reply.send(Reply::Body(frame.payload)); }
+                                    Kind::End => {
+                                        let _ = other.reply.send(Reply::End(frame.payload.first() == Some(&1)));
+                                        self.inflight.remove(&frame.id);
+                                    }
+                                    _ => {}
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        tracing::error!(
+            "worker {} timed out ({}s) on request \"{}\"; Python stack of the request's thread:\n{}",
+            self.pid,
+            cfg.timeout.as_secs_f64(),
+            f.line,
+            stack.as_deref().unwrap_or("(the worker did not answer: stuck outside Python?)\n"),
+        );
+        f.line
+    }
+}
+
+fn kind_name(k: Kind) -> &'static str {
+    match k {
+        Kind::Request => "request",
+        Kind::DumpStack => "dump-stack",
+        Kind::Stop => "stop",
+        Kind::Ready => "ready",
+        Kind::Head => "head",
+        Kind::Body => "body",
+        Kind::End => "end",
+        Kind::Stack => "stack",
+    }
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d.into()).await,
+        None => std::future::pending().await,
+    }
+}

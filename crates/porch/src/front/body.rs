@@ -1,0 +1,156 @@
+//! Response bodies the front sends: fixed bytes, or a worker's frames as they arrive.
+
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http_body::{Frame, SizeHint};
+use tokio::sync::mpsc;
+
+use super::log::AccessRecord;
+use crate::dispatch::Reply;
+
+/// Why a response body stopped early; hyper then closes the connection, so the client
+/// sees a truncated response rather than a complete-looking one.
+#[derive(Debug, thiserror::Error)]
+pub enum BodyError {
+    #[error("the app failed while sending the body")]
+    Aborted,
+    #[error("the app sent {sent} bytes but declared Content-Length {declared}")]
+    LengthMismatch { sent: u64, declared: u64 },
+}
+
+pub enum ResponseBody {
+    Full(Option<Bytes>),
+    Worker(WorkerBody),
+}
+
+impl ResponseBody {
+    pub fn empty() -> Self {
+        ResponseBody::Full(None)
+    }
+    pub fn full(b: impl Into<Bytes>) -> Self {
+        ResponseBody::Full(Some(b.into()))
+    }
+}
+
+/// Streams a worker's body frames. When the app declared a Content-Length, exactly that
+/// many bytes go out or the connection is aborted: a short or long body never corrupts
+/// the next response on a keep-alive connection.
+pub struct WorkerBody {
+    pub rx: mpsc::UnboundedReceiver<Reply>,
+    pub declared: Option<u64>,
+    pub sent: u64,
+    pub record: Option<AccessRecord>,
+    pub failed: bool,
+}
+
+impl WorkerBody {
+    fn finish(&mut self, ok: bool) {
+        if let Some(mut r) = self.record.take() {
+            r.bytes = self.sent;
+            r.aborted = !ok;
+            r.emit();
+        }
+    }
+}
+
+impl Drop for WorkerBody {
+    fn drop(&mut self) {
+        // The client went away before the end: still log what was sent.
+        self.finish(false);
+    }
+}
+
+impl http_body::Body for ResponseBody {
+    type Data = Bytes;
+    type Error = BodyError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        match self.get_mut() {
+            ResponseBody::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
+            ResponseBody::Worker(w) => {
+                if w.failed {
+                    return Poll::Ready(None);
+                }
+                loop {
+                    let reply = match w.rx.poll_recv(cx) {
+                        Poll::Pending => return Poll::Pending,
+                        Poll::Ready(r) => r,
+                    };
+                    match reply {
+                        Some(Reply::Body(mut data)) => {
+                            if data.is_empty() {
+                                continue;
+                            }
+                            if let Some(declared) = w.declared {
+                                let room = declared - w.sent;
+                                if data.len() as u64 > room {
+                                    // Send what fits, then abort: never more than declared.
+                                    data.truncate(room as usize);
+                                    w.sent += data.len() as u64;
+                                    let sent = w.sent + 1;
+                                    w.failed = true;
+                                    w.finish(false);
+                                    tracing::error!(
+                                        "app sent more than its Content-Length {declared}; connection closed"
+                                    );
+                                    let _ = sent;
+                                    return Poll::Ready(Some(Err(BodyError::LengthMismatch {
+                                        sent: declared + 1,
+                                        declared,
+                                    })));
+                                }
+                            }
+                            w.sent += data.len() as u64;
+                            return Poll::Ready(Some(Ok(Frame::data(data))));
+                        }
+                        Some(Reply::End(true)) => {
+                            if let Some(declared) = w.declared {
+                                if w.sent != declared {
+                                    w.failed = true;
+                                    w.finish(false);
+                                    tracing::error!(
+                                        "app sent {} bytes but declared Content-Length {declared}; connection closed",
+                                        w.sent
+                                    );
+                                    return Poll::Ready(Some(Err(BodyError::LengthMismatch {
+                                        sent: w.sent,
+                                        declared,
+                                    })));
+                                }
+                            }
+                            w.finish(true);
+                            return Poll::Ready(None);
+                        }
+                        Some(Reply::End(false)) | Some(Reply::Fail(_)) | None | Some(Reply::Head(_)) => {
+                            w.failed = true;
+                            w.finish(false);
+                            return Poll::Ready(Some(Err(BodyError::Aborted)));
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            ResponseBody::Full(b) => b.is_none(),
+            ResponseBody::Worker(w) => w.declared == Some(0) && w.failed,
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            ResponseBody::Full(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
+            ResponseBody::Worker(w) => match w.declared {
+                Some(n) => SizeHint::with_exact(n),
+                None => SizeHint::default(),
+            },
+        }
+    }
+}

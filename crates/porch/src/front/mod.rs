@@ -1,0 +1,647 @@
+//! The front: accepts connections, speaks HTTP with hyper, checks each request, and either
+//! answers it itself (static files, health) or reads it whole and queues it for a worker.
+
+pub mod body;
+pub mod log;
+pub mod static_files;
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use http::header::{self, HeaderName, HeaderValue};
+use http::{Method, Request, Response, StatusCode, Version};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpListener, UnixListener};
+use tokio::sync::{mpsc, watch};
+
+use crate::config::{BindAddr, Config};
+use crate::dispatch::{Job, Reply};
+use crate::ipc;
+use body::{ResponseBody, WorkerBody};
+use log::{AccessLog, AccessRecord};
+
+/// Counters the admin listener exposes.
+#[derive(Default)]
+pub struct Metrics {
+    pub requests: AtomicU64,
+    pub responses_2xx: AtomicU64,
+    pub responses_3xx: AtomicU64,
+    pub responses_4xx: AtomicU64,
+    pub responses_5xx: AtomicU64,
+    pub in_flight: AtomicU64,
+    pub queue_wait_us_total: AtomicU64,
+    pub rejected_queue_full: AtomicU64,
+}
+
+impl Metrics {
+    fn count_status(&self, status: u16) {
+        let c = match status {
+            200..=299 => &self.responses_2xx,
+            300..=399 => &self.responses_3xx,
+            400..=499 => &self.responses_4xx,
+            _ => &self.responses_5xx,
+        };
+        c.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// State every connection shares.
+pub struct Front {
+    pub cfg: Arc<Config>,
+    pub queue: async_channel::Sender<Job>,
+    pub access_log: Option<Arc<AccessLog>>,
+    pub metrics: Metrics,
+    /// False while draining: /healthz answers 503 so load balancers stop sending.
+    pub ready: AtomicBool,
+    spill_dir: PathBuf,
+}
+
+/// Who is on the other end of a connection and which listener took it.
+#[derive(Clone, Copy)]
+pub struct Peer {
+    pub remote: Option<SocketAddr>,
+    pub local: Option<SocketAddr>,
+}
+
+/// A listening socket of either kind.
+pub enum Listener {
+    Tcp(TcpListener),
+    Unix(UnixListener, PathBuf),
+}
+
+impl Listener {
+    /// Binds every address before any worker starts, so a taken port fails fast.
+    pub async fn bind(addr: &BindAddr) -> std::io::Result<Listener> {
+        match addr {
+            BindAddr::Tcp(a) => {
+                let sock = match a {
+                    SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+                    SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+                };
+                sock.set_reuseaddr(true)?;
+                sock.bind(*a)?;
+                Ok(Listener::Tcp(sock.listen(2048)?))
+            }
+            BindAddr::Unix(p) => {
+                if p.exists() {
+                    // A stale socket from a previous run; refuse anything that is not one.
+                    use std::os::unix::fs::FileTypeExt;
+                    if std::fs::metadata(p)?.file_type().is_socket() {
+                        std::fs::remove_file(p)?;
+                    }
+                }
+                Ok(Listener::Unix(UnixListener::bind(p)?, p.clone()))
+            }
+        }
+    }
+}
+
+impl Drop for Listener {
+    fn drop(&mut self) {
+        if let Listener::Unix(_, p) = self {
+            let _ = std::fs::remove_file(p);
+        }
+    }
+}
+
+impl Front {
+    pub fn new(cfg: Arc<Config>, queue: async_channel::Sender<Job>) -> std::io::Result<Arc<Front>> {
+        let access_log = match &cfg.access_log {
+            Some(t) => Some(AccessLog::open(t, cfg.access_log_format)?),
+            None => None,
+        };
+        let spill_dir = std::env::temp_dir();
+        Ok(Arc::new(Front {
+            cfg,
+            queue,
+            access_log,
+            metrics: Metrics::default(),
+            ready: AtomicBool::new(true),
+            spill_dir,
+        }))
+    }
+
+    /// Accepts connections until `shutdown` turns true, then lets open connections finish
+    /// their current request (up to the graceful timeout).
+    pub async fn serve(self: Arc<Self>, listener: Listener, mut shutdown: watch::Receiver<bool>) {
+        let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+        loop {
+            tokio::select! {
+                _ = shutdown.changed() => break,
+                accepted = accept(&listener) => {
+                    let (io, peer) = match accepted {
+                        Ok(x) => x,
+                        Err(e) => {
+                            // Out of descriptors and the like: pause instead of spinning.
+                            tracing::warn!("accept failed: {e}");
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                            continue;
+                        }
+                    };
+                    self.clone().spawn_connection(io, peer, &graceful);
+                }
+            }
+        }
+        drop(listener);
+        if tokio::time::timeout(self.cfg.graceful_timeout, graceful.shutdown())
+            .await
+            .is_err()
+        {
+            tracing::warn!("connections still open after the graceful timeout; closing them");
+        }
+    }
+
+    fn spawn_connection(
+        self: Arc<Self>,
+        io: Box<dyn Io>,
+        peer: Peer,
+        graceful: &hyper_util::server::graceful::GracefulShutdown,
+    ) {
+        let mut http = hyper::server::conn::http1::Builder::new();
+        http.timer(TokioTimer::new())
+            .keep_alive(true)
+            .half_close(false)
+            .pipeline_flush(true)
+            .max_headers(self.cfg.limits.request_fields)
+            .header_read_timeout(Duration::from_secs(30))
+            .max_buf_size(
+                (self.cfg.limits.request_line + self.cfg.limits.request_field_size * 4)
+                    .max(16 * 1024),
+            );
+        let front = self.clone();
+        let svc = service_fn(move |req| {
+            let front = front.clone();
+            async move { Ok::<_, Infallible>(front.handle(req, peer).await) }
+        });
+        let conn = http.serve_connection(TokioIo::new(io), svc);
+        let conn = graceful.watch(conn);
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+    }
+
+    async fn handle(self: &Arc<Self>, req: Request<Incoming>, peer: Peer) -> Response<ResponseBody> {
+        self.metrics.requests.fetch_add(1, Ordering::Relaxed);
+        let started = Instant::now();
+        let resp = match self.check(&req) {
+            Err(resp) => resp,
+            Ok(()) => match self.cfg.statics.iter().find(|m| req.uri().path().starts_with(&m.prefix)) {
+                Some(mount) => static_files::serve(mount, &req).await,
+                None => self.to_app(req, peer, started).await,
+            },
+        };
+        self.metrics.count_status(resp.status().as_u16());
+        resp
+    }
+
+    /// Refuses what no app should see: a missing or repeated Host on HTTP/1.1, an
+    /// over-long target or header, a body over the limit, ambiguous framing.
+    #[allow(clippy::result_large_err)]
+    fn check(&self, req: &Request<Incoming>) -> Result<(), Response<ResponseBody>> {
+        let limits = &self.cfg.limits;
+        let target_len = req.uri().path_and_query().map_or(1, |p| p.as_str().len());
+        if target_len + req.method().as_str().len() + 10 > limits.request_line {
+            return Err(error(StatusCode::URI_TOO_LONG, "request line too long"));
+        }
+        let hosts = req.headers().get_all(header::HOST).iter().count();
+        if req.version() == Version::HTTP_11 && hosts != 1 {
+            return Err(error(
+                StatusCode::BAD_REQUEST,
+                if hosts == 0 { "missing Host header" } else { "more than one Host header" },
+            ));
+        }
+        if let Some(host) = req.headers().get(header::HOST) {
+            if host.as_bytes().is_empty() && req.version() == Version::HTTP_11
+                || host.to_str().map_or(true, |h| h.parse::<http::uri::Authority>().is_err() && !h.is_empty())
+            {
+                return Err(error(StatusCode::BAD_REQUEST, "invalid Host header"));
+            }
+        }
+        for (name, value) in req.headers() {
+            if name.as_str().len() + value.len() + 2 > limits.request_field_size {
+                return Err(error(
+                    StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                    "header field too large",
+                ));
+            }
+        }
+        let te = req.headers().get_all(header::TRANSFER_ENCODING).iter().count();
+        let cls: Vec<&HeaderValue> = req.headers().get_all(header::CONTENT_LENGTH).iter().collect();
+        if te > 0 && !cls.is_empty() {
+            return Err(error(
+                StatusCode::BAD_REQUEST,
+                "both Content-Length and Transfer-Encoding",
+            ));
+        }
+        if te > 1
+            || req
+                .headers()
+                .get(header::TRANSFER_ENCODING)
+                .is_some_and(|v| !v.as_bytes().eq_ignore_ascii_case(b"chunked"))
+        {
+            return Err(error(StatusCode::BAD_REQUEST, "Transfer-Encoding must be exactly chunked"));
+        }
+        if cls.len() > 1 && cls.iter().any(|v| *v != cls[0]) {
+            return Err(error(StatusCode::BAD_REQUEST, "conflicting Content-Length headers"));
+        }
+        if let Some(cl) = cls.first() {
+            match cl.to_str().ok().and_then(|s| s.parse::<u64>().ok()) {
+                None => return Err(error(StatusCode::BAD_REQUEST, "invalid Content-Length")),
+                Some(n) if n > limits.request_body => {
+                    return Err(error(StatusCode::PAYLOAD_TOO_LARGE, "request body too large"))
+                }
+                Some(_) => {}
+            }
+        }
+        Ok(())
+    }
+
+    async fn to_app(self: &Arc<Self>, req: Request<Incoming>, peer: Peer, started: Instant) -> Response<ResponseBody> {
+        let (parts, incoming) = req.into_parts();
+        let body = match self.read_body(incoming).await {
+            Ok(b) => b,
+            Err(resp) => return resp,
+        };
+        let (request, body_file) = self.ipc_request(&parts, peer, body);
+        let line = format!(
+            "{} {} {:?}",
+            parts.method,
+            parts.uri.path_and_query().map_or("/", |p| p.as_str()),
+            parts.version
+        );
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let queued_at = Instant::now();
+        let job = Job {
+            request,
+            line,
+            reply: tx,
+            queued_at,
+            body_file,
+        };
+        match self.queue.try_send(job) {
+            Ok(()) => {}
+            Err(async_channel::TrySendError::Full(_)) => {
+                self.metrics.rejected_queue_full.fetch_add(1, Ordering::Relaxed);
+                let mut r = error(StatusCode::SERVICE_UNAVAILABLE, "all workers are busy and the queue is full");
+                r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+                return r;
+            }
+            Err(async_channel::TrySendError::Closed(_)) => {
+                return error(StatusCode::SERVICE_UNAVAILABLE, "shutting down");
+            }
+        }
+        self.metrics.in_flight.fetch_add(1, Ordering::Relaxed);
+        let first = rx.recv().await;
+        self.metrics.in_flight.fetch_sub(1, Ordering::Relaxed);
+        let head = match first {
+            Some(Reply::Head(h)) => h,
+            Some(Reply::Fail(504)) => return error(StatusCode::GATEWAY_TIMEOUT, "the app did not answer in time"),
+            _ => return error(StatusCode::BAD_GATEWAY, "the worker running this request died"),
+        };
+        let record = self.access_log.as_ref().map(|log| AccessRecord {
+            log: log.clone(),
+            remote: peer.remote.map(|a| a.ip()),
+            method: parts.method.to_string(),
+            target: parts.uri.path_and_query().map_or("/", |p| p.as_str()).to_string(),
+            protocol: protocol(parts.version),
+            status: head.status,
+            bytes: 0,
+            referer: header_str(&parts.headers, header::REFERER),
+            user_agent: header_str(&parts.headers, header::USER_AGENT),
+            route: "app",
+            started,
+            queue_wait: None,
+            aborted: false,
+        });
+        build_response(head, rx, record, parts.method == Method::HEAD)
+    }
+
+    /// Reads the whole body: in memory up to the configured size, then into a temporary
+    /// file. A body cut short by the client never reaches the app.
+    async fn read_body(&self, mut incoming: Incoming) -> Result<Body, Response<ResponseBody>> {
+        let limits = &self.cfg.limits;
+        let mut mem = BytesMut::new();
+        let mut file: Option<(tokio::fs::File, tempfile::TempPath)> = None;
+        let mut total: u64 = 0;
+        while let Some(frame) = incoming.frame().await {
+            let frame = frame.map_err(|e| {
+                tracing::debug!("request body not received in full: {e}");
+                error(StatusCode::BAD_REQUEST, "request body incomplete or malformed")
+            })?;
+            let Ok(data) = frame.into_data() else { continue };
+            total += data.len() as u64;
+            if total > limits.request_body {
+                let mut r = error(StatusCode::PAYLOAD_TOO_LARGE, "request body too large");
+                r.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+                return Err(r);
+            }
+            if file.is_none() && mem.len() + data.len() > limits.body_memory {
+                let spill = tempfile::Builder::new()
+                    .prefix("porch-body-")
+                    .tempfile_in(&self.spill_dir)
+                    .map_err(|e| {
+                        tracing::error!("cannot create a temporary file for a request body: {e}");
+                        error(StatusCode::INTERNAL_SERVER_ERROR, "cannot buffer the request body")
+                    })?;
+                let (f, path) = spill.into_parts();
+                let mut f = tokio::fs::File::from_std(f);
+                f.write_all(&mem).await.map_err(spill_error)?;
+                mem.clear();
+                file = Some((f, path));
+            }
+            match &mut file {
+                Some((f, _)) => f.write_all(&data).await.map_err(spill_error)?,
+                None => mem.extend_from_slice(&data),
+            }
+        }
+        match file {
+            Some((mut f, path)) => {
+                f.flush().await.map_err(spill_error)?;
+                Ok(Body::File(path, total))
+            }
+            None => Ok(Body::Memory(mem.freeze())),
+        }
+    }
+
+    fn ipc_request(&self, parts: &http::request::Parts, peer: Peer, body: Body) -> (ipc::Request, Option<tempfile::TempPath>) {
+        let mut headers: Vec<(Bytes, Bytes)> = Vec::with_capacity(parts.headers.keys_len());
+        let mut forwarded_https = false;
+        let trusted = peer
+            .remote
+            .map_or(true, |a| self.cfg.forwarded_allow_ips.trusts(a.ip()));
+        for name in parts.headers.keys() {
+            // Underscores would alias dashes in the environ (X_Auth vs X-Auth): drop them,
+            // as nginx and Gunicorn do, so a client cannot spoof a header a proxy set.
+            if name.as_str().contains('_') {
+                continue;
+            }
+            let mut values = parts.headers.get_all(name).iter();
+            let first = values.next().expect("a key has a value");
+            let mut joined = Bytes::copy_from_slice(first.as_bytes());
+            let sep: &[u8] = if name == header::COOKIE { b"; " } else { b", " };
+            for v in values {
+                let mut b = BytesMut::from(&joined[..]);
+                b.extend_from_slice(sep);
+                b.extend_from_slice(v.as_bytes());
+                joined = b.freeze();
+            }
+            if trusted && name.as_str() == "x-forwarded-proto" {
+                forwarded_https = joined.eq_ignore_ascii_case(b"https");
+            }
+            headers.push((Bytes::copy_from_slice(name.as_str().as_bytes()), joined));
+        }
+        if !parts.headers.contains_key(header::HOST) {
+            if let Some(auth) = parts.uri.authority() {
+                headers.push((Bytes::from_static(b"host"), Bytes::copy_from_slice(auth.as_str().as_bytes())));
+            }
+        }
+        let local = peer.local;
+        let (server_name, server_port) = host_and_port(&parts.headers, local);
+        let (remote_addr, remote_port) = match peer.remote {
+            Some(a) => (a.ip().to_string(), a.port()),
+            None => (String::new(), 0),
+        };
+        let (body, file) = match body {
+            Body::Memory(b) => (ipc::RequestBody::Inline(b), None),
+            Body::File(path, len) => (
+                ipc::RequestBody::File {
+                    path: path.to_string_lossy().into_owned(),
+                    len,
+                },
+                Some(path),
+            ),
+        };
+        let target = parts
+            .uri
+            .path_and_query()
+            .map_or(Bytes::from_static(b"/"), |p| Bytes::copy_from_slice(p.as_str().as_bytes()));
+        (
+            ipc::Request {
+                method: parts.method.to_string(),
+                target,
+                protocol: protocol(parts.version),
+                https: forwarded_https,
+                remote_addr,
+                remote_port,
+                server_name,
+                server_port,
+                headers,
+                body,
+            },
+            file,
+        )
+    }
+}
+
+enum Body {
+    Memory(Bytes),
+    File(tempfile::TempPath, u64),
+}
+
+fn spill_error(e: std::io::Error) -> Response<ResponseBody> {
+    tracing::error!("cannot write a request body to its temporary file: {e}");
+    error(StatusCode::INTERNAL_SERVER_ERROR, "cannot buffer the request body")
+}
+
+fn host_and_port(headers: &http::HeaderMap, local: Option<SocketAddr>) -> (String, u16) {
+    let default_port = local.map_or(80, |a| a.port());
+    if let Some(host) = headers.get(header::HOST).and_then(|h| h.to_str().ok()) {
+        if let Ok(auth) = host.parse::<http::uri::Authority>() {
+            return (
+                auth.host().trim_matches(['[', ']']).to_string(),
+                auth.port_u16().unwrap_or(default_port),
+            );
+        }
+    }
+    (
+        local.map_or("localhost".to_string(), |a| a.ip().to_string()),
+        default_port,
+    )
+}
+
+fn header_str(h: &http::HeaderMap, name: HeaderName) -> String {
+    h.get(name)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string()
+}
+
+pub fn protocol(v: Version) -> &'static str {
+    match v {
+        Version::HTTP_10 | Version::HTTP_09 => "HTTP/1.0",
+        Version::HTTP_2 => "HTTP/2",
+        _ => "HTTP/1.1",
+    }
+}
+
+/// Hop-by-hop headers belong to one connection; an app's are dropped (PEP 3333 forbids
+/// them, and hyper does its own framing).
+fn is_hop_by_hop(name: &[u8]) -> bool {
+    [
+        &b"connection"[..],
+        b"keep-alive",
+        b"transfer-encoding",
+        b"upgrade",
+        b"proxy-connection",
+        b"te",
+        b"trailer",
+    ]
+    .iter()
+    .any(|h| name.eq_ignore_ascii_case(h))
+}
+
+fn build_response(
+    head: ipc::Head,
+    rx: mpsc::UnboundedReceiver<Reply>,
+    record: Option<AccessRecord>,
+    is_head: bool,
+) -> Response<ResponseBody> {
+    let mut declared = None;
+    let mut builder = Response::builder().status(head.status);
+    let headers = builder.headers_mut().expect("fresh builder");
+    for (name, value) in head.headers {
+        if is_hop_by_hop(&name) {
+            continue;
+        }
+        let (Ok(n), Ok(v)) = (HeaderName::from_bytes(&name), HeaderValue::from_maybe_shared(value)) else {
+            continue; // the worker validated these; nothing invalid reaches here
+        };
+        if n == header::CONTENT_LENGTH {
+            declared = v.to_str().ok().and_then(|s| s.trim().parse::<u64>().ok());
+        }
+        headers.append(n, v);
+    }
+    let body = WorkerBody {
+        rx,
+        declared: if is_head { None } else { declared },
+        sent: 0,
+        record,
+        failed: false,
+    };
+    builder
+        .body(ResponseBody::Worker(body))
+        .unwrap_or_else(|_| error(StatusCode::BAD_GATEWAY, "invalid status from the app"))
+}
+
+/// A short plain-text answer from porch itself.
+pub fn error(status: StatusCode, why: &str) -> Response<ResponseBody> {
+    let text = format!("{} {}: {why}\n", status.as_u16(), status.canonical_reason().unwrap_or(""));
+    let mut r = Response::new(ResponseBody::full(text));
+    *r.status_mut() = status;
+    r.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    if status == StatusCode::BAD_REQUEST {
+        r.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    r
+}
+
+pub trait Io: AsyncRead + AsyncWrite + Send + Unpin + 'static {}
+impl<T: AsyncRead + AsyncWrite + Send + Unpin + 'static> Io for T {}
+
+async fn accept(listener: &Listener) -> std::io::Result<(Box<dyn Io>, Peer)> {
+    match listener {
+        Listener::Tcp(l) => {
+            let (s, remote) = l.accept().await?;
+            let _ = s.set_nodelay(true);
+            let local = s.local_addr().ok();
+            Ok((
+                Box::new(s),
+                Peer {
+                    remote: Some(remote),
+                    local,
+                },
+            ))
+        }
+        Listener::Unix(l, _) => {
+            let (s, _) = l.accept().await?;
+            Ok((Box::new(s), Peer { remote: None, local: None }))
+        }
+    }
+}
+
+/// The admin listener: `/healthz` for load balancers and container health checks,
+/// `/metrics` in Prometheus' text format.
+pub async fn serve_admin(
+    front: Arc<Front>,
+    pool: Arc<crate::supervisor::Pool>,
+    listener: TcpListener,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    loop {
+        let (stream, _) = tokio::select! {
+            _ = shutdown.changed() => return,
+            a = listener.accept() => match a { Ok(x) => x, Err(_) => continue },
+        };
+        let (front, pool) = (front.clone(), pool.clone());
+        tokio::spawn(async move {
+            let svc = service_fn(move |req: Request<Incoming>| {
+                let (front, pool) = (front.clone(), pool.clone());
+                async move { Ok::<_, Infallible>(admin(&front, &pool, req)) }
+            });
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), svc)
+                .await;
+        });
+    }
+}
+
+fn admin(front: &Front, pool: &crate::supervisor::Pool, req: Request<Incoming>) -> Response<ResponseBody> {
+    match req.uri().path() {
+        "/healthz" => {
+            let alive = pool.stats.alive.load(Ordering::Relaxed);
+            if front.ready.load(Ordering::Relaxed) && alive > 0 {
+                Response::new(ResponseBody::full("ok\n"))
+            } else {
+                error(StatusCode::SERVICE_UNAVAILABLE, "not ready")
+            }
+        }
+        "/metrics" => {
+            let m = &front.metrics;
+            let s = &pool.stats;
+            let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
+            let text = format!(
+                "# TYPE porch_requests_total counter\nporch_requests_total {}\n\
+                 # TYPE porch_responses_total counter\n\
+                 porch_responses_total{{class=\"2xx\"}} {}\nporch_responses_total{{class=\"3xx\"}} {}\n\
+                 porch_responses_total{{class=\"4xx\"}} {}\nporch_responses_total{{class=\"5xx\"}} {}\n\
+                 # TYPE porch_app_in_flight gauge\nporch_app_in_flight {}\n\
+                 # TYPE porch_queue_depth gauge\nporch_queue_depth {}\n\
+                 # TYPE porch_queue_rejected_total counter\nporch_queue_rejected_total {}\n\
+                 # TYPE porch_workers_alive gauge\nporch_workers_alive {}\n\
+                 # TYPE porch_worker_restarts_total counter\n\
+                 porch_worker_restarts_total{{cause=\"crashed\"}} {}\nporch_worker_restarts_total{{cause=\"timeout\"}} {}\n\
+                 porch_worker_restarts_total{{cause=\"recycled\"}} {}\nporch_worker_restarts_total{{cause=\"reloaded\"}} {}\n",
+                g(&m.requests),
+                g(&m.responses_2xx),
+                g(&m.responses_3xx),
+                g(&m.responses_4xx),
+                g(&m.responses_5xx),
+                g(&m.in_flight),
+                front.queue.len(),
+                g(&m.rejected_queue_full),
+                g(&s.alive),
+                g(&s.restarts_crashed),
+                g(&s.restarts_timeout),
+                g(&s.restarts_recycled),
+                g(&s.restarts_reloaded),
+            );
+            let mut r = Response::new(ResponseBody::full(text));
+            r.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/plain; version=0.0.4"),
+            );
+            r
+        }
+        _ => error(StatusCode::NOT_FOUND, "admin endpoints: /healthz, /metrics"),
+    }
+}

@@ -1,0 +1,199 @@
+//! Start-up, signals and shutdown: wires the front, the queue and the worker pool.
+
+use std::os::fd::AsRawFd;
+use std::process::ExitCode;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::Parser;
+use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::watch;
+
+use crate::cli::{self, Args};
+use crate::config::Config;
+use crate::front::{self, Front, Listener};
+use crate::supervisor::Pool;
+
+pub fn main() -> ExitCode {
+    let argv = match cli::effective_args(std::env::args_os()) {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("porch: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if let Some(flag) = cli::find_unsupported(&argv) {
+        eprintln!("porch: {flag}");
+        return ExitCode::from(2);
+    }
+    let args = match Args::try_parse_from(&argv) {
+        Ok(a) => a,
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::from(if e.use_stderr() { 2 } else { 0 });
+        }
+    };
+    let cfg = match Config::from_args(&args) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("porch: configuration error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if let Err(e) = setup_logging(&cfg) {
+        eprintln!("porch: cannot open the error log: {e}");
+        return ExitCode::from(2);
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(std::thread::available_parallelism().map_or(1, |n| n.get()).min(4))
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("porch: cannot start the runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let code = runtime.block_on(run(Arc::new(cfg), args.check_config));
+    // Workers exit on their own when their socket closes; do not wait for stray tasks.
+    runtime.shutdown_timeout(Duration::from_millis(100));
+    code
+}
+
+fn setup_logging(cfg: &Config) -> std::io::Result<()> {
+    if let Some(path) = cfg.error_log.as_deref().filter(|p| *p != "-") {
+        let file = std::fs::OpenOptions::new().create(true).append(true).open(path)?;
+        // Workers inherit stderr, so Python tracebacks land in the same file.
+        // SAFETY: both descriptors are open; dup2 atomically replaces fd 2.
+        if unsafe { libc::dup2(file.as_raw_fd(), 2) } < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_max_level(cfg.log_level)
+        .with_target(false)
+        .with_ansi(false)
+        .init();
+    Ok(())
+}
+
+async fn run(cfg: Arc<Config>, check_only: bool) -> ExitCode {
+    let (queue_tx, queue_rx) = async_channel::bounded(cfg.limits.backlog);
+    let pool = Pool::new(&cfg, queue_rx);
+
+    if check_only {
+        return match pool.boot().await {
+            Ok(w) => {
+                drop(w);
+                println!("porch: configuration OK; the app {} imports", cfg.app.to_arg());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("porch: the app {} cannot start: {e}", cfg.app.to_arg());
+                ExitCode::from(1)
+            }
+        };
+    }
+
+    let mut listeners = Vec::new();
+    for addr in &cfg.binds {
+        match Listener::bind(addr).await {
+            Ok(l) => listeners.push(l),
+            Err(e) => {
+                tracing::error!("cannot listen on {addr}: {e}");
+                return ExitCode::from(1);
+            }
+        }
+    }
+    let admin = match cfg.admin_bind {
+        Some(a) => match tokio::net::TcpListener::bind(a).await {
+            Ok(l) => Some(l),
+            Err(e) => {
+                tracing::error!("cannot listen on the admin address {a}: {e}");
+                return ExitCode::from(1);
+            }
+        },
+        None => None,
+    };
+
+    // Import the app in every worker before taking the first request: an app that fails
+    // to import stops start-up with its traceback instead of looping.
+    let boots = futures_util::future::join_all((0..cfg.workers).map(|_| pool.boot())).await;
+    let mut workers = Vec::new();
+    for b in boots {
+        match b {
+            Ok(w) => workers.push(w),
+            Err(e) => {
+                tracing::error!("worker failed to boot: {e}");
+                return ExitCode::from(1);
+            }
+        }
+    }
+    let slots: Vec<_> = workers
+        .into_iter()
+        .enumerate()
+        .map(|(i, w)| tokio::spawn(pool.clone().run_slot(i, w)))
+        .collect();
+
+    let front = match Front::new(cfg.clone(), queue_tx) {
+        Ok(f) => f,
+        Err(e) => {
+            tracing::error!("cannot open the access log: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let mut fronts = Vec::new();
+    for (l, addr) in listeners.into_iter().zip(&cfg.binds) {
+        tracing::info!("listening on {addr}");
+        fronts.push(tokio::spawn(front.clone().serve(l, shutdown_rx.clone())));
+    }
+    if let Some(l) = admin {
+        tracing::info!("admin on http://{}", l.local_addr().map(|a| a.to_string()).unwrap_or_default());
+        tokio::spawn(front::serve_admin(front.clone(), pool.clone(), l, shutdown_rx.clone()));
+    }
+    tracing::info!(
+        "porch {} serving {} with {} worker(s) x {} thread(s)",
+        env!("CARGO_PKG_VERSION"),
+        cfg.app.to_arg(),
+        cfg.workers,
+        cfg.threads
+    );
+
+    let mut term = signal(SignalKind::terminate()).expect("signal handler");
+    let mut int = signal(SignalKind::interrupt()).expect("signal handler");
+    let mut quit = signal(SignalKind::quit()).expect("signal handler");
+    let mut hup = signal(SignalKind::hangup()).expect("signal handler");
+    let mut ttin = signal(SignalKind::from_raw(libc::SIGTTIN)).expect("signal handler");
+    let mut ttou = signal(SignalKind::from_raw(libc::SIGTTOU)).expect("signal handler");
+    loop {
+        tokio::select! {
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+            _ = quit.recv() => {
+                tracing::info!("QUIT: stopping now");
+                return ExitCode::SUCCESS;
+            }
+            _ = hup.recv() => {
+                tracing::info!("HUP: starting fresh workers with the app's current code");
+                pool.generation.send_modify(|g| *g += 1);
+            }
+            _ = ttin.recv() => tracing::warn!("TTIN: changing the worker count at run time is not available yet"),
+            _ = ttou.recv() => tracing::warn!("TTOU: changing the worker count at run time is not available yet"),
+        }
+    }
+
+    tracing::info!("shutting down: finishing accepted requests (up to {:?})", cfg.graceful_timeout);
+    front.ready.store(false, Ordering::Relaxed);
+    let _ = shutdown_tx.send(true);
+    for f in fronts {
+        let _ = f.await;
+    }
+    let _ = pool.stopping.send(true);
+    let _ = tokio::time::timeout(cfg.graceful_timeout + Duration::from_secs(1), futures_util::future::join_all(slots)).await;
+    tracing::info!("stopped");
+    ExitCode::SUCCESS
+}

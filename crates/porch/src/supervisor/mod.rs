@@ -1,0 +1,372 @@
+//! The supervisor: starts worker processes, watches them, replaces the ones that die,
+//! time out or reach `--max-requests`, and reloads them on SIGHUP.
+//!
+//! Each worker slot is a task that owns one worker at a time. A successor is always
+//! booted (app imported) before its predecessor stops taking requests, so recycling and
+//! reloading never leave the queue without a worker; a failed import on reload keeps the
+//! old worker serving.
+
+use std::os::fd::AsRawFd;
+use std::os::unix::process::ExitStatusExt;
+use std::process::{ExitStatus, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use tokio::io::AsyncReadExt;
+use tokio::net::UnixStream;
+use tokio::process::{Child, Command};
+use tokio::sync::{watch, Notify};
+
+use crate::config::Config;
+use crate::dispatch::{Link, LinkConfig, LinkEnd, Queue};
+use crate::ipc::{Decoder, Kind};
+use crate::worker::{WorkerSpec, EXIT_IMPORT_FAILED, SOCKET_FD, SPEC_ENV};
+
+/// A booted worker process: its app is imported and it waits for requests.
+pub struct Worker {
+    pub pid: u32,
+    child: Child,
+    link: Link,
+}
+
+/// Why a worker could not be started.
+#[derive(Debug, thiserror::Error)]
+pub enum BootError {
+    #[error("the app could not be imported (traceback above)")]
+    ImportFailed,
+    #[error("the worker exited during start-up: {0}")]
+    Exited(String),
+    #[error("cannot start a worker process: {0}")]
+    Spawn(#[from] std::io::Error),
+    #[error("the worker sent no ready message within {0:?}")]
+    Slow(Duration),
+}
+
+/// Counters for /metrics and the logs.
+#[derive(Default)]
+pub struct WorkerStats {
+    pub restarts_crashed: AtomicU64,
+    pub restarts_timeout: AtomicU64,
+    pub restarts_recycled: AtomicU64,
+    pub restarts_reloaded: AtomicU64,
+    pub alive: AtomicU64,
+}
+
+/// Everything the slots share.
+pub struct Pool {
+    spec: WorkerSpec,
+    link: LinkConfig,
+    max_requests: u64,
+    jitter: u64,
+    boot_timeout: Duration,
+    graceful_timeout: Duration,
+    queue: Queue,
+    /// Bumped by SIGHUP: every slot boots a fresh worker.
+    pub generation: watch::Sender<u64>,
+    /// Turned true on shutdown: slots drain and stop their workers.
+    pub stopping: watch::Sender<bool>,
+    pub stats: WorkerStats,
+}
+
+impl Pool {
+    pub fn new(cfg: &Config, queue: Queue) -> Arc<Pool> {
+        Arc::new(Pool {
+            spec: WorkerSpec {
+                app: cfg.app.to_arg(),
+                threads: cfg.threads,
+                multiprocess: cfg.workers > 1,
+                chdir: cfg.chdir.clone(),
+                pythonpath: cfg.pythonpath.clone(),
+                venv: cfg.venv.clone(),
+                script_name: cfg.script_name.clone(),
+            },
+            link: LinkConfig {
+                threads: cfg.threads,
+                timeout: cfg.timeout,
+                max_requests: None,
+            },
+            max_requests: cfg.max_requests,
+            jitter: cfg.max_requests_jitter,
+            boot_timeout: cfg.timeout.max(Duration::from_secs(120)),
+            graceful_timeout: cfg.graceful_timeout,
+            queue,
+            generation: watch::channel(0).0,
+            stopping: watch::channel(false).0,
+            stats: WorkerStats::default(),
+        })
+    }
+
+    /// Starts a worker process and waits until it has imported the app.
+    pub async fn boot(&self) -> Result<Worker, BootError> {
+        let (ours, theirs) = std::os::unix::net::UnixStream::pair()?;
+        let theirs_fd = theirs.as_raw_fd();
+        let mut cmd = Command::new(std::env::current_exe()?);
+        cmd.arg("__worker")
+            .env(SPEC_ENV, serde_json::to_string(&self.spec).expect("spec serializes"))
+            .stdin(Stdio::null())
+            .kill_on_drop(true);
+        // SAFETY: the closure runs in the forked child before exec and only calls dup2 and
+        // fcntl, which are async-signal-safe; it touches no memory shared with the parent.
+        unsafe {
+            cmd.pre_exec(move || {
+                if theirs_fd == SOCKET_FD {
+                    if libc::fcntl(SOCKET_FD, libc::F_SETFD, 0) < 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                } else if libc::dup2(theirs_fd, SOCKET_FD) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let mut child = cmd.spawn()?;
+        drop(theirs);
+        let pid = child.id().unwrap_or(0);
+        ours.set_nonblocking(true)?;
+        let mut conn = UnixStream::from_std(ours)?;
+        let mut buf = BytesMut::with_capacity(64 * 1024);
+        let ready = async {
+            loop {
+                if let Some(frame) = Decoder::next(&mut buf).map_err(|e| BootError::Exited(e.to_string()))? {
+                    if frame.kind == Kind::Ready {
+                        return Ok(());
+                    }
+                    return Err(BootError::Exited(format!("unexpected {:?} frame", frame.kind)));
+                }
+                match conn.read_buf(&mut buf).await {
+                    Ok(0) | Err(_) => {
+                        let status = child.wait().await?;
+                        return Err(if status.code() == Some(EXIT_IMPORT_FAILED.into()) {
+                            BootError::ImportFailed
+                        } else {
+                            BootError::Exited(describe_exit(status))
+                        });
+                    }
+                    Ok(_) => {}
+                }
+            }
+        };
+        match tokio::time::timeout(self.boot_timeout, ready).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(e),
+            Err(_) => {
+                let _ = child.start_kill();
+                return Err(BootError::Slow(self.boot_timeout));
+            }
+        }
+        tracing::info!("booted worker {pid}");
+        Ok(Worker {
+            pid,
+            child,
+            link: Link::new(pid, conn, buf),
+        })
+    }
+
+    fn link_config(&self, slot: usize) -> LinkConfig {
+        let mut link = self.link.clone();
+        if self.max_requests > 0 {
+            // Spread recycling so workers do not all restart at once.
+            let jitter = if self.jitter > 0 {
+                (std::process::id() as u64 * 31 + slot as u64 * 7919 + nanos()) % (self.jitter + 1)
+            } else {
+                0
+            };
+            link.max_requests = Some(self.max_requests + jitter);
+        }
+        link
+    }
+
+    /// Runs one worker slot until shutdown, replacing its worker whenever needed.
+    pub async fn run_slot(self: Arc<Self>, slot: usize, mut worker: Worker) {
+        self.stats.alive.fetch_add(1, Ordering::Relaxed);
+        let mut generation = self.generation.subscribe();
+        let mut stopping = self.stopping.subscribe();
+        loop {
+            let (drain_tx, drain_rx) = watch::channel(*stopping.borrow());
+            let retire = Arc::new(Notify::new());
+            let pid = worker.pid;
+            let mut serve = tokio::spawn(worker.link.serve(
+                self.queue.clone(),
+                self.link_config(slot),
+                drain_rx,
+                retire.clone(),
+            ));
+            let mut child = worker.child;
+            let mut successor: Option<tokio::task::JoinHandle<Result<Worker, BootError>>> = None;
+            let mut next: Option<Worker> = None;
+            let mut cause = "recycled";
+            let mut boot_failures = 0u32;
+            let (end, served) = loop {
+                tokio::select! {
+                    res = &mut serve => break res.expect("link task does not panic"),
+                    _ = retire.notified(), if successor.is_none() && next.is_none() => {
+                        tracing::info!("worker {pid} reached max requests; starting its successor");
+                        cause = "recycled";
+                        successor = Some(tokio::spawn(self.clone().boot_owned()));
+                    }
+                    _ = generation.changed(), if successor.is_none() && next.is_none() => {
+                        cause = "reloaded";
+                        successor = Some(tokio::spawn(self.clone().boot_owned()));
+                    }
+                    res = async { successor.as_mut().unwrap().await }, if successor.is_some() => {
+                        successor = None;
+                        match res.expect("boot task does not panic") {
+                            Ok(w) => {
+                                next = Some(w);
+                                let _ = drain_tx.send(true);
+                            }
+                            Err(e) => {
+                                boot_failures += 1;
+                                tracing::error!("replacement for worker {pid} failed to start: {e}; worker {pid} keeps serving");
+                                if cause == "recycled" {
+                                    // Try again after a pause, still serving with the old one.
+                                    let retire = retire.clone();
+                                    let delay = backoff(boot_failures);
+                                    tokio::spawn(async move { tokio::time::sleep(delay).await; retire.notify_one(); });
+                                }
+                            }
+                        }
+                    }
+                    changed = stopping.changed() => {
+                        if changed.is_err() || *stopping.borrow() {
+                            let _ = drain_tx.send(true);
+                        }
+                    }
+                }
+            };
+            // The old worker is done taking requests; make it exit and say why it did.
+            let why = match &end {
+                LinkEnd::Drained => {
+                    self.stop_child(&mut child, pid).await;
+                    match cause {
+                        _ if *stopping.borrow() => "stopped",
+                        "reloaded" => {
+                            self.stats.restarts_reloaded.fetch_add(1, Ordering::Relaxed);
+                            "reloaded"
+                        }
+                        _ => {
+                            self.stats.restarts_recycled.fetch_add(1, Ordering::Relaxed);
+                            "recycled after max requests"
+                        }
+                    }
+                }
+                LinkEnd::TimedOut { .. } => {
+                    let _ = child.start_kill();
+                    let _ = child.wait().await;
+                    self.stats.restarts_timeout.fetch_add(1, Ordering::Relaxed);
+                    "killed after a request timed out"
+                }
+                LinkEnd::WorkerGone | LinkEnd::Corrupt(_) => {
+                    if let LinkEnd::Corrupt(e) = &end {
+                        tracing::error!("worker {pid} broke the protocol: {e}");
+                        let _ = child.start_kill();
+                    }
+                    let status = child.wait().await;
+                    self.stats.restarts_crashed.fetch_add(1, Ordering::Relaxed);
+                    tracing::error!(
+                        "worker {pid} died: {} (after {served} requests)",
+                        status.map(describe_exit).unwrap_or_else(|e| e.to_string())
+                    );
+                    "died"
+                }
+            };
+            tracing::info!("worker {pid} exited: {why}");
+            if *stopping.borrow() {
+                if let Some(mut w) = next.take() {
+                    self.stop_child(&mut w.child, w.pid).await;
+                }
+                if let Some(s) = successor.take() {
+                    if let Ok(Ok(mut w)) = s.await {
+                        self.stop_child(&mut w.child, w.pid).await;
+                    }
+                }
+                self.stats.alive.fetch_sub(1, Ordering::Relaxed);
+                return;
+            }
+            worker = match (next.take(), successor.take()) {
+                (Some(w), _) => w,
+                (None, Some(s)) => match s.await.expect("boot task does not panic") {
+                    Ok(w) => w,
+                    Err(_) => self.boot_with_backoff().await,
+                },
+                (None, None) => self.boot_with_backoff().await,
+            };
+        }
+    }
+
+    async fn boot_owned(self: Arc<Self>) -> Result<Worker, BootError> {
+        self.boot().await
+    }
+
+    /// Keeps trying to start a worker, waiting longer after each failure so a broken app
+    /// does not spin the machine.
+    async fn boot_with_backoff(&self) -> Worker {
+        let mut failures = 0;
+        loop {
+            let started = Instant::now();
+            match self.boot().await {
+                Ok(w) => return w,
+                Err(e) => {
+                    failures += 1;
+                    let delay = backoff(failures);
+                    tracing::error!(
+                        "worker failed to start after {:.1}s: {e}; retrying in {:.1}s",
+                        started.elapsed().as_secs_f64(),
+                        delay.as_secs_f64()
+                    );
+                    tokio::time::sleep(delay).await;
+                }
+            }
+        }
+    }
+
+    /// Asks a worker to exit after its running requests, then kills it after the
+    /// graceful timeout.
+    async fn stop_child(&self, child: &mut Child, pid: u32) {
+        // The link is gone, so the socket is closed: the worker sees end of stream,
+        // finishes its threads and exits.
+        if tokio::time::timeout(self.graceful_timeout, child.wait()).await.is_err() {
+            tracing::warn!("worker {pid} did not exit within the graceful timeout; killing it");
+            let _ = child.start_kill();
+            let _ = child.wait().await;
+        }
+    }
+}
+
+fn backoff(failures: u32) -> Duration {
+    Duration::from_millis((100u64 << failures.min(7)).min(10_000))
+}
+
+fn nanos() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos() as u64)
+        .unwrap_or(0)
+}
+
+/// "exited with status 1", "killed by signal 9 (SIGKILL)", with a hint for the OOM killer.
+pub fn describe_exit(status: ExitStatus) -> String {
+    if let Some(sig) = status.signal() {
+        let name = match sig {
+            libc::SIGKILL => "SIGKILL",
+            libc::SIGTERM => "SIGTERM",
+            libc::SIGSEGV => "SIGSEGV",
+            libc::SIGABRT => "SIGABRT",
+            libc::SIGBUS => "SIGBUS",
+            libc::SIGINT => "SIGINT",
+            _ => "signal",
+        };
+        let hint = if sig == libc::SIGKILL {
+            " (killed from outside, possibly by the out-of-memory killer)"
+        } else if sig == libc::SIGSEGV || sig == libc::SIGABRT {
+            " (crashed)"
+        } else {
+            ""
+        };
+        format!("killed by signal {sig} ({name}){hint}")
+    } else {
+        format!("exited with status {}", status.code().unwrap_or(-1))
+    }
+}

@@ -1,0 +1,270 @@
+//! A worker process: porch re-executed with `__worker`, embedding CPython.
+//!
+//! The main thread reads frames from the front. `threads` Python threads each take the GIL
+//! once and give it up only while waiting for the next request (so an idle worker costs
+//! no GIL traffic and a busy one no hand-offs), run the WSGI call and write their own
+//! response frames.
+
+use std::collections::HashMap;
+use std::io::{BufReader, Read, Write};
+use std::os::fd::FromRawFd;
+use std::os::unix::net::UnixStream;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::{Arc, Mutex};
+
+use bytes::BytesMut;
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyList};
+use serde::{Deserialize, Serialize};
+
+use crate::ipc::{self, Decoder, Kind};
+use crate::wsgi::{self, App, EnvironBuilder, Output, Sink};
+
+/// The environment variable carrying a [`WorkerSpec`] as JSON.
+pub const SPEC_ENV: &str = "PORCH_WORKER_SPEC";
+/// The descriptor number of the worker's socket to the front.
+pub const SOCKET_FD: i32 = 3;
+/// Exit status of a worker whose app could not be imported (Gunicorn uses 3 as well).
+pub const EXIT_IMPORT_FAILED: u8 = 3;
+
+/// What a worker needs to know, passed from the supervisor at exec time.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct WorkerSpec {
+    pub app: String,
+    pub threads: usize,
+    pub multiprocess: bool,
+    pub chdir: Option<PathBuf>,
+    pub pythonpath: Vec<PathBuf>,
+    pub venv: Option<PathBuf>,
+    pub script_name: String,
+}
+
+/// Request id → the Python thread id running it, for stack dumps of stuck requests.
+type Running = Arc<Mutex<HashMap<u32, u64>>>;
+
+pub fn main() -> ExitCode {
+    // If the front dies, its workers must not outlive it.
+    // SAFETY: prctl with PR_SET_PDEATHSIG only sets a flag on this process.
+    unsafe {
+        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+    }
+    let spec: WorkerSpec = match std::env::var(SPEC_ENV)
+        .map_err(|e| e.to_string())
+        .and_then(|s| serde_json::from_str(&s).map_err(|e| e.to_string()))
+    {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("porch worker: bad {SPEC_ENV}: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    // SAFETY: the supervisor placed our end of the socket pair on SOCKET_FD before exec
+    // and nothing else in this process owns that descriptor.
+    let stream = unsafe { UnixStream::from_raw_fd(SOCKET_FD) };
+    match run(spec, stream) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("porch worker: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn run(spec: WorkerSpec, stream: UnixStream) -> anyhow::Result<ExitCode> {
+    if let Some(dir) = &spec.chdir {
+        std::env::set_current_dir(dir)?;
+    }
+    Python::initialize();
+    let app = match Python::attach(|py| import_app(py, &spec)) {
+        Ok(app) => app,
+        Err(()) => return Ok(ExitCode::from(EXIT_IMPORT_FAILED)),
+    };
+    let app = Arc::new(app);
+
+    let sink = Arc::new(Sink::new(stream.try_clone()?, spec.threads > 1));
+    let mut ready = Vec::new();
+    ipc::encode_vec(&mut ready, Kind::Ready, 0, &std::process::id().to_le_bytes());
+    (&stream).write_all(&ready)?;
+
+    let running: Running = Arc::default();
+    let (tx, rx) = crossbeam_channel::unbounded::<(u32, ipc::Request)>();
+    let threads: Vec<_> = (0..spec.threads)
+        .map(|_| {
+            let (rx, app, sink, running) = (rx.clone(), app.clone(), sink.clone(), running.clone());
+            std::thread::spawn(move || serve(rx, &app, &sink, &running))
+        })
+        .collect();
+
+    let mut reader = BufReader::with_capacity(64 * 1024, stream);
+    let mut buf = BytesMut::with_capacity(64 * 1024);
+    let mut chunk = vec![0u8; 64 * 1024];
+    'read: loop {
+        let n = match reader.read(&mut chunk) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        buf.extend_from_slice(&chunk[..n]);
+        loop {
+            let frame = match Decoder::next(&mut buf) {
+                Ok(Some(f)) => f,
+                Ok(None) => break,
+                Err(e) => {
+                    eprintln!("porch worker: corrupt frame from the front: {e}");
+                    break 'read;
+                }
+            };
+            match frame.kind {
+                Kind::Request => match ipc::Request::decode(&frame.payload) {
+                    Ok(req) => {
+                        let _ = tx.send((frame.id, req));
+                    }
+                    Err(e) => {
+                        eprintln!("porch worker: corrupt request frame: {e}");
+                        break 'read;
+                    }
+                },
+                Kind::DumpStack => {
+                    let (sink, running) = (sink.clone(), running.clone());
+                    std::thread::spawn(move || dump_stack(frame.id, &sink, &running));
+                }
+                Kind::Stop => break 'read,
+                other => eprintln!("porch worker: unexpected {other:?} frame"),
+            }
+        }
+    }
+    // Let running requests finish (the front bounds this with its graceful timeout).
+    drop(tx);
+    for t in threads {
+        let _ = t.join();
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Puts the venv and extra paths on `sys.path`, imports the app and resolves the callable.
+/// On failure the traceback goes to stderr (the error log).
+fn import_app(py: Python<'_>, spec: &WorkerSpec) -> Result<App, ()> {
+    let result = (|| -> PyResult<App> {
+        let sys = py.import("sys")?;
+        let path = sys.getattr("path")?.cast_into::<PyList>()?;
+        // Like Gunicorn: the working directory comes first, then --pythonpath entries.
+        let cwd = std::env::current_dir()?;
+        path.insert(0, cwd.to_string_lossy().as_ref())?;
+        for (i, p) in spec.pythonpath.iter().enumerate() {
+            path.insert(i + 1, p.to_string_lossy().as_ref())?;
+        }
+        if let Some(venv) = &spec.venv {
+            let site = py.import("site")?;
+            let version = sys.getattr("version_info")?;
+            let (major, minor): (u32, u32) = (
+                version.getattr("major")?.extract()?,
+                version.getattr("minor")?.extract()?,
+            );
+            let site_packages = venv.join(format!("lib/python{major}.{minor}/site-packages"));
+            if !site_packages.is_dir() {
+                return Err(pyo3::exceptions::PyRuntimeError::new_err(format!(
+                    "virtualenv {} has no {} (was it made with Python {major}.{minor}?)",
+                    venv.display(),
+                    site_packages.display()
+                )));
+            }
+            site.call_method1("addsitedir", (site_packages.to_string_lossy().as_ref(),))?;
+            // Packages from the venv must win over the system's.
+            let n = path.len();
+            let added = path.get_item(n - 1)?;
+            if n > 0 && added.extract::<String>()? == site_packages.to_string_lossy() {
+                path.del_item(n - 1)?;
+                path.insert(1 + spec.pythonpath.len(), added)?;
+            }
+            std::env::set_var("VIRTUAL_ENV", venv);
+        }
+        sys.setattr("argv", vec!["porch"])?;
+        // Fatal errors (segfaults in C extensions) print the Python stack before dying.
+        py.import("faulthandler")?.call_method0("enable")?;
+
+        let spec_app = crate::config::AppSpec::parse(&spec.app)
+            .map_err(|e| pyo3::exceptions::PyValueError::new_err(e.to_string()))?;
+        let module = py.import(spec_app.module.as_str())?;
+        let mut callable = module.getattr(spec_app.callable.as_str()).map_err(|_| {
+            pyo3::exceptions::PyAttributeError::new_err(format!(
+                "module {:?} has no attribute {:?}",
+                spec_app.module, spec_app.callable
+            ))
+        })?;
+        if spec_app.factory {
+            callable = callable.call0()?;
+        }
+        if !callable.is_callable() {
+            return Err(pyo3::exceptions::PyTypeError::new_err(format!(
+                "{} is not callable",
+                spec_app.to_arg()
+            )));
+        }
+        Ok(App {
+            callable: callable.unbind(),
+            script_name: spec.script_name.clone(),
+            multithread: spec.threads > 1,
+            multiprocess: spec.multiprocess,
+        })
+    })();
+    result.map_err(|e| {
+        eprintln!(
+            "[porch] [ERROR] [pid {}] Failed to import the app {}:",
+            std::process::id(),
+            spec.app
+        );
+        e.print(py);
+        let _ = py
+            .import("sys")
+            .and_then(|s| s.getattr("stderr"))
+            .and_then(|s| s.call_method0("flush"));
+    })
+}
+
+/// One Python thread: holds the GIL except while waiting for the next request.
+fn serve(rx: crossbeam_channel::Receiver<(u32, ipc::Request)>, app: &App, sink: &Arc<Sink>, running: &Running) {
+    // SAFETY: pthread_self has no preconditions. Python's thread ids are pthread_self().
+    let thread_id = unsafe { libc::pthread_self() } as u64;
+    Python::attach(|py| {
+        let builder = match EnvironBuilder::new(py, app) {
+            Ok(b) => b,
+            Err(e) => {
+                e.print(py);
+                return;
+            }
+        };
+        loop {
+            let Ok((id, req)) = py.detach(|| rx.recv()) else {
+                return;
+            };
+            running.lock().unwrap_or_else(|e| e.into_inner()).insert(id, thread_id);
+            wsgi::call_app(py, app, &builder, &req, Output::new(id, sink.clone()));
+            running.lock().unwrap_or_else(|e| e.into_inner()).remove(&id);
+        }
+    });
+}
+
+/// Sends the Python stack of the thread running request `id` (for the timeout log).
+fn dump_stack(id: u32, sink: &Sink, running: &Running) {
+    let thread = running.lock().unwrap_or_else(|e| e.into_inner()).get(&id).copied();
+    let text = match thread {
+        None => "(the request is no longer running)\n".to_string(),
+        Some(thread) => Python::attach(|py| {
+            let format = || -> PyResult<String> {
+                let frames = py.import("sys")?.call_method0("_current_frames")?;
+                let frames = frames.cast_into::<PyDict>()?;
+                let Some(frame) = frames.get_item(thread)? else {
+                    return Ok("(no Python frame for the thread)\n".into());
+                };
+                let lines = py
+                    .import("traceback")?
+                    .call_method1("format_stack", (frame,))?;
+                Ok(lines.extract::<Vec<String>>()?.concat())
+            };
+            format().unwrap_or_else(|e| format!("(stack unavailable: {e})\n"))
+        }),
+    };
+    let mut frame = Vec::new();
+    ipc::encode_vec(&mut frame, Kind::Stack, id, text.as_bytes());
+    sink.write_detached(&frame);
+}

@@ -1,0 +1,21 @@
+"""An app built by a factory: ``porch factory_app:create_app()``.
+
+The module has no ``application`` attribute, so only the factory form can serve it.
+"""
+
+import os
+
+CALLS = []
+
+
+def create_app():
+    CALLS.append(os.getpid())
+
+    def app(environ, start_response):
+        body = f"made by create_app (called {len(CALLS)} time(s) in pid {os.getpid()})".encode()
+        start_response(
+            "200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))]
+        )
+        return [body]
+
+    return app
