@@ -2,7 +2,9 @@
 
 The environ is built once per app (the input stream is rewound before each call), the app
 is called, its response consumed and closed, as a server would. Prints one JSON object:
-{scenario: calls_per_second}. Run it pinned to one core (bench/run does).
+{scenario: {"wall": calls per second, "cpu": calls per CPU-second}}; the two differ when
+the app waits (the database view waits on PostgreSQL), and calls per CPU-second is the
+app's own cost per core. Run it pinned to one core (bench/run does).
 
 usage: ceiling.py SECONDS SCENARIO...
 """
@@ -92,7 +94,7 @@ def measure(app, environ, seconds):
     while time.perf_counter() < deadline:
         call()
     calls = 0
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     deadline = start + seconds
     while True:
         for _ in range(20):
@@ -101,7 +103,8 @@ def measure(app, environ, seconds):
         now = time.perf_counter()
         if now >= deadline:
             break
-    return calls / (now - start)
+    cpu = time.process_time() - cpu_start
+    return {"wall": round(calls / (now - start), 1), "cpu": round(calls / cpu, 1) if cpu else None}
 
 
 def main():
@@ -109,7 +112,7 @@ def main():
     out = {}
     for scenario in sys.argv[2:]:
         app, environ = target(scenario)
-        out[scenario] = round(measure(app, environ, seconds), 1)
+        out[scenario] = measure(app, environ, seconds)
     print(json.dumps(out))
 
 

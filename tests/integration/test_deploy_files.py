@@ -6,9 +6,11 @@ runs: examples/django/Dockerfile, compose.yaml, front.porch.toml, entrypoint.sh 
 from __future__ import annotations
 
 import json
+import os
 import re
 import shlex
 import subprocess
+import sys
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -183,6 +185,24 @@ def test_dockerfile_stages_build_porch_against_the_runtime_python(stages):
     assert runtime.env()["PORCH_BIN"] == porch_copies[0][2]
 
 
+def test_runtime_image_has_the_libpython_porch_links(stages):
+    """The release binary here is built like the image's: the libpython it needs at run
+    time comes from a package the runtime stage installs."""
+    ldd = subprocess.run(["ldd", str(PORCH_BIN)], capture_output=True, text=True, timeout=30)
+    assert ldd.returncode == 0, ldd.stderr
+    m = re.search(r"^\s*(libpython3\.\d+\.so\.1\.0) => (\S+)", ldd.stdout, re.M)
+    assert m, f"porch does not link a shared libpython:\n{ldd.stdout}"
+    soname, resolved = m.groups()
+    owner = subprocess.run(
+        ["dpkg", "-S", f"/usr/lib/x86_64-linux-gnu/{soname}"], capture_output=True, text=True
+    )
+    if owner.returncode != 0:
+        owner = subprocess.run(["dpkg", "-S", resolved], capture_output=True, text=True)
+    assert owner.returncode == 0, f"no Debian package owns {resolved}: {owner.stderr}"
+    package = owner.stdout.split(":", 1)[0]
+    assert package in stages[-1].apt_installed(), (package, stages[-1].apt_installed())
+
+
 def test_dockerfile_rust_stage_copies_the_whole_workspace(stages):
     rust = next(s for s in stages if s.base.startswith("rust:"))
     copied = [PurePosixPath(p.rstrip("/")) for s, srcs, _ in rust.copies() if s is None for p in srcs]
@@ -300,6 +320,26 @@ def test_e2e_test_runs_the_repository_entrypoint_with_the_release_binary():
     assert "ensure_venv examples/django/requirements.txt" in demo and "build_release" in demo
 
 
+def test_example_requirements_are_pinned_like_the_tests():
+    """The e2e test runs the example in the test virtualenv: same versions on both sides."""
+
+    def pins(path: Path) -> dict[str, str]:
+        out = {}
+        for line in path.read_text().splitlines():
+            line = line.split("#", 1)[0].strip()
+            if line:
+                name, sep, version = line.partition("==")
+                assert sep, f"{path}: {line!r} is not pinned with =="
+                out[re.sub(r"\[.*\]", "", name).lower()] = version
+        return out
+
+    example = pins(EXAMPLE / "requirements.txt")
+    tests = pins(ROOT / "tests" / "requirements.txt")
+    assert {"django", "djangorestframework", "psycopg"} <= set(example)
+    assert example.items() <= tests.items(), (example, tests)
+    assert example["django"].startswith("5.2.")
+
+
 # --- compose ---------------------------------------------------------------------------
 
 
@@ -366,5 +406,42 @@ def test_front_config_is_accepted_by_porch():
     r = subprocess.run(
         [str(PORCH_BIN), "--check-config", "-c", str(EXAMPLE / "front.porch.toml")],
         capture_output=True, text=True, timeout=30,
+    )
+    assert r.returncode == 0, f"exit {r.returncode}\nstdout: {r.stdout}\nstderr: {r.stderr}"
+
+
+# --- the migration guide ---------------------------------------------------------------
+
+GUIDE = ROOT / "docs" / "migrating-from-nginx-gunicorn.md"
+
+
+def guide_blocks(lang: str) -> list[str]:
+    return re.findall(rf"^```{lang}\n(.*?)^```$", GUIDE.read_text(), re.M | re.S)
+
+
+def test_guide_front_config_is_the_example_file(front_config):
+    fronts = [tomllib.loads(b) for b in guide_blocks("toml") if "listener" in tomllib.loads(b)]
+    assert fronts == [front_config]
+
+
+def test_guide_single_host_config_is_accepted_by_porch(tmp_path):
+    """The guide's porch.toml for one host, with the bookstore app in place of mysite."""
+    (single,) = [b for b in guide_blocks("toml") if "listener" not in tomllib.loads(b)]
+    config = tomllib.loads(single)
+    assert config["app"] == "mysite.wsgi:application"
+    # It says what the guide's porch command line says.
+    command = next(b for b in guide_blocks("sh") if b.startswith("porch mysite.wsgi:application"))
+    words = shlex.split(command.replace("\\\n", " "))
+    assert config["bind"] == [words[words.index("--bind") + 1]]
+    assert str(config["workers"]) == words[words.index("--workers") + 1]
+    ((prefix, directory),) = config["static"].items()
+    assert f"{prefix}={directory}" == words[words.index("--static") + 1]
+    path = tmp_path / "porch.toml"
+    path.write_text(single.replace("mysite.wsgi", "bookstore.wsgi"))
+    r = subprocess.run(
+        [str(PORCH_BIN), "--check-config", "-c", str(path)],
+        cwd=EXAMPLE, capture_output=True, text=True, timeout=60,
+        env={**os.environ, "SECRET_KEY": "check-config", "VIRTUAL_ENV": sys.prefix,
+             "PYTHONDONTWRITEBYTECODE": "1"},
     )
     assert r.returncode == 0, f"exit {r.returncode}\nstdout: {r.stdout}\nstderr: {r.stderr}"

@@ -131,17 +131,17 @@ def site(postgres):  # noqa: F811
         tmp = Path(tmp)
         dep = Deployment(database_url, tmp / "staticfiles", tmp)
         dep.manage("collectstatic", "--noinput")
-        dep.start()
-        dep.manage(
-            "createsuperuser",
-            "--noinput",
-            env={
-                "DJANGO_SUPERUSER_USERNAME": ADMIN_USER,
-                "DJANGO_SUPERUSER_PASSWORD": ADMIN_PASSWORD,
-                "DJANGO_SUPERUSER_EMAIL": "admin@example.com",
-            },
-        )
         try:
+            dep.start()
+            dep.manage(
+                "createsuperuser",
+                "--noinput",
+                env={
+                    "DJANGO_SUPERUSER_USERNAME": ADMIN_USER,
+                    "DJANGO_SUPERUSER_PASSWORD": ADMIN_PASSWORD,
+                    "DJANGO_SUPERUSER_EMAIL": "admin@example.com",
+                },
+            )
             yield dep
         finally:
             dep.kill()
@@ -487,8 +487,18 @@ def test_graceful_stop(site):
     assert site.proc.poll() is None, site.log()
     site.proc.send_signal(signal.SIGTERM)
     assert site.proc.wait(40) == 0, site.log()
+    # Its workers went with it: nothing is left in the process group the script started.
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            os.killpg(site.proc.pid, 0)
+        except ProcessLookupError:
+            break
+        assert time.monotonic() < deadline, "porch's workers outlived it"
+        time.sleep(0.1)
     with pytest.raises(requests.ConnectionError):
         requests.get(site.url + "/api/", timeout=5)
     log = site.log()
     assert "entrypoint: applying migrations" in log
     assert f"exec {PORCH_BIN} " in log
+    assert "Internal Server Error" not in log, log

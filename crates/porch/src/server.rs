@@ -82,7 +82,7 @@ fn setup_logging(cfg: &Config) -> std::io::Result<()> {
 
 async fn run(cfg: Arc<Config>, check_only: bool) -> ExitCode {
     let (queue_tx, queue_rx) = async_channel::bounded(cfg.limits.backlog);
-    let pool = Pool::new(&cfg, queue_rx);
+    let pool = Pool::new(&cfg, queue_rx, queue_tx.clone());
 
     if check_only {
         return match pool.boot().await {

@@ -22,7 +22,8 @@ class AuthorViewSet(viewsets.ModelViewSet):
     serializer_class = AuthorSerializer
 
     def get_queryset(self):
-        queryset = Author.objects.annotate(book_count=Count("books"))
+        # Aggregating queries ignore Meta.ordering: order explicitly for stable pages.
+        queryset = Author.objects.annotate(book_count=Count("books")).order_by("name", "id")
         search = self.request.query_params.get("search")
         if search:
             queryset = queryset.filter(name__icontains=search)

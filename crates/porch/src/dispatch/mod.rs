@@ -8,7 +8,7 @@
 //! client's connection through an unbounded channel, so a slow reader never holds a
 //! worker: the response waits in the front's memory instead.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -58,16 +58,24 @@ pub enum LinkEnd {
 
 struct InFlight {
     reply: mpsc::UnboundedSender<Reply>,
-    deadline: Instant,
+    /// When a worker thread took it; `None` while it waits in the worker's own queue.
+    started: Option<Instant>,
     line: String,
     head_sent: bool,
-    _body_file: Option<tempfile::TempPath>,
+    /// Kept until the request starts, so a request the worker never began can be
+    /// given to another worker if this one dies.
+    request: Option<ipc::Request>,
+    queued_at: Instant,
+    body_file: Option<tempfile::TempPath>,
 }
 
 /// Settings of a link.
 #[derive(Clone)]
 pub struct LinkConfig {
     pub threads: usize,
+    /// Requests sent ahead to a busy worker, so it finds its next request without a
+    /// round trip and one wake-up carries several requests.
+    pub prefetch: usize,
     pub timeout: Duration,
     /// Requests after which `retire` is notified (the worker keeps serving until drained).
     pub max_requests: Option<u64>,
@@ -79,17 +87,23 @@ pub struct Link {
     conn: UnixStream,
     buf: BytesMut,
     inflight: HashMap<u32, InFlight>,
+    /// Ids not yet ended, in the order sent. The worker's threads take requests in this
+    /// order, so the first `threads` of them are the ones running.
+    order: VecDeque<u32>,
+    requeue: async_channel::Sender<Job>,
     next_id: u32,
     served: u64,
 }
 
 impl Link {
-    pub fn new(pid: u32, conn: UnixStream, leftover: BytesMut) -> Link {
+    pub fn new(pid: u32, conn: UnixStream, leftover: BytesMut, requeue: async_channel::Sender<Job>) -> Link {
         Link {
             pid,
             conn,
             buf: leftover,
             inflight: HashMap::new(),
+            order: VecDeque::new(),
+            requeue,
             next_id: 1,
             served: 0,
         }
@@ -112,8 +126,13 @@ impl Link {
             if draining && self.inflight.is_empty() {
                 break LinkEnd::Drained;
             }
-            let accepting = !draining && self.inflight.len() < cfg.threads;
-            let next_deadline = self.inflight.values().map(|f| f.deadline).min();
+            let accepting = !draining && self.inflight.len() < cfg.threads + cfg.prefetch;
+            let next_deadline = self
+                .inflight
+                .values()
+                .filter_map(|f| f.started)
+                .min()
+                .map(|s| s + cfg.timeout);
             tokio::select! {
                 biased;
                 read = self.conn.read_buf(&mut self.buf) => {
@@ -128,7 +147,7 @@ impl Link {
                 }
                 _ = sleep_until(next_deadline) => {
                     let now = Instant::now();
-                    if let Some((&id, _)) = self.inflight.iter().find(|(_, f)| f.deadline <= now) {
+                    if let Some((&id, _)) = self.inflight.iter().find(|(_, f)| f.started.is_some_and(|s| s + cfg.timeout <= now)) {
                         let line = self.time_out(id, &cfg).await;
                         break LinkEnd::TimedOut { line };
                     }
@@ -141,12 +160,13 @@ impl Link {
                     out.clear();
                     self.start(job, &cfg, &mut out);
                     // Take what else is queued while there is room: one write, one wake-up.
-                    while self.inflight.len() < cfg.threads {
+                    while self.inflight.len() < cfg.threads + cfg.prefetch {
                         match queue.try_recv() {
                             Ok(job) => self.start(job, &cfg, &mut out),
                             Err(_) => break,
                         }
                     }
+                    self.mark_started(&cfg);
                     if self.conn.write_all(&out).await.is_err() {
                         break LinkEnd::WorkerGone;
                     }
@@ -156,9 +176,20 @@ impl Link {
                 }
             }
         };
-        // Whatever else was running on this worker will not complete.
+        // Requests that were running will not complete; those still waiting in the
+        // worker's queue never reached the app and go back to the shared queue.
         for (_, f) in self.inflight.drain() {
-            let _ = f.reply.send(if f.head_sent { Reply::End(false) } else { Reply::Fail(502) });
+            match (f.started, f.request) {
+                (None, Some(request)) if end != LinkEnd::Drained => {
+                    let job = Job { request, line: f.line, reply: f.reply, queued_at: f.queued_at, body_file: f.body_file };
+                    if let Err(e) = self.requeue.try_send(job) {
+                        let _ = e.into_inner().reply.send(Reply::Fail(502));
+                    }
+                }
+                _ => {
+                    let _ = f.reply.send(if f.head_sent { Reply::End(false) } else { Reply::Fail(502) });
+                }
+            }
         }
         (end, self.served)
     }
@@ -167,19 +198,43 @@ impl Link {
         if job.reply.is_closed() {
             return; // the client went away while the request was queued
         }
+        let _ = cfg;
         let id = self.next_id;
         self.next_id = self.next_id.wrapping_add(1).max(1);
         job.request.encode(out, id);
+        self.order.push_back(id);
         self.inflight.insert(
             id,
             InFlight {
                 reply: job.reply,
-                deadline: Instant::now() + cfg.timeout,
+                started: None,
                 line: job.line,
                 head_sent: false,
-                _body_file: job.body_file,
+                request: Some(job.request),
+                queued_at: job.queued_at,
+                body_file: job.body_file,
             },
         );
+    }
+
+    /// The first `threads` unfinished requests are running: start their clocks.
+    fn mark_started(&mut self, cfg: &LinkConfig) {
+        let now = Instant::now();
+        for id in self.order.iter().take(cfg.threads) {
+            if let Some(f) = self.inflight.get_mut(id) {
+                if f.started.is_none() {
+                    f.started = Some(now);
+                    f.request = None;
+                }
+            }
+        }
+    }
+
+    fn forget(&mut self, id: u32) {
+        self.inflight.remove(&id);
+        if let Some(pos) = self.order.iter().position(|&x| x == id) {
+            self.order.remove(pos);
+        }
     }
 
     fn route_frames(
@@ -204,7 +259,8 @@ impl Link {
                 Kind::End => {
                     let ok = frame.payload.first() == Some(&1);
                     let _ = f.reply.send(Reply::End(ok));
-                    self.inflight.remove(&frame.id);
+                    self.forget(frame.id);
+                    self.mark_started(cfg);
                     self.served += 1;
                     if let Some(max) = cfg.max_requests {
                         if self.served >= max && !*retire_notified {
@@ -224,6 +280,7 @@ impl Link {
     /// and waited for briefly (a thread stuck in C code holding the GIL cannot answer).
     async fn time_out(&mut self, id: u32, cfg: &LinkConfig) -> String {
         let f = self.inflight.remove(&id).expect("timed-out request is in flight");
+        self.order.retain(|&x| x != id);
         let _ = f.reply.send(if f.head_sent { Reply::End(false) } else { Reply::Fail(504) });
         let mut ask = Vec::new();
         ipc::encode_vec(&mut ask, Kind::DumpStack, id, &[]);
@@ -253,7 +310,7 @@ impl Link {
                                     Kind::Body => { let _ = other.reply.send(Reply::Body(frame.payload)); }
                                     Kind::End => {
                                         let _ = other.reply.send(Reply::End(frame.payload.first() == Some(&1)));
-                                        self.inflight.remove(&frame.id);
+                                        self.forget(frame.id);
                                     }
                                     _ => {}
                                 }

@@ -63,6 +63,7 @@ pub struct Pool {
     boot_timeout: Duration,
     graceful_timeout: Duration,
     queue: Queue,
+    requeue: async_channel::Sender<crate::dispatch::Job>,
     /// Bumped by SIGHUP: every slot boots a fresh worker.
     pub generation: watch::Sender<u64>,
     /// Turned true on shutdown: slots drain and stop their workers.
@@ -71,7 +72,7 @@ pub struct Pool {
 }
 
 impl Pool {
-    pub fn new(cfg: &Config, queue: Queue) -> Arc<Pool> {
+    pub fn new(cfg: &Config, queue: Queue, requeue: async_channel::Sender<crate::dispatch::Job>) -> Arc<Pool> {
         Arc::new(Pool {
             spec: WorkerSpec {
                 app: cfg.app.to_arg(),
@@ -84,6 +85,7 @@ impl Pool {
             },
             link: LinkConfig {
                 threads: cfg.threads,
+                prefetch: cfg.prefetch,
                 timeout: cfg.timeout,
                 max_requests: None,
             },
@@ -92,6 +94,7 @@ impl Pool {
             boot_timeout: cfg.timeout.max(Duration::from_secs(120)),
             graceful_timeout: cfg.graceful_timeout,
             queue,
+            requeue,
             generation: watch::channel(0).0,
             stopping: watch::channel(false).0,
             stats: WorkerStats::default(),
@@ -160,7 +163,7 @@ impl Pool {
         Ok(Worker {
             pid,
             child,
-            link: Link::new(pid, conn, buf),
+            link: Link::new(pid, conn, buf, self.requeue.clone()),
         })
     }
 
