@@ -43,6 +43,9 @@ UPLOAD_SHA256 = hashlib.sha256(b"x" * UPLOAD_SIZE).hexdigest()
 ITEM_ROWS = 10_000
 SLOW_CLIENTS = 300
 CONNECTIONS = 64
+# A 1-minute load average above this before a cell means something else was running
+# (the bench itself leaves about 2 behind: a server and wrk).
+BUSY_LOADAVG = 3.0
 SERVER_CPU = "0"
 LOAD_CPU = "1"
 
@@ -525,6 +528,7 @@ class Bench:
     def run_cell(self, section, scenario, kind, workers, pinned, runs):
         row = {
             "section": section, "scenario": scenario, "server": kind, "workers": workers, "pinned": pinned,
+            "loadavg_before": os.getloadavg()[0],
         }
         t0 = time.monotonic()
         try:
@@ -670,7 +674,7 @@ class Bench:
         return rows
 
     def ceiling(self, scenarios):
-        wanted = [s for s in APP_SCENARIOS if s in scenarios or not self.args.only or "ceiling" in self.args.only]
+        wanted = ceiling_apps(scenarios)
         wanted = [s for s in wanted if s != "django-db" or self.pg]
         if not wanted:
             return []
@@ -772,6 +776,11 @@ NGINX_FRONT = string.Template("""\
     }""")
 
 
+def ceiling_apps(selected):
+    """The apps whose ceiling is measured: those selected, or all when none is."""
+    return [s for s in APP_SCENARIOS if s in selected] or list(APP_SCENARIOS)
+
+
 def expected_body(scenario, body: bytes) -> bool:
     if scenario in ("hello", "slow-clients"):
         return body == b"Hello, World!"
@@ -858,6 +867,11 @@ def markdown(meta, rows) -> str:
     out.append(f"Method: wrk -t1 -c{CONNECTIONS}, {meta['warmup']} s warm-up, then "
                f"{meta['runs']} × {meta['duration']} s (median) for 1 worker; 2 workers: one run, unpinned.  ")
     out.append("Versions: " + ", ".join(f"{k} {v}" for k, v in meta["versions"].items()) + ".")
+    busy = meta.get("loadavg_max_before_cell")
+    if busy is not None and busy > BUSY_LOADAVG:
+        out.append("")
+        out.append(f"**Warning: the machine was busy with other work during this run** (1-minute load average up "
+                   f"to {busy:.1f} before a cell, on {meta['machine']['cores']} cores); the numbers are noisy.")
     out.append("")
     ceiling = {r["scenario"]: r for r in rows if r.get("section") == "ceiling" and r.get("status") == "ok"}
 
@@ -945,6 +959,9 @@ def versions():
     py = VENV / "bin/python"
     v = {}
     v["porch"] = run([PORCH, "--version"]).replace("porch ", "") if PORCH.exists() else "not built"
+    commit = run(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"])
+    if commit not in ("?", "missing") and not commit.startswith("fatal"):
+        v["porch"] += f" (commit {commit})"
     v["Granian"] = run([VENV / "bin/granian", "--version"]).split()[-1]
     v["Gunicorn"] = run([py, "-c", "import gunicorn; print(gunicorn.__version__)"])
     v["uWSGI"] = run([VENV / "bin/uwsgi", "--version"])
@@ -1010,7 +1027,7 @@ def main(argv):
     started = datetime.datetime.now()
     try:
         sel = args.selected
-        if "django-db" in sel or ("ceiling" in sel and (not args.only or "ceiling" in args.only)):
+        if "django-db" in sel or ("ceiling" in sel and "django-db" in ceiling_apps(sel)):
             bench.start_postgres()
         throughput = [s for s in sel if s in APP_SCENARIOS or s in STATIC_SCENARIOS or s == "proxy"]
         if throughput:
@@ -1038,6 +1055,8 @@ def main(argv):
         "argv": argv,
         "settings": {k: SERVER_SETTINGS[k] for k in SERVER_SETTINGS},
     }
+    loads = [r["loadavg_before"] for r in rows if "loadavg_before" in r]
+    meta["loadavg_max_before_cell"] = max(loads, default=None)
     md = markdown(meta, rows)
     out_dir = Path(args.out) if args.out else (RESULTS / "tmp" if args.quick else RESULTS)
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -11,11 +11,13 @@ from __future__ import annotations
 import os
 import re
 import signal
+import sqlite3
 import subprocess
 import sys
 import tempfile
 import threading
 import time
+from contextlib import closing
 from pathlib import Path
 
 import pytest
@@ -33,7 +35,7 @@ ONE_YEAR = 365 * 24 * 3600
 class Deployment:
     """The entrypoint script running porch with the bookstore app."""
 
-    def __init__(self, database_url: str, static_root: Path, workdir: Path):
+    def __init__(self, database_url: str | None, static_root: Path, workdir: Path):
         self.port = free_port()
         self.admin_port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -59,6 +61,9 @@ class Deployment:
                 "DB_WAIT_SECONDS": "30",
             }
         )
+        if database_url is None:  # SQLite, as scripts/demo runs it
+            del self.env["DATABASE_URL"]
+            self.env["SQLITE_PATH"] = str(workdir / "db.sqlite3")
         self.logfile = workdir / "entrypoint.log"
         self.proc: subprocess.Popen | None = None
 
@@ -477,6 +482,34 @@ def test_replicas_migrating_at_once_take_turns(postgres):  # noqa: F811
     with postgres.connect("replicas") as conn:
         (n,) = conn.execute("SELECT count(*) FROM django_migrations WHERE app = 'catalog'").fetchone()
     assert n == len(list((EXAMPLE / "catalog" / "migrations").glob("0*.py")))
+
+
+def test_sqlite_when_no_database_url():
+    """Without DATABASE_URL (the demo's mode) the same entrypoint serves from a SQLite file."""
+    with tempfile.TemporaryDirectory(prefix="porch-django-sqlite-") as tmp:
+        tmp = Path(tmp)
+        dep = Deployment(None, tmp / "staticfiles", tmp)
+        try:
+            dep.manage("collectstatic", "--noinput")
+            dep.start()
+            with requests.Session() as http:
+                aid = create_author(http, dep, "SQLite Author")["id"]
+                for title in ("One", "Two"):
+                    r = http.post(api(dep, "books/"), json={"title": title, "author": aid}, timeout=10)
+                    assert r.status_code == 201, r.text
+                assert http.get(api(dep, "books/"), timeout=10).json()["count"] == 2
+                assert http.get(dep.url + "/admin/login/", timeout=10).status_code == 200
+            dep.proc.send_signal(signal.SIGTERM)
+            assert dep.proc.wait(40) == 0, dep.log()
+        finally:
+            dep.kill()
+        assert "waiting for the database" not in dep.log()
+        with closing(sqlite3.connect(tmp / "db.sqlite3")) as db:
+            rows = db.execute(
+                "SELECT b.title FROM catalog_book b JOIN catalog_author a ON a.id = b.author_id "
+                "WHERE a.name = 'SQLite Author' ORDER BY b.id"
+            ).fetchall()
+        assert rows == [("One",), ("Two",)]
 
 
 # --- stop -----------------------------------------------------------------------------

@@ -82,28 +82,36 @@ fn setup_logging(cfg: &Config) -> std::io::Result<()> {
 
 async fn run(cfg: Arc<Config>, check_only: bool) -> ExitCode {
     let (queue_tx, queue_rx) = async_channel::bounded(cfg.limits.backlog);
-    let pool = Pool::new(&cfg, queue_rx, queue_tx.clone());
+    let pool = cfg
+        .app
+        .as_ref()
+        .map(|app| Pool::new(&cfg, app, queue_rx, queue_tx.clone()));
 
     if check_only {
+        let Some(pool) = &pool else {
+            println!("porch: configuration OK (no app)");
+            return ExitCode::SUCCESS;
+        };
+        let app = cfg.app.as_ref().map(|a| a.to_arg()).unwrap_or_default();
         return match pool.boot().await {
             Ok(w) => {
                 drop(w);
-                println!("porch: configuration OK; the app {} imports", cfg.app.to_arg());
+                println!("porch: configuration OK; the app {app} imports");
                 ExitCode::SUCCESS
             }
             Err(e) => {
-                eprintln!("porch: the app {} cannot start: {e}", cfg.app.to_arg());
+                eprintln!("porch: the app {app} cannot start: {e}");
                 ExitCode::from(1)
             }
         };
     }
 
     let mut listeners = Vec::new();
-    for addr in &cfg.binds {
-        match Listener::bind(addr).await {
-            Ok(l) => listeners.push(l),
+    for l in &cfg.listeners {
+        match Listener::bind(&l.bind).await {
+            Ok(sock) => listeners.push(sock),
             Err(e) => {
-                tracing::error!("cannot listen on {addr}: {e}");
+                tracing::error!("cannot listen on {}: {e}", l.bind);
                 return ExitCode::from(1);
             }
         }
@@ -121,47 +129,56 @@ async fn run(cfg: Arc<Config>, check_only: bool) -> ExitCode {
 
     // Import the app in every worker before taking the first request: an app that fails
     // to import stops start-up with its traceback instead of looping.
-    let boots = futures_util::future::join_all((0..cfg.workers).map(|_| pool.boot())).await;
-    let mut workers = Vec::new();
-    for b in boots {
-        match b {
-            Ok(w) => workers.push(w),
-            Err(e) => {
-                tracing::error!("worker failed to boot: {e}");
-                return ExitCode::from(1);
+    let mut slots = Vec::new();
+    if let Some(pool) = &pool {
+        let boots = futures_util::future::join_all((0..cfg.workers).map(|_| pool.boot())).await;
+        let mut workers = Vec::new();
+        for b in boots {
+            match b {
+                Ok(w) => workers.push(w),
+                Err(e) => {
+                    tracing::error!("worker failed to boot: {e}");
+                    return ExitCode::from(1);
+                }
             }
         }
+        slots = workers
+            .into_iter()
+            .enumerate()
+            .map(|(i, w)| tokio::spawn(pool.clone().run_slot(i, w)))
+            .collect();
     }
-    let slots: Vec<_> = workers
-        .into_iter()
-        .enumerate()
-        .map(|(i, w)| tokio::spawn(pool.clone().run_slot(i, w)))
-        .collect();
 
-    let front = match Front::new(cfg.clone(), queue_tx) {
+    let front = match Front::new(cfg.clone(), queue_tx, pool.clone()) {
         Ok(f) => f,
         Err(e) => {
-            tracing::error!("cannot open the access log: {e}");
+            tracing::error!("cannot start the front: {e}");
             return ExitCode::from(1);
         }
     };
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let mut fronts = Vec::new();
-    for (l, addr) in listeners.into_iter().zip(&cfg.binds) {
-        tracing::info!("listening on {addr}");
-        fronts.push(tokio::spawn(front.clone().serve(l, shutdown_rx.clone())));
+    for (i, l) in listeners.into_iter().enumerate() {
+        tracing::info!("listening on {}", cfg.listeners[i].bind);
+        fronts.push(tokio::spawn(front.clone().serve(i, l, shutdown_rx.clone())));
     }
     if let Some(l) = admin {
-        tracing::info!("admin on http://{}", l.local_addr().map(|a| a.to_string()).unwrap_or_default());
-        tokio::spawn(front::serve_admin(front.clone(), pool.clone(), l, shutdown_rx.clone()));
+        tracing::info!(
+            "admin on http://{}",
+            l.local_addr().map(|a| a.to_string()).unwrap_or_default()
+        );
+        tokio::spawn(front::serve_admin(front.clone(), l, shutdown_rx.clone()));
     }
-    tracing::info!(
-        "porch {} serving {} with {} worker(s) x {} thread(s)",
-        env!("CARGO_PKG_VERSION"),
-        cfg.app.to_arg(),
-        cfg.workers,
-        cfg.threads
-    );
+    match &cfg.app {
+        Some(app) => tracing::info!(
+            "porch {} serving {} with {} worker(s) x {} thread(s)",
+            env!("CARGO_PKG_VERSION"),
+            app.to_arg(),
+            cfg.workers,
+            cfg.threads
+        ),
+        None => tracing::info!("porch {} running as a front (no app)", env!("CARGO_PKG_VERSION")),
+    }
 
     let mut term = signal(SignalKind::terminate()).expect("signal handler");
     let mut int = signal(SignalKind::interrupt()).expect("signal handler");
@@ -178,22 +195,33 @@ async fn run(cfg: Arc<Config>, check_only: bool) -> ExitCode {
                 return ExitCode::SUCCESS;
             }
             _ = hup.recv() => {
-                tracing::info!("HUP: starting fresh workers with the app's current code");
-                pool.generation.send_modify(|g| *g += 1);
+                if let Some(pool) = &pool {
+                    tracing::info!("HUP: starting fresh workers with the app's current code");
+                    pool.generation.send_modify(|g| *g += 1);
+                }
             }
             _ = ttin.recv() => tracing::warn!("TTIN: changing the worker count at run time is not available yet"),
             _ = ttou.recv() => tracing::warn!("TTOU: changing the worker count at run time is not available yet"),
         }
     }
 
-    tracing::info!("shutting down: finishing accepted requests (up to {:?})", cfg.graceful_timeout);
+    tracing::info!(
+        "shutting down: finishing accepted requests (up to {:?})",
+        cfg.graceful_timeout
+    );
     front.ready.store(false, Ordering::Relaxed);
     let _ = shutdown_tx.send(true);
     for f in fronts {
         let _ = f.await;
     }
-    let _ = pool.stopping.send(true);
-    let _ = tokio::time::timeout(cfg.graceful_timeout + Duration::from_secs(1), futures_util::future::join_all(slots)).await;
+    if let Some(pool) = &pool {
+        let _ = pool.stopping.send(true);
+    }
+    let _ = tokio::time::timeout(
+        cfg.graceful_timeout + Duration::from_secs(1),
+        futures_util::future::join_all(slots),
+    )
+    .await;
     tracing::info!("stopped");
     ExitCode::SUCCESS
 }

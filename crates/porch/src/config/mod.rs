@@ -179,6 +179,119 @@ impl TrustedProxies {
     }
 }
 
+/// What a route does with the requests it matches.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RouteAction {
+    /// Run the WSGI app.
+    App,
+    /// Serve files from a folder.
+    Static(StaticMount),
+    /// Forward to the named upstream pool.
+    Proxy(String),
+    /// Answer with a redirect to this URL (the request path is appended when it ends in `/`... never: fixed).
+    Redirect { to: String, status: u16 },
+    /// Answer with a fixed status and body.
+    Return { status: u16, body: String },
+}
+
+/// A route: requests whose host matches (any host when `None`) and whose path starts
+/// with `prefix`. The longest matching prefix wins; a route naming the host wins a tie.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Route {
+    pub host: Option<String>,
+    pub prefix: String,
+    pub action: RouteAction,
+}
+
+/// A certificate and its private key, PEM files.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CertKey {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+/// TLS on a listener: one or more certificates (chosen by SNI), HTTP/2 offered by ALPN.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsConfig {
+    pub certs: Vec<CertKey>,
+    /// `Strict-Transport-Security` max-age to send on TLS responses; `None` sends none.
+    pub hsts_max_age: Option<u64>,
+}
+
+/// One listening address with its routes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListenerConfig {
+    pub bind: BindAddr,
+    pub tls: Option<TlsConfig>,
+    /// Accept cleartext HTTP/2 with prior knowledge (for a trusted load balancer in front).
+    pub h2c: bool,
+    /// Answer every request with a redirect to this HTTPS port (plain listeners only).
+    pub redirect_https: Option<u16>,
+    pub routes: Vec<Route>,
+}
+
+impl ListenerConfig {
+    /// The route for a request, by host and longest path prefix.
+    pub fn route(&self, host: Option<&str>, path: &str) -> Option<&Route> {
+        let host = host.map(strip_port);
+        self.routes
+            .iter()
+            .filter(|r| path.starts_with(&r.prefix) || path == r.prefix.trim_end_matches('/'))
+            .filter(|r| match (&r.host, host) {
+                (None, _) => true,
+                (Some(want), Some(got)) => want.eq_ignore_ascii_case(got),
+                (Some(_), None) => false,
+            })
+            .max_by_key(|r| (r.prefix.len(), r.host.is_some()))
+    }
+}
+
+/// `example.com:8080` → `example.com`, `[::1]:8080` → `[::1]`.
+pub fn strip_port(host: &str) -> &str {
+    if host.starts_with('[') {
+        return host.find(']').map_or(host, |i| &host[..=i]);
+    }
+    match host.rsplit_once(':') {
+        Some((name, port)) if port.bytes().all(|b| b.is_ascii_digit()) => name,
+        _ => host,
+    }
+}
+
+/// How an upstream pool spreads requests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Balance {
+    RoundRobin,
+    LeastConnections,
+}
+
+/// Active health checks of an upstream pool.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HealthCheck {
+    pub path: String,
+    pub interval: Duration,
+}
+
+/// A pool of upstream servers for `proxy` routes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpstreamConfig {
+    pub name: String,
+    /// `HOST:PORT` (a name resolving to several addresses counts as several servers) or `unix:PATH`.
+    pub servers: Vec<String>,
+    pub balance: Balance,
+    pub connect_timeout: Duration,
+    /// Time to wait for the response head.
+    pub header_timeout: Duration,
+    /// Time a pooled keep-alive connection may stay unused.
+    pub idle_timeout: Duration,
+    /// Failures in a row that take a server out, and for how long.
+    pub max_fails: u32,
+    pub fail_timeout: Duration,
+    pub health_check: Option<HealthCheck>,
+    /// How often hostnames are resolved again.
+    pub resolve_interval: Duration,
+}
+
 /// Limits on what a client may send.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Limits {
@@ -201,8 +314,10 @@ pub enum AccessLogFormat {
 /// The validated configuration every part of porch reads.
 #[derive(Debug, Clone)]
 pub struct Config {
-    pub app: AppSpec,
-    pub binds: Vec<BindAddr>,
+    /// The WSGI app; `None` for a pure front (static files and proxying only).
+    pub app: Option<AppSpec>,
+    pub listeners: Vec<ListenerConfig>,
+    pub upstreams: Vec<UpstreamConfig>,
     pub workers: usize,
     pub threads: usize,
     /// Requests queued inside a busy worker beyond its threads (see `dispatch`).
@@ -221,7 +336,6 @@ pub struct Config {
     pub log_level: tracing::Level,
     pub forwarded_allow_ips: TrustedProxies,
     pub limits: Limits,
-    pub statics: Vec<StaticMount>,
     pub admin_bind: Option<SocketAddr>,
     /// `SCRIPT_NAME` the app is mounted under (from the environment or the file).
     pub script_name: String,
@@ -288,6 +402,67 @@ pub struct FileConfig {
     /// `[static]` table: URL prefix → directory.
     #[serde(default, rename = "static")]
     pub statics: std::collections::BTreeMap<String, String>,
+    #[serde(default)]
+    pub listener: Vec<toml::Spanned<ListenerFile>>,
+    #[serde(default)]
+    pub upstream: std::collections::BTreeMap<String, toml::Spanned<UpstreamFile>>,
+}
+
+/// `[[listener]]` in porch.toml.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenerFile {
+    pub bind: String,
+    pub tls: Option<TlsFile>,
+    #[serde(default)]
+    pub h2c: bool,
+    pub redirect_https: Option<u16>,
+    #[serde(default)]
+    pub route: Vec<toml::Spanned<RouteFile>>,
+}
+
+/// `tls = { cert = "...", key = "..." }` or `tls = { certs = [{cert, key}, ...] }`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsFile {
+    pub cert: Option<PathBuf>,
+    pub key: Option<PathBuf>,
+    #[serde(default)]
+    pub certs: Vec<CertKey>,
+    pub hsts_max_age: Option<u64>,
+}
+
+/// `[[listener.route]]` in porch.toml: `path` (and `host`) plus exactly one action.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteFile {
+    pub host: Option<String>,
+    pub path: Option<String>,
+    pub app: Option<bool>,
+    #[serde(rename = "static")]
+    pub static_dir: Option<String>,
+    pub proxy: Option<String>,
+    pub redirect: Option<String>,
+    #[serde(rename = "return")]
+    pub return_status: Option<u16>,
+    pub status: Option<u16>,
+    pub body: Option<String>,
+}
+
+/// `[upstream.NAME]` in porch.toml.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamFile {
+    pub servers: Vec<String>,
+    pub balance: Option<String>,
+    pub connect_timeout: Option<f64>,
+    pub header_timeout: Option<f64>,
+    pub idle_timeout: Option<f64>,
+    pub max_fails: Option<u32>,
+    pub fail_timeout: Option<f64>,
+    pub health_check_path: Option<String>,
+    pub health_check_interval: Option<f64>,
+    pub resolve_interval: Option<f64>,
 }
 
 impl FileConfig {
@@ -348,6 +523,86 @@ fn log_level(s: &str) -> Result<tracing::Level, ConfigError> {
     })
 }
 
+fn route(key: &str, r: RouteFile) -> Result<Route, ConfigError> {
+    let prefix = r.path.unwrap_or_else(|| "/".into());
+    if !prefix.starts_with('/') {
+        return Err(ConfigError::value(&format!("{key}.path"), &prefix, "a URL path prefix starting with '/'"));
+    }
+    let mut actions = Vec::new();
+    if r.app == Some(true) {
+        actions.push(RouteAction::App);
+    }
+    if let Some(dir) = &r.static_dir {
+        actions.push(RouteAction::Static(StaticMount::new(&format!("{key}.static"), &prefix, dir)?));
+    }
+    if let Some(p) = r.proxy {
+        actions.push(RouteAction::Proxy(p));
+    }
+    if let Some(to) = r.redirect {
+        let status = r.status.unwrap_or(301);
+        if !matches!(status, 301 | 302 | 303 | 307 | 308) {
+            return Err(ConfigError::value(&format!("{key}.status"), status, "301, 302, 303, 307 or 308 for a redirect"));
+        }
+        actions.push(RouteAction::Redirect { to, status });
+    }
+    if let Some(status) = r.return_status {
+        if !(200..=599).contains(&status) {
+            return Err(ConfigError::value(&format!("{key}.return"), status, "an HTTP status from 200 to 599"));
+        }
+        actions.push(RouteAction::Return { status, body: r.body.unwrap_or_default() });
+    }
+    if actions.len() != 1 {
+        return Err(ConfigError::value(
+            key,
+            format!("{} actions", actions.len()),
+            "exactly one of `app = true`, `static = DIR`, `proxy = UPSTREAM`, `redirect = URL`, `return = STATUS`",
+        ));
+    }
+    Ok(Route { host: r.host.map(|h| h.to_ascii_lowercase()), prefix, action: actions.pop().unwrap() })
+}
+
+fn upstream(name: &str, u: UpstreamFile) -> Result<UpstreamConfig, ConfigError> {
+    let key = format!("upstream.{name}");
+    if u.servers.is_empty() {
+        return Err(ConfigError::value(&format!("{key}.servers"), "[]", "at least one HOST:PORT or unix:PATH"));
+    }
+    for s in &u.servers {
+        let ok = s.strip_prefix("unix:").map_or_else(
+            || s.rsplit_once(':').is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok()),
+            |p| !p.is_empty(),
+        );
+        if !ok {
+            return Err(ConfigError::value(&format!("{key}.servers"), s, "HOST:PORT or unix:PATH"));
+        }
+    }
+    let balance = match u.balance.as_deref() {
+        None | Some("round_robin") => Balance::RoundRobin,
+        Some("least_conn") | Some("least_connections") => Balance::LeastConnections,
+        Some(other) => return Err(ConfigError::value(&format!("{key}.balance"), other, "round_robin or least_conn")),
+    };
+    let secs = |field: &str, v: Option<f64>, d: f64| seconds(&format!("{key}.{field}"), v, d);
+    let health_check = match u.health_check_path {
+        None => None,
+        Some(path) if path.starts_with('/') => Some(HealthCheck {
+            path,
+            interval: secs("health_check_interval", u.health_check_interval, 5.0)?,
+        }),
+        Some(path) => return Err(ConfigError::value(&format!("{key}.health_check_path"), path, "a URL path starting with '/'")),
+    };
+    Ok(UpstreamConfig {
+        name: name.to_string(),
+        servers: u.servers,
+        balance,
+        connect_timeout: secs("connect_timeout", u.connect_timeout, 5.0)?,
+        header_timeout: secs("header_timeout", u.header_timeout, 60.0)?,
+        idle_timeout: secs("idle_timeout", u.idle_timeout, 60.0)?,
+        max_fails: u.max_fails.unwrap_or(1),
+        fail_timeout: secs("fail_timeout", u.fail_timeout, 10.0)?,
+        health_check,
+        resolve_interval: secs("resolve_interval", u.resolve_interval, 10.0)?,
+    })
+}
+
 fn cores() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
 }
@@ -363,12 +618,23 @@ impl Config {
         Self::build(args, file, config_file)
     }
 
-    fn build(args: &Args, file: FileConfig, config_file: Option<PathBuf>) -> Result<Config, ConfigError> {
-        let app = args.app.clone().or(file.app).ok_or(ConfigError::Missing {
-            key: "app",
-            hint: "give the WSGI app as MODULE:CALLABLE, e.g. `porch mysite.wsgi:application`",
-        })?;
-        let app = AppSpec::parse(&app)?;
+    fn build(args: &Args, mut file: FileConfig, config_file: Option<PathBuf>) -> Result<Config, ConfigError> {
+        let app = args.app.clone().or(file.app.take()).map(|a| AppSpec::parse(&a)).transpose()?;
+        let source = config_file
+            .as_ref()
+            .map(|p| p.display().to_string())
+            .unwrap_or_else(|| "porch.toml".into());
+        let file_text = config_file
+            .as_ref()
+            .and_then(|p| std::fs::read_to_string(p).ok())
+            .unwrap_or_default();
+        let line_of = |span: std::ops::Range<usize>| -> usize {
+            file_text[..span.start.min(file_text.len())].lines().count().max(1)
+        };
+        let at = |span: std::ops::Range<usize>, e: ConfigError| ConfigError::File {
+            path: source.clone(),
+            message: format!("line {}: {e}", line_of(span)),
+        };
 
         let bind_strings = if !args.bind.is_empty() {
             args.bind.clone()
@@ -381,6 +647,8 @@ impl Config {
             .iter()
             .map(|b| BindAddr::parse("bind", b))
             .collect::<Result<Vec<_>, _>>()?;
+        let file_listeners = std::mem::take(&mut file.listener);
+        let file_upstreams = std::mem::take(&mut file.upstream);
 
         let workers = positive("workers", args.workers.or(file.workers), cores())?;
         let threads = positive("threads", args.threads.or(file.threads), 1)?;
@@ -484,8 +752,91 @@ impl Config {
         for (prefix, dir) in &file.statics {
             statics.push(StaticMount::new("static", prefix, dir)?);
         }
-        // Longest prefix first, so the most specific mount wins.
-        statics.sort_by(|a, b| b.prefix.len().cmp(&a.prefix.len()));
+
+        let mut upstreams = Vec::new();
+        for (name, spanned) in file_upstreams {
+            let span = spanned.span();
+            upstreams.push(upstream(&name, spanned.into_inner()).map_err(|e| at(span, e))?);
+        }
+
+        let listeners = if file_listeners.is_empty() || !args.bind.is_empty() {
+            // Flags (or the flat file keys): the app at `/`, `--static` mounts beside it.
+            let mut routes: Vec<Route> = statics
+                .iter()
+                .map(|m| Route {
+                    host: None,
+                    prefix: m.prefix.clone(),
+                    action: RouteAction::Static(m.clone()),
+                })
+                .collect();
+            if app.is_none() {
+                return Err(ConfigError::Missing {
+                    key: "app",
+                    hint: "give the WSGI app as MODULE:CALLABLE, e.g. `porch mysite.wsgi:application`",
+                });
+            }
+            routes.push(Route {
+                host: None,
+                prefix: "/".into(),
+                action: RouteAction::App,
+            });
+            binds
+                .iter()
+                .map(|b| ListenerConfig {
+                    bind: b.clone(),
+                    tls: None,
+                    h2c: false,
+                    redirect_https: None,
+                    routes: routes.clone(),
+                })
+                .collect()
+        } else {
+            let mut out = Vec::new();
+            for (i, spanned) in file_listeners.into_iter().enumerate() {
+                let span = spanned.span();
+                let l = spanned.into_inner();
+                let key = format!("listener[{i}]");
+                let bind = BindAddr::parse(&format!("{key}.bind"), &l.bind).map_err(|e| at(span.clone(), e))?;
+                let tls = match l.tls {
+                    None => None,
+                    Some(t) => {
+                        let mut certs = t.certs;
+                        match (t.cert, t.key) {
+                            (Some(cert), Some(key)) => certs.insert(0, CertKey { cert, key }),
+                            (None, None) => {}
+                            _ => {
+                                return Err(at(span, ConfigError::value(&format!("{key}.tls"), "cert without key", "both `cert` and `key` PEM paths")))
+                            }
+                        }
+                        if certs.is_empty() {
+                            return Err(at(span, ConfigError::value(&format!("{key}.tls"), "{}", "`cert` and `key`, or `certs = [{ cert, key }, ...]`")));
+                        }
+                        Some(TlsConfig { certs, hsts_max_age: t.hsts_max_age })
+                    }
+                };
+                let mut routes = Vec::new();
+                for (j, r) in l.route.into_iter().enumerate() {
+                    let rspan = r.span();
+                    let rkey = format!("{key}.route[{j}]");
+                    let route = route(&rkey, r.into_inner()).map_err(|e| at(rspan.clone(), e))?;
+                    match &route.action {
+                        RouteAction::App if app.is_none() => {
+                            return Err(at(rspan, ConfigError::Missing { key: "app", hint: "a route uses `app = true`: give the WSGI app as MODULE:CALLABLE or `app = \"module:callable\"` at the top of porch.toml" }))
+                        }
+                        RouteAction::Proxy(name) if !upstreams.iter().any(|u: &UpstreamConfig| &u.name == name) => {
+                            return Err(at(rspan, ConfigError::value(&format!("{rkey}.proxy"), name, "the name of an [upstream.NAME] table")))
+                        }
+                        _ => {}
+                    }
+                    routes.push(route);
+                }
+                if routes.is_empty() {
+                    return Err(at(span, ConfigError::Missing { key: "listener.route", hint: "each [[listener]] needs at least one [[listener.route]]" }));
+                }
+                out.push(ListenerConfig { bind, tls, h2c: l.h2c, redirect_https: l.redirect_https, routes });
+            }
+            out
+        };
 
         let admin_bind = match args.admin_bind.clone().or(file.admin_bind) {
             None => None,
@@ -512,7 +863,8 @@ impl Config {
 
         Ok(Config {
             app,
-            binds,
+            listeners,
+            upstreams,
             workers,
             threads,
             prefetch: args.prefetch.or(file.prefetch).unwrap_or(16),
@@ -533,7 +885,6 @@ impl Config {
             log_level,
             forwarded_allow_ips,
             limits,
-            statics,
             admin_bind,
             script_name,
             config_file,
@@ -586,10 +937,12 @@ mod tests {
         let c = Config::build(&args(&["-w", "5"]), file, None).unwrap();
         assert_eq!(c.workers, 5);
         assert_eq!(c.threads, 2);
-        assert_eq!(c.app.module, "x");
-        assert_eq!(c.statics[0].prefix, "/media/");
+        assert_eq!(c.app.unwrap().module, "x");
+        let l = &c.listeners[0];
+        assert_eq!(l.bind, BindAddr::Tcp("127.0.0.1:8000".parse().unwrap()));
+        assert!(matches!(&l.route(None, "/media/a.png").unwrap().action, RouteAction::Static(m) if m.prefix == "/media/"));
+        assert_eq!(l.route(None, "/api").unwrap().action, RouteAction::App);
         assert_eq!(c.timeout, Duration::from_secs(30));
-        assert_eq!(c.binds, vec![BindAddr::Tcp("127.0.0.1:8000".parse().unwrap())]);
     }
 
     #[test]

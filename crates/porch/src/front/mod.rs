@@ -23,7 +23,7 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, UnixListener};
 use tokio::sync::{mpsc, watch};
 
-use crate::config::{BindAddr, Config};
+use crate::config::{BindAddr, Config, RouteAction};
 use crate::dispatch::{Job, Reply};
 use crate::ipc;
 use body::{ResponseBody, WorkerBody};
@@ -62,6 +62,7 @@ pub struct Front {
     pub metrics: Metrics,
     /// False while draining: /healthz answers 503 so load balancers stop sending.
     pub ready: AtomicBool,
+    pub pool: Option<Arc<crate::supervisor::Pool>>,
     spill_dir: PathBuf,
 }
 
@@ -114,7 +115,11 @@ impl Drop for Listener {
 }
 
 impl Front {
-    pub fn new(cfg: Arc<Config>, queue: async_channel::Sender<Job>) -> std::io::Result<Arc<Front>> {
+    pub fn new(
+        cfg: Arc<Config>,
+        queue: async_channel::Sender<Job>,
+        pool: Option<Arc<crate::supervisor::Pool>>,
+    ) -> std::io::Result<Arc<Front>> {
         let access_log = match &cfg.access_log {
             Some(t) => Some(AccessLog::open(t, cfg.access_log_format)?),
             None => None,
@@ -126,13 +131,14 @@ impl Front {
             access_log,
             metrics: Metrics::default(),
             ready: AtomicBool::new(true),
+            pool,
             spill_dir,
         }))
     }
 
     /// Accepts connections until `shutdown` turns true, then lets open connections finish
     /// their current request (up to the graceful timeout).
-    pub async fn serve(self: Arc<Self>, listener: Listener, mut shutdown: watch::Receiver<bool>) {
+    pub async fn serve(self: Arc<Self>, index: usize, listener: Listener, mut shutdown: watch::Receiver<bool>) {
         let graceful = hyper_util::server::graceful::GracefulShutdown::new();
         loop {
             tokio::select! {
@@ -147,7 +153,7 @@ impl Front {
                             continue;
                         }
                     };
-                    self.clone().spawn_connection(io, peer, &graceful);
+                    self.clone().spawn_connection(index, io, peer, &graceful);
                 }
             }
         }
@@ -162,6 +168,7 @@ impl Front {
 
     fn spawn_connection(
         self: Arc<Self>,
+        index: usize,
         io: Box<dyn Io>,
         peer: Peer,
         graceful: &hyper_util::server::graceful::GracefulShutdown,
@@ -180,7 +187,7 @@ impl Front {
         let front = self.clone();
         let svc = service_fn(move |req| {
             let front = front.clone();
-            async move { Ok::<_, Infallible>(front.handle(req, peer).await) }
+            async move { Ok::<_, Infallible>(front.handle(index, req, peer).await) }
         });
         let conn = http.serve_connection(TokioIo::new(io), svc);
         let conn = graceful.watch(conn);
@@ -189,15 +196,38 @@ impl Front {
         });
     }
 
-    async fn handle(self: &Arc<Self>, req: Request<Incoming>, peer: Peer) -> Response<ResponseBody> {
+    async fn handle(self: &Arc<Self>, index: usize, req: Request<Incoming>, peer: Peer) -> Response<ResponseBody> {
         self.metrics.requests.fetch_add(1, Ordering::Relaxed);
         let started = Instant::now();
+        let listener = &self.cfg.listeners[index];
         let resp = match self.check(&req) {
             Err(resp) => resp,
-            Ok(()) => match self.cfg.statics.iter().find(|m| req.uri().path().starts_with(&m.prefix)) {
-                Some(mount) => static_files::serve(mount, &req).await,
-                None => self.to_app(req, peer, started).await,
-            },
+            Ok(()) => {
+                let host = req
+                    .headers()
+                    .get(header::HOST)
+                    .and_then(|h| h.to_str().ok())
+                    .or_else(|| req.uri().host());
+                match listener.route(host, req.uri().path()).map(|r| &r.action) {
+                    None => error(StatusCode::NOT_FOUND, "no route for this host and path"),
+                    Some(RouteAction::App) => self.to_app(req, peer, started).await,
+                    Some(RouteAction::Static(mount)) => static_files::serve(mount, &req).await,
+                    Some(RouteAction::Proxy(_)) => error(StatusCode::BAD_GATEWAY, "proxying is not available yet"),
+                    Some(RouteAction::Redirect { to, status }) => {
+                        let mut r = Response::new(ResponseBody::empty());
+                        *r.status_mut() = StatusCode::from_u16(*status).unwrap_or(StatusCode::MOVED_PERMANENTLY);
+                        if let Ok(v) = HeaderValue::from_str(to) {
+                            r.headers_mut().insert(header::LOCATION, v);
+                        }
+                        r
+                    }
+                    Some(RouteAction::Return { status, body }) => {
+                        let mut r = Response::new(ResponseBody::full(body.clone()));
+                        *r.status_mut() = StatusCode::from_u16(*status).unwrap_or(StatusCode::OK);
+                        r
+                    }
+                }
+            }
         };
         self.metrics.count_status(resp.status().as_u16());
         resp
@@ -573,7 +603,6 @@ async fn accept(listener: &Listener) -> std::io::Result<(Box<dyn Io>, Peer)> {
 /// `/metrics` in Prometheus' text format.
 pub async fn serve_admin(
     front: Arc<Front>,
-    pool: Arc<crate::supervisor::Pool>,
     listener: TcpListener,
     mut shutdown: watch::Receiver<bool>,
 ) {
@@ -582,11 +611,11 @@ pub async fn serve_admin(
             _ = shutdown.changed() => return,
             a = listener.accept() => match a { Ok(x) => x, Err(_) => continue },
         };
-        let (front, pool) = (front.clone(), pool.clone());
+        let front = front.clone();
         tokio::spawn(async move {
             let svc = service_fn(move |req: Request<Incoming>| {
-                let (front, pool) = (front.clone(), pool.clone());
-                async move { Ok::<_, Infallible>(admin(&front, &pool, req)) }
+                let front = front.clone();
+                async move { Ok::<_, Infallible>(admin(&front, req)) }
             });
             let _ = hyper::server::conn::http1::Builder::new()
                 .serve_connection(TokioIo::new(stream), svc)
@@ -595,11 +624,13 @@ pub async fn serve_admin(
     }
 }
 
-fn admin(front: &Front, pool: &crate::supervisor::Pool, req: Request<Incoming>) -> Response<ResponseBody> {
+fn admin(front: &Front, req: Request<Incoming>) -> Response<ResponseBody> {
+    let no_stats = crate::supervisor::WorkerStats::default();
+    let stats = front.pool.as_ref().map_or(&no_stats, |p| &p.stats);
     match req.uri().path() {
         "/healthz" => {
-            let alive = pool.stats.alive.load(Ordering::Relaxed);
-            if front.ready.load(Ordering::Relaxed) && alive > 0 {
+            let has_workers = front.pool.is_none() || stats.alive.load(Ordering::Relaxed) > 0;
+            if front.ready.load(Ordering::Relaxed) && has_workers {
                 Response::new(ResponseBody::full("ok\n"))
             } else {
                 error(StatusCode::SERVICE_UNAVAILABLE, "not ready")
@@ -607,7 +638,7 @@ fn admin(front: &Front, pool: &crate::supervisor::Pool, req: Request<Incoming>) 
         }
         "/metrics" => {
             let m = &front.metrics;
-            let s = &pool.stats;
+            let s = stats;
             let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
             let text = format!(
                 "# TYPE porch_requests_total counter\nporch_requests_total {}\n\

@@ -72,10 +72,10 @@ pub struct Pool {
 }
 
 impl Pool {
-    pub fn new(cfg: &Config, queue: Queue, requeue: async_channel::Sender<crate::dispatch::Job>) -> Arc<Pool> {
+    pub fn new(cfg: &Config, app: &crate::config::AppSpec, queue: Queue, requeue: async_channel::Sender<crate::dispatch::Job>) -> Arc<Pool> {
         Arc::new(Pool {
             spec: WorkerSpec {
-                app: cfg.app.to_arg(),
+                app: app.to_arg(),
                 threads: cfg.threads,
                 multiprocess: cfg.workers > 1,
                 chdir: cfg.chdir.clone(),
