@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import sys
 
 import pytest
 import requests
@@ -11,14 +12,21 @@ import requests
 from conftest import RawConn
 
 
+# Flask and Django come from the test virtualenv (tests/requirements.txt), given to porch
+# the way users do it.
+if sys.prefix == sys.base_prefix:
+    pytest.skip("run the tests from the test virtualenv (scripts/test does)", allow_module_level=True)
+VENV = ["--venv", sys.prefix]
+
+
 @pytest.fixture(scope="module")
 def flask_server(porch_module):
-    return porch_module("-w", "2", "flaskapp:app")
+    return porch_module("-w", "2", *VENV, "flaskapp:app")
 
 
 @pytest.fixture(scope="module")
 def django_server(porch_module):
-    return porch_module("-w", "2", "djproject.wsgi:application")
+    return porch_module("-w", "2", *VENV, "djproject.wsgi:application")
 
 
 # --- Flask ---------------------------------------------------------------------------------------
@@ -115,7 +123,7 @@ def test_django_big_upload(django_server):
 
 
 def test_django_under_a_script_name(porch):
-    p = porch("-w", "1", "djproject.wsgi:application", env={"SCRIPT_NAME": "/site"})
+    p = porch("-w", "1", *VENV, "djproject.wsgi:application", env={"SCRIPT_NAME": "/site"})
     r = requests.get(p.url + "/site/api/hello/", timeout=10)
     assert r.status_code == 200, r.text
     data = r.json()

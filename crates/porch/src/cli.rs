@@ -20,7 +20,13 @@ pub struct Args {
     pub app: Option<String>,
 
     /// Address to listen on: `HOST:PORT`, `[::]:PORT` or `unix:PATH`. Repeatable.
-    #[arg(short = 'b', long = "bind", value_name = "ADDRESS", env = "PORCH_BIND", value_delimiter = ',')]
+    #[arg(
+        short = 'b',
+        long = "bind",
+        value_name = "ADDRESS",
+        env = "PORCH_BIND",
+        value_delimiter = ','
+    )]
     pub bind: Vec<String>,
 
     /// Worker processes [default: number of cores].
@@ -77,7 +83,11 @@ pub struct Args {
     pub access_logformat: Option<String>,
 
     /// Error log file, `-` for stderr [default: -].
-    #[arg(long = "error-logfile", alias = "log-file", env = "PORCH_ERROR_LOGFILE")]
+    #[arg(
+        long = "error-logfile",
+        alias = "log-file",
+        env = "PORCH_ERROR_LOGFILE"
+    )]
     pub error_logfile: Option<String>,
 
     /// debug, info, warning, error or critical [default: info].
@@ -113,7 +123,12 @@ pub struct Args {
     pub backlog: Option<usize>,
 
     /// Serve a folder under a URL prefix: `PREFIX=DIR`, e.g. `/static/=staticfiles`. Repeatable.
-    #[arg(long = "static", value_name = "PREFIX=DIR", env = "PORCH_STATIC", value_delimiter = ',')]
+    #[arg(
+        long = "static",
+        value_name = "PREFIX=DIR",
+        env = "PORCH_STATIC",
+        value_delimiter = ','
+    )]
     pub statics: Vec<String>,
 
     /// Admin listener for `/healthz` and `/metrics` [default: none].
@@ -131,9 +146,18 @@ pub struct Args {
 
 /// Gunicorn flags porch does not support yet, with what to do instead.
 const UNSUPPORTED_GUNICORN_FLAGS: &[(&str, &str)] = &[
-    ("-k", "porch runs WSGI apps in its own workers; drop the flag"),
-    ("--worker-class", "porch runs WSGI apps in its own workers; drop the flag"),
-    ("--worker-connections", "use --threads for concurrency per worker"),
+    (
+        "-k",
+        "porch runs WSGI apps in its own workers; drop the flag",
+    ),
+    (
+        "--worker-class",
+        "porch runs WSGI apps in its own workers; drop the flag",
+    ),
+    (
+        "--worker-connections",
+        "use --threads for concurrency per worker",
+    ),
     ("--preload", "each porch worker imports the app itself"),
     ("--reload", "send SIGHUP to reload the app"),
     ("-D", "run porch under a process supervisor instead"),
@@ -150,12 +174,24 @@ const UNSUPPORTED_GUNICORN_FLAGS: &[(&str, &str)] = &[
     ("-n", "process naming is not available"),
     ("--name", "process naming is not available"),
     ("--paste", "point porch at the WSGI callable instead"),
-    ("--statsd-host", "use porch's Prometheus /metrics on --admin-bind"),
+    (
+        "--statsd-host",
+        "use porch's Prometheus /metrics on --admin-bind",
+    ),
     ("--worker-tmp-dir", "porch workers need no heartbeat files"),
-    ("--proxy-protocol", "the PROXY protocol is not available yet"),
+    (
+        "--proxy-protocol",
+        "the PROXY protocol is not available yet",
+    ),
     ("-e", "set environment variables in the shell or container"),
-    ("--env", "set environment variables in the shell or container"),
-    ("--capture-output", "Python's stdout/stderr already go to porch's error log"),
+    (
+        "--env",
+        "set environment variables in the shell or container",
+    ),
+    (
+        "--capture-output",
+        "Python's stdout/stderr already go to porch's error log",
+    ),
     ("--reuse-port", "porch owns its listening sockets"),
     ("--umask", "set the umask in the shell or container"),
     ("--initgroups", "dropping privileges is not available yet"),
@@ -220,7 +256,10 @@ mod tests {
             (vec!["porch", "--preload", "app"], "--preload"),
             (vec!["porch", "-k", "gevent", "app"], "-k"),
             (vec!["porch", "-kgevent", "app"], "-k"),
-            (vec!["porch", "--worker-class=gevent", "app"], "--worker-class"),
+            (
+                vec!["porch", "--worker-class=gevent", "app"],
+                "--worker-class",
+            ),
         ] {
             assert_eq!(find_unsupported(&os(&args)).unwrap().flag, flag);
         }

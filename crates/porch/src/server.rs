@@ -46,7 +46,11 @@ pub fn main() -> ExitCode {
         return ExitCode::from(2);
     }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(std::thread::available_parallelism().map_or(1, |n| n.get()).min(4))
+        .worker_threads(
+            std::thread::available_parallelism()
+                .map_or(1, |n| n.get())
+                .min(4),
+        )
         .enable_all()
         .build()
     {
@@ -64,7 +68,10 @@ pub fn main() -> ExitCode {
 
 fn setup_logging(cfg: &Config) -> std::io::Result<()> {
     if let Some(path) = cfg.error_log.as_deref().filter(|p| *p != "-") {
-        let file = std::fs::OpenOptions::new().create(true).append(true).open(path)?;
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)?;
         // Workers inherit stderr, so Python tracebacks land in the same file.
         // SAFETY: both descriptors are open; dup2 atomically replaces fd 2.
         if unsafe { libc::dup2(file.as_raw_fd(), 2) } < 0 {
@@ -177,7 +184,10 @@ async fn run(cfg: Arc<Config>, check_only: bool) -> ExitCode {
             cfg.workers,
             cfg.threads
         ),
-        None => tracing::info!("porch {} running as a front (no app)", env!("CARGO_PKG_VERSION")),
+        None => tracing::info!(
+            "porch {} running as a front (no app)",
+            env!("CARGO_PKG_VERSION")
+        ),
     }
 
     let mut term = signal(SignalKind::terminate()).expect("signal handler");

@@ -41,10 +41,14 @@ impl AppSpec {
                 })
         };
         if !is_dotted_name(module) {
-            return Err(bad("MODULE:CALLABLE with a dotted Python module name, e.g. mysite.wsgi:application"));
+            return Err(bad(
+                "MODULE:CALLABLE with a dotted Python module name, e.g. mysite.wsgi:application",
+            ));
         }
         if !is_dotted_name(callable) {
-            return Err(bad("a Python name after ':', e.g. application or create_app()"));
+            return Err(bad(
+                "a Python name after ':', e.g. application or create_app()",
+            ));
         }
         Ok(AppSpec {
             module: module.into(),
@@ -108,12 +112,22 @@ impl std::fmt::Display for BindAddr {
     }
 }
 
-/// A folder served under a URL prefix.
+/// A folder served under a URL prefix (see `front::static_files` for what it answers).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StaticMount {
     /// Always starts and ends with `/`.
     pub prefix: String,
     pub dir: PathBuf,
+    /// `Cache-Control` for names without a content hash; `None` sends
+    /// `public, max-age=60`. Content-hashed names (`app.3f2a9c1b7d4e.css`) always get
+    /// `public, max-age=31536000, immutable`.
+    pub cache_control: Option<String>,
+    /// File served for a directory URL (e.g. `index.html`); `None`: directories are 404.
+    pub index: Option<String>,
+    /// Serve names starting with `.` (e.g. `.well-known/`); `.` and `..` never are.
+    pub allow_dotfiles: bool,
+    /// Only reachable through `X-Accel-Redirect` from the app; clients get 404.
+    pub internal: bool,
 }
 
 impl StaticMount {
@@ -124,9 +138,14 @@ impl StaticMount {
         StaticMount::new(key, prefix, dir)
     }
 
-    fn new(key: &str, prefix: &str, dir: &str) -> Result<StaticMount, ConfigError> {
+    /// A mount with the defaults: no index, no dotfiles, public, default `Cache-Control`.
+    pub fn new(key: &str, prefix: &str, dir: &str) -> Result<StaticMount, ConfigError> {
         if !prefix.starts_with('/') {
-            return Err(ConfigError::value(key, prefix, "a URL prefix starting with '/'"));
+            return Err(ConfigError::value(
+                key,
+                prefix,
+                "a URL prefix starting with '/'",
+            ));
         }
         if dir.is_empty() {
             return Err(ConfigError::value(key, dir, "a directory path"));
@@ -138,7 +157,34 @@ impl StaticMount {
         Ok(StaticMount {
             prefix,
             dir: dir.into(),
+            cache_control: None,
+            index: None,
+            allow_dotfiles: false,
+            internal: false,
         })
+    }
+
+    /// Checks the optional settings; `key` names the mount (e.g. `route.0`) in errors.
+    pub fn validate(&self, key: &str) -> Result<(), ConfigError> {
+        if let Some(cc) = &self.cache_control {
+            if cc.trim().is_empty() || http::HeaderValue::from_str(cc).is_err() {
+                return Err(ConfigError::value(
+                    &format!("{key}.cache_control"),
+                    cc,
+                    "a Cache-Control header value, e.g. \"public, max-age=3600\" or \"no-cache\"",
+                ));
+            }
+        }
+        if let Some(index) = &self.index {
+            if index.is_empty() || index.starts_with('.') || index.contains(['/', '\\', '\0']) {
+                return Err(ConfigError::value(
+                    &format!("{key}.index"),
+                    index,
+                    "a plain file name, e.g. index.html",
+                ));
+            }
+        }
+        Ok(())
     }
 }
 
@@ -352,7 +398,10 @@ pub enum ConfigError {
         expected: String,
     },
     #[error("missing `{key}`: {hint}")]
-    Missing { key: &'static str, hint: &'static str },
+    Missing {
+        key: &'static str,
+        hint: &'static str,
+    },
     #[error("{path}: {message}")]
     File { path: String, message: String },
 }
@@ -526,14 +575,22 @@ fn log_level(s: &str) -> Result<tracing::Level, ConfigError> {
 fn route(key: &str, r: RouteFile) -> Result<Route, ConfigError> {
     let prefix = r.path.unwrap_or_else(|| "/".into());
     if !prefix.starts_with('/') {
-        return Err(ConfigError::value(&format!("{key}.path"), &prefix, "a URL path prefix starting with '/'"));
+        return Err(ConfigError::value(
+            &format!("{key}.path"),
+            &prefix,
+            "a URL path prefix starting with '/'",
+        ));
     }
     let mut actions = Vec::new();
     if r.app == Some(true) {
         actions.push(RouteAction::App);
     }
     if let Some(dir) = &r.static_dir {
-        actions.push(RouteAction::Static(StaticMount::new(&format!("{key}.static"), &prefix, dir)?));
+        actions.push(RouteAction::Static(StaticMount::new(
+            &format!("{key}.static"),
+            &prefix,
+            dir,
+        )?));
     }
     if let Some(p) = r.proxy {
         actions.push(RouteAction::Proxy(p));
@@ -541,15 +598,26 @@ fn route(key: &str, r: RouteFile) -> Result<Route, ConfigError> {
     if let Some(to) = r.redirect {
         let status = r.status.unwrap_or(301);
         if !matches!(status, 301 | 302 | 303 | 307 | 308) {
-            return Err(ConfigError::value(&format!("{key}.status"), status, "301, 302, 303, 307 or 308 for a redirect"));
+            return Err(ConfigError::value(
+                &format!("{key}.status"),
+                status,
+                "301, 302, 303, 307 or 308 for a redirect",
+            ));
         }
         actions.push(RouteAction::Redirect { to, status });
     }
     if let Some(status) = r.return_status {
         if !(200..=599).contains(&status) {
-            return Err(ConfigError::value(&format!("{key}.return"), status, "an HTTP status from 200 to 599"));
+            return Err(ConfigError::value(
+                &format!("{key}.return"),
+                status,
+                "an HTTP status from 200 to 599",
+            ));
         }
-        actions.push(RouteAction::Return { status, body: r.body.unwrap_or_default() });
+        actions.push(RouteAction::Return {
+            status,
+            body: r.body.unwrap_or_default(),
+        });
     }
     if actions.len() != 1 {
         return Err(ConfigError::value(
@@ -558,27 +626,48 @@ fn route(key: &str, r: RouteFile) -> Result<Route, ConfigError> {
             "exactly one of `app = true`, `static = DIR`, `proxy = UPSTREAM`, `redirect = URL`, `return = STATUS`",
         ));
     }
-    Ok(Route { host: r.host.map(|h| h.to_ascii_lowercase()), prefix, action: actions.pop().unwrap() })
+    Ok(Route {
+        host: r.host.map(|h| h.to_ascii_lowercase()),
+        prefix,
+        action: actions.pop().unwrap(),
+    })
 }
 
 fn upstream(name: &str, u: UpstreamFile) -> Result<UpstreamConfig, ConfigError> {
     let key = format!("upstream.{name}");
     if u.servers.is_empty() {
-        return Err(ConfigError::value(&format!("{key}.servers"), "[]", "at least one HOST:PORT or unix:PATH"));
+        return Err(ConfigError::value(
+            &format!("{key}.servers"),
+            "[]",
+            "at least one HOST:PORT or unix:PATH",
+        ));
     }
     for s in &u.servers {
         let ok = s.strip_prefix("unix:").map_or_else(
-            || s.rsplit_once(':').is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok()),
+            || {
+                s.rsplit_once(':')
+                    .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok())
+            },
             |p| !p.is_empty(),
         );
         if !ok {
-            return Err(ConfigError::value(&format!("{key}.servers"), s, "HOST:PORT or unix:PATH"));
+            return Err(ConfigError::value(
+                &format!("{key}.servers"),
+                s,
+                "HOST:PORT or unix:PATH",
+            ));
         }
     }
     let balance = match u.balance.as_deref() {
         None | Some("round_robin") => Balance::RoundRobin,
         Some("least_conn") | Some("least_connections") => Balance::LeastConnections,
-        Some(other) => return Err(ConfigError::value(&format!("{key}.balance"), other, "round_robin or least_conn")),
+        Some(other) => {
+            return Err(ConfigError::value(
+                &format!("{key}.balance"),
+                other,
+                "round_robin or least_conn",
+            ))
+        }
     };
     let secs = |field: &str, v: Option<f64>, d: f64| seconds(&format!("{key}.{field}"), v, d);
     let health_check = match u.health_check_path {
@@ -587,7 +676,13 @@ fn upstream(name: &str, u: UpstreamFile) -> Result<UpstreamConfig, ConfigError> 
             path,
             interval: secs("health_check_interval", u.health_check_interval, 5.0)?,
         }),
-        Some(path) => return Err(ConfigError::value(&format!("{key}.health_check_path"), path, "a URL path starting with '/'")),
+        Some(path) => {
+            return Err(ConfigError::value(
+                &format!("{key}.health_check_path"),
+                path,
+                "a URL path starting with '/'",
+            ))
+        }
     };
     Ok(UpstreamConfig {
         name: name.to_string(),
@@ -618,8 +713,17 @@ impl Config {
         Self::build(args, file, config_file)
     }
 
-    fn build(args: &Args, mut file: FileConfig, config_file: Option<PathBuf>) -> Result<Config, ConfigError> {
-        let app = args.app.clone().or(file.app.take()).map(|a| AppSpec::parse(&a)).transpose()?;
+    fn build(
+        args: &Args,
+        mut file: FileConfig,
+        config_file: Option<PathBuf>,
+    ) -> Result<Config, ConfigError> {
+        let app = args
+            .app
+            .clone()
+            .or(file.app.take())
+            .map(|a| AppSpec::parse(&a))
+            .transpose()?;
         let source = config_file
             .as_ref()
             .map(|p| p.display().to_string())
@@ -629,7 +733,10 @@ impl Config {
             .and_then(|p| std::fs::read_to_string(p).ok())
             .unwrap_or_default();
         let line_of = |span: std::ops::Range<usize>| -> usize {
-            file_text[..span.start.min(file_text.len())].lines().count().max(1)
+            file_text[..span.start.min(file_text.len())]
+                .lines()
+                .count()
+                .max(1)
         };
         let at = |span: std::ops::Range<usize>, e: ConfigError| ConfigError::File {
             path: source.clone(),
@@ -668,7 +775,11 @@ impl Config {
         let chdir = args.chdir.clone().or(file.chdir).map(PathBuf::from);
         if let Some(dir) = &chdir {
             if !dir.is_dir() {
-                return Err(ConfigError::value("chdir", dir.display(), "an existing directory"));
+                return Err(ConfigError::value(
+                    "chdir",
+                    dir.display(),
+                    "an existing directory",
+                ));
             }
         }
         let venv = args
@@ -696,7 +807,11 @@ impl Config {
             None | Some("combined") => AccessLogFormat::Combined,
             Some("json") => AccessLogFormat::Json,
             Some(other) => {
-                return Err(ConfigError::value("access_logformat", other, "combined or json"))
+                return Err(ConfigError::value(
+                    "access_logformat",
+                    other,
+                    "combined or json",
+                ))
             }
         };
         let log_level = log_level(
@@ -726,7 +841,8 @@ impl Config {
             )?,
             request_field_size: positive(
                 "limit_request_field_size",
-                args.limit_request_field_size.or(file.limit_request_field_size),
+                args.limit_request_field_size
+                    .or(file.limit_request_field_size),
                 8190,
             )?,
             request_body: args
@@ -772,7 +888,8 @@ impl Config {
             if app.is_none() {
                 return Err(ConfigError::Missing {
                     key: "app",
-                    hint: "give the WSGI app as MODULE:CALLABLE, e.g. `porch mysite.wsgi:application`",
+                    hint:
+                        "give the WSGI app as MODULE:CALLABLE, e.g. `porch mysite.wsgi:application`",
                 });
             }
             routes.push(Route {
@@ -796,7 +913,8 @@ impl Config {
                 let span = spanned.span();
                 let l = spanned.into_inner();
                 let key = format!("listener[{i}]");
-                let bind = BindAddr::parse(&format!("{key}.bind"), &l.bind).map_err(|e| at(span.clone(), e))?;
+                let bind = BindAddr::parse(&format!("{key}.bind"), &l.bind)
+                    .map_err(|e| at(span.clone(), e))?;
                 let tls = match l.tls {
                     None => None,
                     Some(t) => {
@@ -805,13 +923,30 @@ impl Config {
                             (Some(cert), Some(key)) => certs.insert(0, CertKey { cert, key }),
                             (None, None) => {}
                             _ => {
-                                return Err(at(span, ConfigError::value(&format!("{key}.tls"), "cert without key", "both `cert` and `key` PEM paths")))
+                                return Err(at(
+                                    span,
+                                    ConfigError::value(
+                                        &format!("{key}.tls"),
+                                        "cert without key",
+                                        "both `cert` and `key` PEM paths",
+                                    ),
+                                ))
                             }
                         }
                         if certs.is_empty() {
-                            return Err(at(span, ConfigError::value(&format!("{key}.tls"), "{}", "`cert` and `key`, or `certs = [{ cert, key }, ...]`")));
+                            return Err(at(
+                                span,
+                                ConfigError::value(
+                                    &format!("{key}.tls"),
+                                    "{}",
+                                    "`cert` and `key`, or `certs = [{ cert, key }, ...]`",
+                                ),
+                            ));
                         }
-                        Some(TlsConfig { certs, hsts_max_age: t.hsts_max_age })
+                        Some(TlsConfig {
+                            certs,
+                            hsts_max_age: t.hsts_max_age,
+                        })
                     }
                 };
                 let mut routes = Vec::new();
@@ -831,9 +966,21 @@ impl Config {
                     routes.push(route);
                 }
                 if routes.is_empty() {
-                    return Err(at(span, ConfigError::Missing { key: "listener.route", hint: "each [[listener]] needs at least one [[listener.route]]" }));
+                    return Err(at(
+                        span,
+                        ConfigError::Missing {
+                            key: "listener.route",
+                            hint: "each [[listener]] needs at least one [[listener.route]]",
+                        },
+                    ));
                 }
-                out.push(ListenerConfig { bind, tls, h2c: l.h2c, redirect_https: l.redirect_https, routes });
+                out.push(ListenerConfig {
+                    bind,
+                    tls,
+                    h2c: l.h2c,
+                    redirect_https: l.redirect_https,
+                    routes,
+                });
             }
             out
         };
@@ -842,9 +989,7 @@ impl Config {
             None => None,
             Some(s) => match BindAddr::parse("admin_bind", &s)? {
                 BindAddr::Tcp(a) => Some(a),
-                BindAddr::Unix(_) => {
-                    return Err(ConfigError::value("admin_bind", s, "HOST:PORT"))
-                }
+                BindAddr::Unix(_) => return Err(ConfigError::value("admin_bind", s, "HOST:PORT")),
             },
         };
 
@@ -933,14 +1078,18 @@ mod tests {
 
     #[test]
     fn flags_win_over_the_file_and_defaults_fill_the_rest() {
-        let file = FileConfig::parse("app = 'x:y'\nworkers = 3\nthreads = 2\n[static]\n'/media' = 'm'\n").unwrap();
+        let file =
+            FileConfig::parse("app = 'x:y'\nworkers = 3\nthreads = 2\n[static]\n'/media' = 'm'\n")
+                .unwrap();
         let c = Config::build(&args(&["-w", "5"]), file, None).unwrap();
         assert_eq!(c.workers, 5);
         assert_eq!(c.threads, 2);
         assert_eq!(c.app.unwrap().module, "x");
         let l = &c.listeners[0];
         assert_eq!(l.bind, BindAddr::Tcp("127.0.0.1:8000".parse().unwrap()));
-        assert!(matches!(&l.route(None, "/media/a.png").unwrap().action, RouteAction::Static(m) if m.prefix == "/media/"));
+        assert!(
+            matches!(&l.route(None, "/media/a.png").unwrap().action, RouteAction::Static(m) if m.prefix == "/media/")
+        );
         assert_eq!(l.route(None, "/api").unwrap().action, RouteAction::App);
         assert_eq!(c.timeout, Duration::from_secs(30));
     }
@@ -958,10 +1107,17 @@ mod tests {
         let err = Config::build(&args(&["-w", "0", "a:b"]), FileConfig::default(), None)
             .unwrap_err()
             .to_string();
-        assert!(err.contains("`workers`") && err.contains("at least 1"), "{err}");
-        let err = Config::build(&args(&["--timeout", "-1", "a:b"]), FileConfig::default(), None)
-            .unwrap_err()
-            .to_string();
+        assert!(
+            err.contains("`workers`") && err.contains("at least 1"),
+            "{err}"
+        );
+        let err = Config::build(
+            &args(&["--timeout", "-1", "a:b"]),
+            FileConfig::default(),
+            None,
+        )
+        .unwrap_err()
+        .to_string();
         assert!(err.contains("`timeout`"), "{err}");
         let err = Config::build(&args(&[]), FileConfig::default(), None)
             .unwrap_err()

@@ -96,7 +96,12 @@ pub struct Link {
 }
 
 impl Link {
-    pub fn new(pid: u32, conn: UnixStream, leftover: BytesMut, requeue: async_channel::Sender<Job>) -> Link {
+    pub fn new(
+        pid: u32,
+        conn: UnixStream,
+        leftover: BytesMut,
+        requeue: async_channel::Sender<Job>,
+    ) -> Link {
         Link {
             pid,
             conn,
@@ -181,13 +186,23 @@ impl Link {
         for (_, f) in self.inflight.drain() {
             match (f.started, f.request) {
                 (None, Some(request)) if end != LinkEnd::Drained => {
-                    let job = Job { request, line: f.line, reply: f.reply, queued_at: f.queued_at, body_file: f.body_file };
+                    let job = Job {
+                        request,
+                        line: f.line,
+                        reply: f.reply,
+                        queued_at: f.queued_at,
+                        body_file: f.body_file,
+                    };
                     if let Err(e) = self.requeue.try_send(job) {
                         let _ = e.into_inner().reply.send(Reply::Fail(502));
                     }
                 }
                 _ => {
-                    let _ = f.reply.send(if f.head_sent { Reply::End(false) } else { Reply::Fail(502) });
+                    let _ = f.reply.send(if f.head_sent {
+                        Reply::End(false)
+                    } else {
+                        Reply::Fail(502)
+                    });
                 }
             }
         }
@@ -279,9 +294,16 @@ impl Link {
     /// Answers the stuck request with 504 and logs its Python stack, asked from the worker
     /// and waited for briefly (a thread stuck in C code holding the GIL cannot answer).
     async fn time_out(&mut self, id: u32, cfg: &LinkConfig) -> String {
-        let f = self.inflight.remove(&id).expect("timed-out request is in flight");
+        let f = self
+            .inflight
+            .remove(&id)
+            .expect("timed-out request is in flight");
         self.order.retain(|&x| x != id);
-        let _ = f.reply.send(if f.head_sent { Reply::End(false) } else { Reply::Fail(504) });
+        let _ = f.reply.send(if f.head_sent {
+            Reply::End(false)
+        } else {
+            Reply::Fail(504)
+        });
         let mut ask = Vec::new();
         ipc::encode_vec(&mut ask, Kind::DumpStack, id, &[]);
         let mut stack = None;

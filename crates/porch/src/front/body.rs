@@ -1,4 +1,5 @@
-//! Response bodies the front sends: fixed bytes, or a worker's frames as they arrive.
+//! Response bodies the front sends: fixed bytes, a worker's frames as they arrive, or a
+//! static file read in chunks.
 
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -18,11 +19,15 @@ pub enum BodyError {
     Aborted,
     #[error("the app sent {sent} bytes but declared Content-Length {declared}")]
     LengthMismatch { sent: u64, declared: u64 },
+    #[error("reading a static file failed: {0}")]
+    File(std::io::Error),
 }
 
 pub enum ResponseBody {
     Full(Option<Bytes>),
     Worker(WorkerBody),
+    /// A static file (or a range of it), read in chunks as hyper asks for them.
+    File(super::static_files::FileBody),
 }
 
 impl ResponseBody {
@@ -72,6 +77,9 @@ impl http_body::Body for ResponseBody {
     ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         match self.get_mut() {
             ResponseBody::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
+            ResponseBody::File(f) => f
+                .poll_chunk(cx)
+                .map(|chunk| chunk.map(|r| r.map(Frame::data).map_err(BodyError::File))),
             ResponseBody::Worker(w) => {
                 if w.failed {
                     return Poll::Ready(None);
@@ -126,7 +134,10 @@ impl http_body::Body for ResponseBody {
                             w.finish(true);
                             return Poll::Ready(None);
                         }
-                        Some(Reply::End(false)) | Some(Reply::Fail(_)) | None | Some(Reply::Head(_)) => {
+                        Some(Reply::End(false))
+                        | Some(Reply::Fail(_))
+                        | None
+                        | Some(Reply::Head(_)) => {
                             w.failed = true;
                             w.finish(false);
                             return Poll::Ready(Some(Err(BodyError::Aborted)));
@@ -140,6 +151,7 @@ impl http_body::Body for ResponseBody {
     fn is_end_stream(&self) -> bool {
         match self {
             ResponseBody::Full(b) => b.is_none(),
+            ResponseBody::File(f) => f.is_end(),
             ResponseBody::Worker(w) => w.declared == Some(0) && w.failed,
         }
     }
@@ -147,6 +159,7 @@ impl http_body::Body for ResponseBody {
     fn size_hint(&self) -> SizeHint {
         match self {
             ResponseBody::Full(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
+            ResponseBody::File(f) => SizeHint::with_exact(f.remaining()),
             ResponseBody::Worker(w) => match w.declared {
                 Some(n) => SizeHint::with_exact(n),
                 None => SizeHint::default(),

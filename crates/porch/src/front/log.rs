@@ -68,7 +68,11 @@ impl AccessRecord {
                     self.target,
                     self.protocol,
                     self.status,
-                    if self.bytes == 0 { "-".to_string() } else { self.bytes.to_string() },
+                    if self.bytes == 0 {
+                        "-".to_string()
+                    } else {
+                        self.bytes.to_string()
+                    },
                     escape(&self.referer),
                     escape(&self.user_agent),
                     self.started.elapsed().as_secs_f64(),

@@ -2,7 +2,9 @@
 //! answers it itself (static files, health) or reads it whole and queues it for a worker.
 
 pub mod body;
+pub mod listener;
 pub mod log;
+pub mod proxy;
 pub mod static_files;
 
 use std::convert::Infallible;
@@ -10,7 +12,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
 use http::header::{self, HeaderName, HeaderValue};
@@ -18,15 +20,16 @@ use http::{Method, Request, Response, StatusCode, Version};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioIo, TokioTimer};
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
-use tokio::net::{TcpListener, UnixListener};
+use hyper_util::rt::TokioIo;
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 
-use crate::config::{BindAddr, Config, RouteAction};
+use crate::config::{Config, RouteAction};
 use crate::dispatch::{Job, Reply};
 use crate::ipc;
 use body::{ResponseBody, WorkerBody};
+pub use listener::{Listener, Peer};
 use log::{AccessLog, AccessRecord};
 
 /// Counters the admin listener exposes.
@@ -63,55 +66,8 @@ pub struct Front {
     /// False while draining: /healthz answers 503 so load balancers stop sending.
     pub ready: AtomicBool,
     pub pool: Option<Arc<crate::supervisor::Pool>>,
+    pub upstreams: proxy::Upstreams,
     spill_dir: PathBuf,
-}
-
-/// Who is on the other end of a connection and which listener took it.
-#[derive(Clone, Copy)]
-pub struct Peer {
-    pub remote: Option<SocketAddr>,
-    pub local: Option<SocketAddr>,
-}
-
-/// A listening socket of either kind.
-pub enum Listener {
-    Tcp(TcpListener),
-    Unix(UnixListener, PathBuf),
-}
-
-impl Listener {
-    /// Binds every address before any worker starts, so a taken port fails fast.
-    pub async fn bind(addr: &BindAddr) -> std::io::Result<Listener> {
-        match addr {
-            BindAddr::Tcp(a) => {
-                let sock = match a {
-                    SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
-                    SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
-                };
-                sock.set_reuseaddr(true)?;
-                sock.bind(*a)?;
-                Ok(Listener::Tcp(sock.listen(2048)?))
-            }
-            BindAddr::Unix(p) => {
-                if p.exists() {
-                    // A stale socket from a previous run; refuse anything that is not one.
-                    use std::os::unix::fs::FileTypeExt;
-                    if std::fs::metadata(p)?.file_type().is_socket() {
-                        std::fs::remove_file(p)?;
-                    }
-                }
-                Ok(Listener::Unix(UnixListener::bind(p)?, p.clone()))
-            }
-        }
-    }
-}
-
-impl Drop for Listener {
-    fn drop(&mut self) {
-        if let Listener::Unix(_, p) = self {
-            let _ = std::fs::remove_file(p);
-        }
-    }
 }
 
 impl Front {
@@ -126,77 +82,23 @@ impl Front {
         };
         let spill_dir = std::env::temp_dir();
         Ok(Arc::new(Front {
-            cfg,
+            cfg: cfg.clone(),
             queue,
             access_log,
             metrics: Metrics::default(),
             ready: AtomicBool::new(true),
             pool,
+            upstreams: proxy::Upstreams::new(&cfg.upstreams)?,
             spill_dir,
         }))
     }
 
-    /// Accepts connections until `shutdown` turns true, then lets open connections finish
-    /// their current request (up to the graceful timeout).
-    pub async fn serve(self: Arc<Self>, index: usize, listener: Listener, mut shutdown: watch::Receiver<bool>) {
-        let graceful = hyper_util::server::graceful::GracefulShutdown::new();
-        loop {
-            tokio::select! {
-                _ = shutdown.changed() => break,
-                accepted = accept(&listener) => {
-                    let (io, peer) = match accepted {
-                        Ok(x) => x,
-                        Err(e) => {
-                            // Out of descriptors and the like: pause instead of spinning.
-                            tracing::warn!("accept failed: {e}");
-                            tokio::time::sleep(Duration::from_millis(50)).await;
-                            continue;
-                        }
-                    };
-                    self.clone().spawn_connection(index, io, peer, &graceful);
-                }
-            }
-        }
-        drop(listener);
-        if tokio::time::timeout(self.cfg.graceful_timeout, graceful.shutdown())
-            .await
-            .is_err()
-        {
-            tracing::warn!("connections still open after the graceful timeout; closing them");
-        }
-    }
-
-    fn spawn_connection(
-        self: Arc<Self>,
+    pub(crate) async fn handle(
+        self: &Arc<Self>,
         index: usize,
-        io: Box<dyn Io>,
+        req: Request<Incoming>,
         peer: Peer,
-        graceful: &hyper_util::server::graceful::GracefulShutdown,
-    ) {
-        let mut http = hyper::server::conn::http1::Builder::new();
-        http.timer(TokioTimer::new())
-            .keep_alive(true)
-            .half_close(false)
-            .pipeline_flush(true)
-            .max_headers(self.cfg.limits.request_fields)
-            .header_read_timeout(Duration::from_secs(30))
-            .max_buf_size(
-                (self.cfg.limits.request_line + self.cfg.limits.request_field_size * 4)
-                    .max(16 * 1024),
-            );
-        let front = self.clone();
-        let svc = service_fn(move |req| {
-            let front = front.clone();
-            async move { Ok::<_, Infallible>(front.handle(index, req, peer).await) }
-        });
-        let conn = http.serve_connection(TokioIo::new(io), svc);
-        let conn = graceful.watch(conn);
-        tokio::spawn(async move {
-            let _ = conn.await;
-        });
-    }
-
-    async fn handle(self: &Arc<Self>, index: usize, req: Request<Incoming>, peer: Peer) -> Response<ResponseBody> {
+    ) -> Response<ResponseBody> {
         self.metrics.requests.fetch_add(1, Ordering::Relaxed);
         let started = Instant::now();
         let listener = &self.cfg.listeners[index];
@@ -212,10 +114,15 @@ impl Front {
                     None => error(StatusCode::NOT_FOUND, "no route for this host and path"),
                     Some(RouteAction::App) => self.to_app(req, peer, started).await,
                     Some(RouteAction::Static(mount)) => static_files::serve(mount, &req).await,
-                    Some(RouteAction::Proxy(_)) => error(StatusCode::BAD_GATEWAY, "proxying is not available yet"),
+                    Some(RouteAction::Proxy(name)) => {
+                        self.upstreams
+                            .forward(name, req, peer, listener.tls.is_some())
+                            .await
+                    }
                     Some(RouteAction::Redirect { to, status }) => {
                         let mut r = Response::new(ResponseBody::empty());
-                        *r.status_mut() = StatusCode::from_u16(*status).unwrap_or(StatusCode::MOVED_PERMANENTLY);
+                        *r.status_mut() =
+                            StatusCode::from_u16(*status).unwrap_or(StatusCode::MOVED_PERMANENTLY);
                         if let Ok(v) = HeaderValue::from_str(to) {
                             r.headers_mut().insert(header::LOCATION, v);
                         }
@@ -246,12 +153,18 @@ impl Front {
         if req.version() == Version::HTTP_11 && hosts != 1 {
             return Err(error(
                 StatusCode::BAD_REQUEST,
-                if hosts == 0 { "missing Host header" } else { "more than one Host header" },
+                if hosts == 0 {
+                    "missing Host header"
+                } else {
+                    "more than one Host header"
+                },
             ));
         }
         if let Some(host) = req.headers().get(header::HOST) {
             if host.as_bytes().is_empty() && req.version() == Version::HTTP_11
-                || host.to_str().map_or(true, |h| h.parse::<http::uri::Authority>().is_err() && !h.is_empty())
+                || host.to_str().map_or(true, |h| {
+                    h.parse::<http::uri::Authority>().is_err() && !h.is_empty()
+                })
             {
                 return Err(error(StatusCode::BAD_REQUEST, "invalid Host header"));
             }
@@ -264,8 +177,16 @@ impl Front {
                 ));
             }
         }
-        let te = req.headers().get_all(header::TRANSFER_ENCODING).iter().count();
-        let cls: Vec<&HeaderValue> = req.headers().get_all(header::CONTENT_LENGTH).iter().collect();
+        let te = req
+            .headers()
+            .get_all(header::TRANSFER_ENCODING)
+            .iter()
+            .count();
+        let cls: Vec<&HeaderValue> = req
+            .headers()
+            .get_all(header::CONTENT_LENGTH)
+            .iter()
+            .collect();
         if te > 0 && !cls.is_empty() {
             return Err(error(
                 StatusCode::BAD_REQUEST,
@@ -278,16 +199,25 @@ impl Front {
                 .get(header::TRANSFER_ENCODING)
                 .is_some_and(|v| !v.as_bytes().eq_ignore_ascii_case(b"chunked"))
         {
-            return Err(error(StatusCode::BAD_REQUEST, "Transfer-Encoding must be exactly chunked"));
+            return Err(error(
+                StatusCode::BAD_REQUEST,
+                "Transfer-Encoding must be exactly chunked",
+            ));
         }
         if cls.len() > 1 && cls.iter().any(|v| *v != cls[0]) {
-            return Err(error(StatusCode::BAD_REQUEST, "conflicting Content-Length headers"));
+            return Err(error(
+                StatusCode::BAD_REQUEST,
+                "conflicting Content-Length headers",
+            ));
         }
         if let Some(cl) = cls.first() {
             match cl.to_str().ok().and_then(|s| s.parse::<u64>().ok()) {
                 None => return Err(error(StatusCode::BAD_REQUEST, "invalid Content-Length")),
                 Some(n) if n > limits.request_body => {
-                    return Err(error(StatusCode::PAYLOAD_TOO_LARGE, "request body too large"))
+                    return Err(error(
+                        StatusCode::PAYLOAD_TOO_LARGE,
+                        "request body too large",
+                    ))
                 }
                 Some(_) => {}
             }
@@ -295,7 +225,12 @@ impl Front {
         Ok(())
     }
 
-    async fn to_app(self: &Arc<Self>, req: Request<Incoming>, peer: Peer, started: Instant) -> Response<ResponseBody> {
+    async fn to_app(
+        self: &Arc<Self>,
+        req: Request<Incoming>,
+        peer: Peer,
+        started: Instant,
+    ) -> Response<ResponseBody> {
         let (parts, incoming) = req.into_parts();
         let body = match self.read_body(incoming).await {
             Ok(b) => b,
@@ -320,9 +255,15 @@ impl Front {
         match self.queue.try_send(job) {
             Ok(()) => {}
             Err(async_channel::TrySendError::Full(_)) => {
-                self.metrics.rejected_queue_full.fetch_add(1, Ordering::Relaxed);
-                let mut r = error(StatusCode::SERVICE_UNAVAILABLE, "all workers are busy and the queue is full");
-                r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+                self.metrics
+                    .rejected_queue_full
+                    .fetch_add(1, Ordering::Relaxed);
+                let mut r = error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "all workers are busy and the queue is full",
+                );
+                r.headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
                 return r;
             }
             Err(async_channel::TrySendError::Closed(_)) => {
@@ -334,14 +275,28 @@ impl Front {
         self.metrics.in_flight.fetch_sub(1, Ordering::Relaxed);
         let head = match first {
             Some(Reply::Head(h)) => h,
-            Some(Reply::Fail(504)) => return error(StatusCode::GATEWAY_TIMEOUT, "the app did not answer in time"),
-            _ => return error(StatusCode::BAD_GATEWAY, "the worker running this request died"),
+            Some(Reply::Fail(504)) => {
+                return error(
+                    StatusCode::GATEWAY_TIMEOUT,
+                    "the app did not answer in time",
+                )
+            }
+            _ => {
+                return error(
+                    StatusCode::BAD_GATEWAY,
+                    "the worker running this request died",
+                )
+            }
         };
         let record = self.access_log.as_ref().map(|log| AccessRecord {
             log: log.clone(),
             remote: peer.remote.map(|a| a.ip()),
             method: parts.method.to_string(),
-            target: parts.uri.path_and_query().map_or("/", |p| p.as_str()).to_string(),
+            target: parts
+                .uri
+                .path_and_query()
+                .map_or("/", |p| p.as_str())
+                .to_string(),
             protocol: protocol(parts.version),
             status: head.status,
             bytes: 0,
@@ -365,13 +320,19 @@ impl Front {
         while let Some(frame) = incoming.frame().await {
             let frame = frame.map_err(|e| {
                 tracing::debug!("request body not received in full: {e}");
-                error(StatusCode::BAD_REQUEST, "request body incomplete or malformed")
+                error(
+                    StatusCode::BAD_REQUEST,
+                    "request body incomplete or malformed",
+                )
             })?;
-            let Ok(data) = frame.into_data() else { continue };
+            let Ok(data) = frame.into_data() else {
+                continue;
+            };
             total += data.len() as u64;
             if total > limits.request_body {
                 let mut r = error(StatusCode::PAYLOAD_TOO_LARGE, "request body too large");
-                r.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+                r.headers_mut()
+                    .insert(header::CONNECTION, HeaderValue::from_static("close"));
                 return Err(r);
             }
             if file.is_none() && mem.len() + data.len() > limits.body_memory {
@@ -380,7 +341,10 @@ impl Front {
                     .tempfile_in(&self.spill_dir)
                     .map_err(|e| {
                         tracing::error!("cannot create a temporary file for a request body: {e}");
-                        error(StatusCode::INTERNAL_SERVER_ERROR, "cannot buffer the request body")
+                        error(
+                            StatusCode::INTERNAL_SERVER_ERROR,
+                            "cannot buffer the request body",
+                        )
                     })?;
                 let (f, path) = spill.into_parts();
                 let mut f = tokio::fs::File::from_std(f);
@@ -402,7 +366,12 @@ impl Front {
         }
     }
 
-    fn ipc_request(&self, parts: &http::request::Parts, peer: Peer, body: Body) -> (ipc::Request, Option<tempfile::TempPath>) {
+    fn ipc_request(
+        &self,
+        parts: &http::request::Parts,
+        peer: Peer,
+        body: Body,
+    ) -> (ipc::Request, Option<tempfile::TempPath>) {
         let mut headers: Vec<(Bytes, Bytes)> = Vec::with_capacity(parts.headers.keys_len());
         let mut forwarded_https = false;
         let trusted = peer
@@ -431,7 +400,10 @@ impl Front {
         }
         if !parts.headers.contains_key(header::HOST) {
             if let Some(auth) = parts.uri.authority() {
-                headers.push((Bytes::from_static(b"host"), Bytes::copy_from_slice(auth.as_str().as_bytes())));
+                headers.push((
+                    Bytes::from_static(b"host"),
+                    Bytes::copy_from_slice(auth.as_str().as_bytes()),
+                ));
             }
         }
         let local = peer.local;
@@ -453,7 +425,9 @@ impl Front {
         let target = parts
             .uri
             .path_and_query()
-            .map_or(Bytes::from_static(b"/"), |p| Bytes::copy_from_slice(p.as_str().as_bytes()));
+            .map_or(Bytes::from_static(b"/"), |p| {
+                Bytes::copy_from_slice(p.as_str().as_bytes())
+            });
         (
             ipc::Request {
                 method: parts.method.to_string(),
@@ -479,7 +453,10 @@ enum Body {
 
 fn spill_error(e: std::io::Error) -> Response<ResponseBody> {
     tracing::error!("cannot write a request body to its temporary file: {e}");
-    error(StatusCode::INTERNAL_SERVER_ERROR, "cannot buffer the request body")
+    error(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "cannot buffer the request body",
+    )
 }
 
 fn host_and_port(headers: &http::HeaderMap, local: Option<SocketAddr>) -> (String, u16) {
@@ -542,7 +519,10 @@ fn build_response(
         if is_hop_by_hop(&name) {
             continue;
         }
-        let (Ok(n), Ok(v)) = (HeaderName::from_bytes(&name), HeaderValue::from_maybe_shared(value)) else {
+        let (Ok(n), Ok(v)) = (
+            HeaderName::from_bytes(&name),
+            HeaderValue::from_maybe_shared(value),
+        ) else {
             continue; // the worker validated these; nothing invalid reaches here
         };
         if n == header::CONTENT_LENGTH {
@@ -564,39 +544,22 @@ fn build_response(
 
 /// A short plain-text answer from porch itself.
 pub fn error(status: StatusCode, why: &str) -> Response<ResponseBody> {
-    let text = format!("{} {}: {why}\n", status.as_u16(), status.canonical_reason().unwrap_or(""));
+    let text = format!(
+        "{} {}: {why}\n",
+        status.as_u16(),
+        status.canonical_reason().unwrap_or("")
+    );
     let mut r = Response::new(ResponseBody::full(text));
     *r.status_mut() = status;
-    r.headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
     if status == StatusCode::BAD_REQUEST {
-        r.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+        r.headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
     r
-}
-
-pub trait Io: AsyncRead + AsyncWrite + Send + Unpin + 'static {}
-impl<T: AsyncRead + AsyncWrite + Send + Unpin + 'static> Io for T {}
-
-async fn accept(listener: &Listener) -> std::io::Result<(Box<dyn Io>, Peer)> {
-    match listener {
-        Listener::Tcp(l) => {
-            let (s, remote) = l.accept().await?;
-            let _ = s.set_nodelay(true);
-            let local = s.local_addr().ok();
-            Ok((
-                Box::new(s),
-                Peer {
-                    remote: Some(remote),
-                    local,
-                },
-            ))
-        }
-        Listener::Unix(l, _) => {
-            let (s, _) = l.accept().await?;
-            Ok((Box::new(s), Peer { remote: None, local: None }))
-        }
-    }
 }
 
 /// The admin listener: `/healthz` for load balancers and container health checks,

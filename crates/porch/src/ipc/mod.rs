@@ -224,7 +224,12 @@ impl Request {
         encode(out, Kind::Request, id, |out| {
             put_bytes(out, self.method.as_bytes());
             put_bytes(out, &self.target);
-            out.put_u8(PROTOCOLS.iter().position(|p| *p == self.protocol).unwrap_or(1) as u8);
+            out.put_u8(
+                PROTOCOLS
+                    .iter()
+                    .position(|p| *p == self.protocol)
+                    .unwrap_or(1) as u8,
+            );
             out.put_u8(self.https as u8);
             put_bytes(out, self.remote_addr.as_bytes());
             out.put_u16_le(self.remote_port);
@@ -337,7 +342,10 @@ mod tests {
             remote_port: 4242,
             server_name: "example.com".into(),
             server_port: 443,
-            headers: vec![(Bytes::from_static(b"host"), Bytes::from_static(b"example.com"))],
+            headers: vec![(
+                Bytes::from_static(b"host"),
+                Bytes::from_static(b"example.com"),
+            )],
             body: RequestBody::Inline(Bytes::from_static(b"hello")),
         }
     }
@@ -372,7 +380,10 @@ mod tests {
     fn head_round_trips() {
         let head = Head {
             status: 201,
-            headers: vec![(Bytes::from_static(b"Content-Type"), Bytes::from_static(b"text/plain"))],
+            headers: vec![(
+                Bytes::from_static(b"Content-Type"),
+                Bytes::from_static(b"text/plain"),
+            )],
         };
         let mut payload = vec![];
         head.encode_payload(&mut payload);
@@ -382,7 +393,10 @@ mod tests {
     #[test]
     fn corrupt_streams_are_errors_not_panics() {
         let mut buf = BytesMut::from(&[255u8, 255, 255, 255, 1, 0, 0, 0, 0][..]);
-        assert!(matches!(Decoder::next(&mut buf), Err(DecodeError::TooLarge(_))));
+        assert!(matches!(
+            Decoder::next(&mut buf),
+            Err(DecodeError::TooLarge(_))
+        ));
         let mut buf = BytesMut::from(&[5u8, 0, 0, 0, 99, 0, 0, 0, 0][..]);
         assert_eq!(Decoder::next(&mut buf), Err(DecodeError::UnknownKind(99)));
         assert!(Request::decode(&Bytes::from_static(b"\x05\x00\x00")).is_err());

@@ -72,7 +72,12 @@ pub struct Pool {
 }
 
 impl Pool {
-    pub fn new(cfg: &Config, app: &crate::config::AppSpec, queue: Queue, requeue: async_channel::Sender<crate::dispatch::Job>) -> Arc<Pool> {
+    pub fn new(
+        cfg: &Config,
+        app: &crate::config::AppSpec,
+        queue: Queue,
+        requeue: async_channel::Sender<crate::dispatch::Job>,
+    ) -> Arc<Pool> {
         Arc::new(Pool {
             spec: WorkerSpec {
                 app: app.to_arg(),
@@ -107,7 +112,10 @@ impl Pool {
         let theirs_fd = theirs.as_raw_fd();
         let mut cmd = Command::new(std::env::current_exe()?);
         cmd.arg("__worker")
-            .env(SPEC_ENV, serde_json::to_string(&self.spec).expect("spec serializes"))
+            .env(
+                SPEC_ENV,
+                serde_json::to_string(&self.spec).expect("spec serializes"),
+            )
             .stdin(Stdio::null())
             .kill_on_drop(true);
         // SAFETY: the closure runs in the forked child before exec and only calls dup2 and
@@ -132,11 +140,16 @@ impl Pool {
         let mut buf = BytesMut::with_capacity(64 * 1024);
         let ready = async {
             loop {
-                if let Some(frame) = Decoder::next(&mut buf).map_err(|e| BootError::Exited(e.to_string()))? {
+                if let Some(frame) =
+                    Decoder::next(&mut buf).map_err(|e| BootError::Exited(e.to_string()))?
+                {
                     if frame.kind == Kind::Ready {
                         return Ok(());
                     }
-                    return Err(BootError::Exited(format!("unexpected {:?} frame", frame.kind)));
+                    return Err(BootError::Exited(format!(
+                        "unexpected {:?} frame",
+                        frame.kind
+                    )));
                 }
                 match conn.read_buf(&mut buf).await {
                     Ok(0) | Err(_) => {
@@ -330,7 +343,10 @@ impl Pool {
     async fn stop_child(&self, child: &mut Child, pid: u32) {
         // The link is gone, so the socket is closed: the worker sees end of stream,
         // finishes its threads and exits.
-        if tokio::time::timeout(self.graceful_timeout, child.wait()).await.is_err() {
+        if tokio::time::timeout(self.graceful_timeout, child.wait())
+            .await
+            .is_err()
+        {
             tracing::warn!("worker {pid} did not exit within the graceful timeout; killing it");
             let _ = child.start_kill();
             let _ = child.wait().await;

@@ -84,7 +84,12 @@ fn run(spec: WorkerSpec, stream: UnixStream) -> anyhow::Result<ExitCode> {
 
     let sink = Arc::new(Sink::new(stream.try_clone()?, spec.threads > 1));
     let mut ready = Vec::new();
-    ipc::encode_vec(&mut ready, Kind::Ready, 0, &std::process::id().to_le_bytes());
+    ipc::encode_vec(
+        &mut ready,
+        Kind::Ready,
+        0,
+        &std::process::id().to_le_bytes(),
+    );
     (&stream).write_all(&ready)?;
 
     let running: Running = Arc::default();
@@ -222,7 +227,12 @@ fn import_app(py: Python<'_>, spec: &WorkerSpec) -> Result<App, ()> {
 }
 
 /// One Python thread: holds the GIL except while waiting for the next request.
-fn serve(rx: crossbeam_channel::Receiver<(u32, ipc::Request)>, app: &App, sink: &Arc<Sink>, running: &Running) {
+fn serve(
+    rx: crossbeam_channel::Receiver<(u32, ipc::Request)>,
+    app: &App,
+    sink: &Arc<Sink>,
+    running: &Running,
+) {
     // SAFETY: pthread_self has no preconditions. Python's thread ids are pthread_self().
     let thread_id = unsafe { libc::pthread_self() } as u64;
     Python::attach(|py| {
@@ -237,16 +247,26 @@ fn serve(rx: crossbeam_channel::Receiver<(u32, ipc::Request)>, app: &App, sink: 
             let Ok((id, req)) = py.detach(|| rx.recv()) else {
                 return;
             };
-            running.lock().unwrap_or_else(|e| e.into_inner()).insert(id, thread_id);
+            running
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(id, thread_id);
             wsgi::call_app(py, app, &builder, &req, Output::new(id, sink.clone()));
-            running.lock().unwrap_or_else(|e| e.into_inner()).remove(&id);
+            running
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&id);
         }
     });
 }
 
 /// Sends the Python stack of the thread running request `id` (for the timeout log).
 fn dump_stack(id: u32, sink: &Sink, running: &Running) {
-    let thread = running.lock().unwrap_or_else(|e| e.into_inner()).get(&id).copied();
+    let thread = running
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .get(&id)
+        .copied();
     let text = match thread {
         None => "(the request is no longer running)\n".to_string(),
         Some(thread) => Python::attach(|py| {

@@ -11,8 +11,14 @@ use pyo3::types::{PyBytes, PyList};
 use crate::ipc::RequestBody;
 
 enum Source {
-    Memory { data: Bytes, pos: usize },
-    File { reader: BufReader<File>, remaining: u64 },
+    Memory {
+        data: Bytes,
+        pos: usize,
+    },
+    File {
+        reader: BufReader<File>,
+        remaining: u64,
+    },
 }
 
 /// A file-like object with `read`, `readline`, `readlines` and iteration.
@@ -90,13 +96,21 @@ impl Input {
     }
 
     #[pyo3(signature = (size=None))]
-    fn readline<'py>(&mut self, py: Python<'py>, size: Option<i64>) -> PyResult<Bound<'py, PyBytes>> {
+    fn readline<'py>(
+        &mut self,
+        py: Python<'py>,
+        size: Option<i64>,
+    ) -> PyResult<Bound<'py, PyBytes>> {
         let data = self.take(limit(size), true)?;
         Ok(PyBytes::new(py, &data))
     }
 
     #[pyo3(signature = (hint=None))]
-    fn readlines<'py>(&mut self, py: Python<'py>, hint: Option<i64>) -> PyResult<Bound<'py, PyList>> {
+    fn readlines<'py>(
+        &mut self,
+        py: Python<'py>,
+        hint: Option<i64>,
+    ) -> PyResult<Bound<'py, PyList>> {
         let hint = limit(hint.filter(|h| *h > 0));
         let lines = PyList::empty(py);
         let mut total = 0u64;

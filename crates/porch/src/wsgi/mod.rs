@@ -49,7 +49,10 @@ impl EnvironBuilder {
             py.get_type::<FileWrapper>(),
         )?;
         t.set_item(intern!(py, "SCRIPT_NAME"), &app.script_name)?;
-        t.set_item(intern!(py, "SERVER_SOFTWARE"), concat!("porch/", env!("CARGO_PKG_VERSION")))?;
+        t.set_item(
+            intern!(py, "SERVER_SOFTWARE"),
+            concat!("porch/", env!("CARGO_PKG_VERSION")),
+        )?;
         Ok(EnvironBuilder {
             template: t.unbind(),
         })
@@ -191,7 +194,9 @@ impl StartResponse {
             .cast::<PyBytes>()
             .map_err(|_| PyTypeError::new_err("write() argument must be bytes"))?;
         if !self.out.has_head() {
-            return Err(PyAssertionError::new_err("write() called before start_response()"));
+            return Err(PyAssertionError::new_err(
+                "write() called before start_response()",
+            ));
         }
         self.out.body(py, bytes.as_bytes())?;
         self.out.flush(py)
@@ -208,7 +213,9 @@ fn parse_head(status: &Bound<'_, PyAny>, headers: &Bound<'_, PyAny>) -> PyResult
         .filter(|c| c.bytes().all(|b| b.is_ascii_digit()))
         .and_then(|c| c.parse::<u16>().ok())
         .filter(|c| (100..=999).contains(c) && (status.len() == 3 || status.as_bytes()[3] == b' '))
-        .ok_or_else(|| PyValueError::new_err(format!("invalid status {status:?}: expected '200 OK'")))?;
+        .ok_or_else(|| {
+            PyValueError::new_err(format!("invalid status {status:?}: expected '200 OK'"))
+        })?;
     let list = headers
         .cast::<PyList>()
         .map_err(|_| PyTypeError::new_err("headers must be a list of (name, value) tuples"))?;
@@ -218,7 +225,9 @@ fn parse_head(status: &Bound<'_, PyAny>, headers: &Bound<'_, PyAny>) -> PyResult
             .cast::<PyTuple>()
             .map_err(|_| PyTypeError::new_err("each header must be a (name, value) tuple"))?;
         if tuple.len() != 2 {
-            return Err(PyTypeError::new_err("each header must be a (name, value) tuple"));
+            return Err(PyTypeError::new_err(
+                "each header must be a (name, value) tuple",
+            ));
         }
         let name = native_bytes(&tuple.get_item(0)?, "header name")?;
         let value = native_bytes(&tuple.get_item(1)?, "header value")?;
@@ -236,7 +245,10 @@ fn parse_head(status: &Bound<'_, PyAny>, headers: &Bound<'_, PyAny>) -> PyResult
         }
         out.push((name.into(), value.into()));
     }
-    Ok(ipc::Head { status: code, headers: out })
+    Ok(ipc::Head {
+        status: code,
+        headers: out,
+    })
 }
 
 fn is_token(b: u8) -> bool {
@@ -321,7 +333,10 @@ fn send_iterable(
         let bytes = item.cast::<PyBytes>().map_err(|_| {
             PyTypeError::new_err(format!(
                 "the app's response must yield bytes, not {}",
-                item.get_type().name().map(|n| n.to_string()).unwrap_or_default()
+                item.get_type()
+                    .name()
+                    .map(|n| n.to_string())
+                    .unwrap_or_default()
             ))
         })?;
         let mut me = start.borrow_mut();
