@@ -43,9 +43,9 @@ UPLOAD_SHA256 = hashlib.sha256(b"x" * UPLOAD_SIZE).hexdigest()
 ITEM_ROWS = 10_000
 SLOW_CLIENTS = 300
 CONNECTIONS = 64
-# A 1-minute load average above this before a cell means something else was running
-# (the bench itself leaves about 2 behind: a server and wrk).
-BUSY_LOADAVG = 3.0
+# Before each cell the harness samples /proc/stat for a second with nothing of its own
+# under load; CPUs busier than this mean other work is running and would skew the cell.
+BUSY_FRACTION = 0.15
 SERVER_CPU = "0"
 LOAD_CPU = "1"
 
@@ -176,6 +176,21 @@ def process_tree(root: int) -> list[int]:
         out.append(pid)
         todo.extend(children.get(pid, []))
     return out
+
+
+def cpu_times():
+    with open("/proc/stat") as f:
+        fields = [int(x) for x in f.readline().split()[1:]]
+    idle = fields[3] + fields[4]  # idle + iowait
+    return sum(fields[:8]), idle
+
+
+def cpu_busy(seconds: float) -> float:
+    """Fraction of all CPUs busy over `seconds`."""
+    total0, idle0 = cpu_times()
+    time.sleep(seconds)
+    total1, idle1 = cpu_times()
+    return 1.0 - (idle1 - idle0) / max(1, total1 - total0)
 
 
 def memory_of(roots: list[int]) -> dict:
@@ -523,12 +538,23 @@ class Bench:
         mem = memory_of([p.pid for p in procs])
         return summarize(samples, mem)
 
+    def wait_quiet(self):
+        """Wait (up to --wait-quiet seconds) until the CPUs are idle; return the busy
+        fraction seen last, which the report uses to flag cells measured on a busy machine."""
+        deadline = time.monotonic() + self.args.wait_quiet
+        while True:
+            busy = cpu_busy(1.0)
+            if busy <= BUSY_FRACTION or time.monotonic() >= deadline:
+                if busy > BUSY_FRACTION:
+                    log(f"  (machine busy: {busy:.0%} of the CPUs used by other work)")
+                return round(busy, 3)
+
     # -- scenarios
 
     def run_cell(self, section, scenario, kind, workers, pinned, runs):
         row = {
             "section": section, "scenario": scenario, "server": kind, "workers": workers, "pinned": pinned,
-            "loadavg_before": os.getloadavg()[0],
+            "busy_before": self.wait_quiet(),
         }
         t0 = time.monotonic()
         try:
@@ -611,7 +637,8 @@ class Bench:
         log(f"== slow clients ({SLOW_CLIENTS} connections trickling headers; hello, 1 worker pinned)")
         a = self.args
         for kind in self.servers_for("slow-clients"):
-            row = {"section": "slow clients", "scenario": "slow-clients", "server": kind, "workers": 1, "pinned": True}
+            row = {"section": "slow clients", "scenario": "slow-clients", "server": kind, "workers": 1, "pinned": True,
+                   "busy_before": self.wait_quiet()}
             try:
                 procs, port, path = self.start_server(kind, "slow-clients", 1, True)
             except NotAvailable as e:
@@ -867,11 +894,11 @@ def markdown(meta, rows) -> str:
     out.append(f"Method: wrk -t1 -c{CONNECTIONS}, {meta['warmup']} s warm-up, then "
                f"{meta['runs']} × {meta['duration']} s (median) for 1 worker; 2 workers: one run, unpinned.  ")
     out.append("Versions: " + ", ".join(f"{k} {v}" for k, v in meta["versions"].items()) + ".")
-    busy = meta.get("loadavg_max_before_cell")
-    if busy is not None and busy > BUSY_LOADAVG:
+    if meta.get("busy_cells"):
         out.append("")
-        out.append(f"**Warning: the machine was busy with other work during this run** (1-minute load average up "
-                   f"to {busy:.1f} before a cell, on {meta['machine']['cores']} cores); the numbers are noisy.")
+        out.append(f"**Warning: other work was running on the machine during this run**: {meta['busy_cells']} cells "
+                   f"started while other processes kept the CPUs over {BUSY_FRACTION:.0%} busy (up to "
+                   f"{meta['busy_max_before_cell']:.0%}), marked †; their numbers are low and noisy.")
     out.append("")
     ceiling = {r["scenario"]: r for r in rows if r.get("section") == "ceiling" and r.get("status") == "ok"}
 
@@ -889,6 +916,8 @@ def markdown(meta, rows) -> str:
         out.append("|---|---|---:|---:|---:|---:|---:|---:|---:|")
         for r in sect:
             label = SERVER_LABELS.get(r["server"], r["server"])
+            if (r.get("busy_before") or 0) > BUSY_FRACTION:
+                label += " †"
             if r.get("status") != "ok":
                 out.append(f"| {title(r['scenario'])} | {label} | n/a ({r.get('reason', '')}) | | | | | | |")
                 continue
@@ -995,6 +1024,9 @@ def parse_args(argv):
     p.add_argument("--only", default="", help=f"comma-separated scenarios (or prefixes): {', '.join(SCENARIOS)}")
     p.add_argument("--servers", default="", help=f"comma-separated servers: {', '.join(APP_SERVERS + ['nginx'])}")
     p.add_argument("--no-reference", action="store_true", help="skip the 2-worker unpinned runs")
+    p.add_argument("--wait-quiet", type=float, default=30.0,
+                   help="before each cell, wait up to this many seconds for other work to leave the CPUs idle "
+                        "(default 30; cells started on a busy machine are flagged)")
     p.add_argument("--keep-workdir", action="store_true", help="keep the temporary directory (logs, configs)")
     p.add_argument("--out", default="", help="directory for the .md and .json (default bench/results, "
                                               "bench/results/tmp for --quick)")
@@ -1055,8 +1087,9 @@ def main(argv):
         "argv": argv,
         "settings": {k: SERVER_SETTINGS[k] for k in SERVER_SETTINGS},
     }
-    loads = [r["loadavg_before"] for r in rows if "loadavg_before" in r]
-    meta["loadavg_max_before_cell"] = max(loads, default=None)
+    busy = [r["busy_before"] for r in rows if r.get("busy_before") is not None]
+    meta["busy_max_before_cell"] = max(busy, default=None)
+    meta["busy_cells"] = sum(1 for b in busy if b > BUSY_FRACTION)
     md = markdown(meta, rows)
     out_dir = Path(args.out) if args.out else (RESULTS / "tmp" if args.quick else RESULTS)
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -45,7 +45,6 @@ use std::fs::File;
 use std::future::Future;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
@@ -537,8 +536,9 @@ fn fd_path(fd: std::os::fd::RawFd) -> io::Result<PathBuf> {
 fn read_at_most(file: &File, offset: u64, len: usize) -> io::Result<Bytes> {
     let mut buf = BytesMut::with_capacity(len);
     while buf.len() < len {
+        let filled = buf.len();
         let spare = buf.spare_capacity_mut();
-        let want = spare.len().min(len - buf.len());
+        let want = spare.len().min(len - filled);
         // SAFETY: pread writes at most `want` bytes into the spare capacity, and we only
         // extend the length by what it reports written.
         let n = unsafe {
@@ -546,7 +546,7 @@ fn read_at_most(file: &File, offset: u64, len: usize) -> io::Result<Bytes> {
                 file.as_raw_fd(),
                 spare.as_mut_ptr().cast(),
                 want,
-                (offset + buf.len() as u64) as libc::off_t,
+                (offset + filled as u64) as libc::off_t,
             )
         };
         if n < 0 {
@@ -560,7 +560,7 @@ fn read_at_most(file: &File, offset: u64, len: usize) -> io::Result<Bytes> {
             break;
         }
         // SAFETY: see above.
-        unsafe { buf.set_len(buf.len() + n as usize) };
+        unsafe { buf.set_len(filled + n as usize) };
     }
     Ok(buf.freeze())
 }
