@@ -1052,9 +1052,18 @@ def parse_args(argv):
 
 def main(argv):
     args = parse_args(argv)
+
+    def interrupted(signum, frame):
+        raise KeyboardInterrupt
+
+    # TERM (and INT, also when started in the background where INT is ignored) stops the
+    # run cleanly: servers stopped, temporary directory removed, partial table written.
+    signal.signal(signal.SIGTERM, interrupted)
+    signal.signal(signal.SIGINT, interrupted)
     if os.cpu_count() and os.cpu_count() < 2:
         log("warning: fewer than 2 CPUs; pinning to CPU 1 will fail")
     bench = Bench(args)
+    tools = versions()  # before the run: the porch binary and commit that were measured
     rows = []
     started = datetime.datetime.now()
     try:
@@ -1078,7 +1087,7 @@ def main(argv):
     meta = {
         "date": started.strftime("%Y-%m-%d %H:%M"),
         "machine": machine(),
-        "versions": versions(),
+        "versions": tools,
         "duration": args.duration,
         "runs": args.runs,
         "warmup": args.warmup,

@@ -65,6 +65,38 @@ def test_missing_config_file_is_an_error_naming_it(tmp_path):
     assert str(missing) in r.stdout + r.stderr
 
 
+def test_config_file(porch, tmp_path):
+    cfg = tmp_path / "porch.toml"
+    cfg.write_text('app = "wsgiapp:application"\nworkers = 3\nthreads = 2\n')
+    p = porch("-c", cfg)
+    assert wait_until(lambda: len(p.worker_pids()) == 3, 5), p.worker_pids()
+    env = get(p, "/env").json()
+    assert env["wsgi.multithread"] == "True"
+
+
+def test_command_line_overrides_the_config_file(porch, tmp_path):
+    cfg = tmp_path / "porch.toml"
+    cfg.write_text('app = "wsgiapp:application"\nworkers = 3\n')
+    p = porch("-c", cfg, "-w", "1")
+    assert get(p, "/pid").status_code == 200
+    time.sleep(0.5)
+    assert len(p.worker_pids()) == 1
+
+
+@pytest.mark.parametrize(
+    "text, must_name",
+    [('workers = "lots"\n', ["workers", "lots"]), ("wokers = 2\n", ["wokers"])],
+    ids=["bad-value", "unknown-key"],
+)
+def test_bad_config_file_names_the_key(tmp_path, text, must_name):
+    cfg = tmp_path / "porch.toml"
+    cfg.write_text('app = "wsgiapp:application"\n' + text)
+    r = run_porch(["--check-config", "-c", cfg], timeout=10)
+    assert r.returncode != 0
+    err = r.stdout + r.stderr
+    assert all(n in err for n in must_name), err
+
+
 @pytest.mark.parametrize(
     "flag, names",
     [

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from conftest import RawConn, raw_exchange
+from conftest import ConnectionEnded, RawConn, raw_exchange
 
 
 @pytest.fixture(scope="module")
@@ -171,6 +171,8 @@ def test_app_body_shorter_than_content_length_never_corrupts_the_next_response(s
         except TimeoutError:
             pytest.fail("fewer body bytes than Content-Length, and the connection left open: "
                         "the next response would be read as the rest of this body")
+        except ConnectionEnded:
+            return  # closed without a response: the client can tell, nothing left to corrupt
         if r.status == 200:
             # the client must be able to tell: fewer bytes than announced, then close
             assert not r.complete, r

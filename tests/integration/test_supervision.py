@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import subprocess
 import threading
 import time
 
@@ -178,6 +179,12 @@ def test_max_requests_recycles_workers_without_failing_a_request(porch, jitter):
     # --max-requests while its successor boots, never many more)
     most = max(pids.count(x) for x in set(pids))
     assert most < 80, f"a worker served {most} requests"
+    # and it still stops cleanly right after all that recycling
+    p.signal(signal.SIGTERM)
+    try:
+        assert p.wait(10) == 0
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"porch did not exit within 10 s of TERM after recycling:\n{p.log()[-3000:]}")
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["TERM", "INT"])

@@ -12,7 +12,8 @@ use clap::Parser;
     name = "porch",
     version,
     about = "Web server and WSGI application server in one binary.",
-    args_override_self = true
+    args_override_self = true,
+    allow_negative_numbers = true
 )]
 pub struct Args {
     /// The WSGI app: `MODULE:CALLABLE`, `MODULE` (callable `application`) or `MODULE:factory()`.

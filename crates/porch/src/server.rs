@@ -94,6 +94,16 @@ async fn run(cfg: Arc<Config>, check_only: bool) -> ExitCode {
         .as_ref()
         .map(|app| Pool::new(&cfg, app, queue_rx, queue_tx.clone()));
 
+    // Certificates are read before anything starts, so a bad one stops start-up (and
+    // fails `--check-config`) with the file named.
+    let mut tls = match front::tls::load_all(&cfg.listeners) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("porch: configuration error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+
     if check_only {
         let Some(pool) = &pool else {
             println!("porch: configuration OK (no app)");
@@ -166,8 +176,14 @@ async fn run(cfg: Arc<Config>, check_only: bool) -> ExitCode {
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let mut fronts = Vec::new();
     for (i, l) in listeners.into_iter().enumerate() {
-        tracing::info!("listening on {}", cfg.listeners[i].bind);
-        fronts.push(tokio::spawn(front.clone().serve(i, l, shutdown_rx.clone())));
+        let tls = tls[i].take();
+        let how = match (tls.is_some(), cfg.listeners[i].h2c) {
+            (true, _) => " with TLS (HTTP/2 and HTTP/1.1)",
+            (false, true) => " (HTTP/1.1 and cleartext HTTP/2)",
+            (false, false) => "",
+        };
+        tracing::info!("listening on {}{how}", cfg.listeners[i].bind);
+        fronts.push(tokio::spawn(front.clone().serve(i, l, tls, shutdown_rx.clone())));
     }
     if let Some(l) = admin {
         tracing::info!(

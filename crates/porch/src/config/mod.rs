@@ -328,8 +328,12 @@ pub struct UpstreamConfig {
     pub connect_timeout: Duration,
     /// Time to wait for the response head.
     pub header_timeout: Duration,
-    /// Time a pooled keep-alive connection may stay unused.
+    /// Time a pooled keep-alive connection may stay unused. Keep it below the
+    /// upstream's own keep-alive timeout (porch and Gunicorn: 5 s and 2 s), so porch
+    /// never sends on a connection the server is closing.
     pub idle_timeout: Duration,
+    /// Longest pause while reading a response body before porch gives up on it.
+    pub read_timeout: Duration,
     /// Failures in a row that take a server out, and for how long.
     pub max_fails: u32,
     pub fail_timeout: Duration,
@@ -507,6 +511,7 @@ pub struct UpstreamFile {
     pub connect_timeout: Option<f64>,
     pub header_timeout: Option<f64>,
     pub idle_timeout: Option<f64>,
+    pub read_timeout: Option<f64>,
     pub max_fails: Option<u32>,
     pub fail_timeout: Option<f64>,
     pub health_check_path: Option<String>,
@@ -531,7 +536,7 @@ impl FileConfig {
         toml::from_str(text).map_err(|e| {
             let line = e
                 .span()
-                .map(|s| text[..s.start.min(text.len())].lines().count().max(1));
+                .map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1);
             match line {
                 Some(l) => format!("line {l}: {}", e.message()),
                 None => e.message().to_string(),
@@ -690,7 +695,8 @@ fn upstream(name: &str, u: UpstreamFile) -> Result<UpstreamConfig, ConfigError> 
         balance,
         connect_timeout: secs("connect_timeout", u.connect_timeout, 5.0)?,
         header_timeout: secs("header_timeout", u.header_timeout, 60.0)?,
-        idle_timeout: secs("idle_timeout", u.idle_timeout, 60.0)?,
+        idle_timeout: secs("idle_timeout", u.idle_timeout, 4.0)?,
+        read_timeout: secs("read_timeout", u.read_timeout, 60.0)?,
         max_fails: u.max_fails.unwrap_or(1),
         fail_timeout: secs("fail_timeout", u.fail_timeout, 10.0)?,
         health_check,
@@ -734,9 +740,9 @@ impl Config {
             .unwrap_or_default();
         let line_of = |span: std::ops::Range<usize>| -> usize {
             file_text[..span.start.min(file_text.len())]
-                .lines()
+                .matches('\n')
                 .count()
-                .max(1)
+                + 1
         };
         let at = |span: std::ops::Range<usize>, e: ConfigError| ConfigError::File {
             path: source.clone(),

@@ -21,6 +21,8 @@ pub enum BodyError {
     LengthMismatch { sent: u64, declared: u64 },
     #[error("reading a static file failed: {0}")]
     File(std::io::Error),
+    #[error("the upstream server's body broke off: {0}")]
+    Upstream(String),
 }
 
 pub enum ResponseBody {
@@ -28,6 +30,8 @@ pub enum ResponseBody {
     Worker(WorkerBody),
     /// A static file (or a range of it), read in chunks as hyper asks for them.
     File(super::static_files::FileBody),
+    /// An upstream server's body, streamed as the client takes it (see `proxy`).
+    Upstream(super::proxy::UpstreamBody),
 }
 
 impl ResponseBody {
@@ -77,6 +81,7 @@ impl http_body::Body for ResponseBody {
     ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         match self.get_mut() {
             ResponseBody::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
+            ResponseBody::Upstream(u) => http_body::Body::poll_frame(Pin::new(u), cx),
             ResponseBody::File(f) => f
                 .poll_chunk(cx)
                 .map(|chunk| chunk.map(|r| r.map(Frame::data).map_err(BodyError::File))),
@@ -152,6 +157,7 @@ impl http_body::Body for ResponseBody {
         match self {
             ResponseBody::Full(b) => b.is_none(),
             ResponseBody::File(f) => f.is_end(),
+            ResponseBody::Upstream(u) => http_body::Body::is_end_stream(u),
             ResponseBody::Worker(w) => w.declared == Some(0) && w.failed,
         }
     }
@@ -160,6 +166,7 @@ impl http_body::Body for ResponseBody {
         match self {
             ResponseBody::Full(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
             ResponseBody::File(f) => SizeHint::with_exact(f.remaining()),
+            ResponseBody::Upstream(u) => http_body::Body::size_hint(u),
             ResponseBody::Worker(w) => match w.declared {
                 Some(n) => SizeHint::with_exact(n),
                 None => SizeHint::default(),

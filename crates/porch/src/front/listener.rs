@@ -1,25 +1,40 @@
-//! Listening sockets and the HTTP connections they accept.
+//! Listening sockets and the HTTP connections they accept: HTTP/1.1 everywhere, HTTP/2
+//! on TLS listeners (by ALPN) and on plain listeners with `h2c = true` (prior knowledge).
 
 use std::convert::Infallible;
+use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
+use http::header::{self, HeaderValue};
+use http::{Request, Response, StatusCode};
+use hyper::body::Incoming;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, UnixListener};
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
+use tokio_rustls::TlsAcceptor;
 
-use super::Front;
-use crate::config::BindAddr;
+use super::body::ResponseBody;
+use super::{error, Front};
+use crate::config::{strip_port, BindAddr};
+
+/// How long a client may take to complete the TLS handshake.
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Who is on the other end of a connection and which listener took it.
 #[derive(Clone, Copy)]
 pub struct Peer {
     pub remote: Option<SocketAddr>,
     pub local: Option<SocketAddr>,
+    /// The connection came over TLS.
+    pub tls: bool,
 }
 
 /// A listening socket of either kind.
@@ -65,14 +80,18 @@ impl Drop for Listener {
 
 impl Front {
     /// Accepts connections until `shutdown` turns true, then lets open connections finish
-    /// their current request (up to the graceful timeout).
+    /// their current request (up to the graceful timeout). `tls` is the listener's TLS
+    /// acceptor (from [`super::tls::load_all`]); `None` serves plain HTTP.
     pub async fn serve(
         self: Arc<Self>,
         index: usize,
         listener: Listener,
+        tls: Option<TlsAcceptor>,
         mut shutdown: watch::Receiver<bool>,
     ) {
-        let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+        let conns = Arc::new(Connections::new(self.clone(), index, tls));
+        // Every connection task holds a clone; `recv` returns once all of them are gone.
+        let (open_tx, mut open_rx) = mpsc::channel::<()>(1);
         loop {
             tokio::select! {
                 _ = shutdown.changed() => break,
@@ -86,47 +105,256 @@ impl Front {
                             continue;
                         }
                     };
-                    self.clone().spawn_connection(index, io, peer, &graceful);
+                    let conns = conns.clone();
+                    let stop = shutdown.clone();
+                    let open = open_tx.clone();
+                    tokio::spawn(async move {
+                        conns.run(io, peer, stop).await;
+                        drop(open);
+                    });
                 }
             }
         }
         drop(listener);
-        if tokio::time::timeout(self.cfg.graceful_timeout, graceful.shutdown())
+        drop(open_tx);
+        if tokio::time::timeout(self.cfg.graceful_timeout, open_rx.recv())
             .await
             .is_err()
         {
             tracing::warn!("connections still open after the graceful timeout; closing them");
         }
     }
+}
 
-    fn spawn_connection(
-        self: Arc<Self>,
-        index: usize,
-        io: Box<dyn Io>,
-        peer: Peer,
-        graceful: &hyper_util::server::graceful::GracefulShutdown,
-    ) {
-        let mut http = hyper::server::conn::http1::Builder::new();
-        http.timer(TokioTimer::new())
+/// What the connections of one listener share: the protocol settings and what the
+/// listener adds around the routes (TLS, HSTS, the redirect to HTTPS).
+struct Connections {
+    front: Arc<Front>,
+    index: usize,
+    tls: Option<TlsAcceptor>,
+    /// Cleartext HTTP/2 with prior knowledge, besides HTTP/1.1.
+    h2c: bool,
+    /// `Strict-Transport-Security` value for responses on a TLS listener.
+    hsts: Option<HeaderValue>,
+    /// Answer everything with a redirect to HTTPS on this port.
+    redirect_https: Option<u16>,
+    http1: hyper::server::conn::http1::Builder,
+    http2: hyper::server::conn::http2::Builder<TokioExecutor>,
+    /// HTTP/1.1 or HTTP/2, told apart by the HTTP/2 preface (for h2c).
+    either: auto::Builder<TokioExecutor>,
+}
+
+/// Which protocol a connection speaks.
+#[derive(Clone, Copy)]
+enum Proto {
+    Http1,
+    Http2,
+    Either,
+}
+
+/// The HTTP/1.1 settings, shared by the HTTP/1-only and the either-protocol builders.
+macro_rules! http1_settings {
+    ($b:expr, $limits:expr) => {
+        $b.timer(TokioTimer::new())
             .keep_alive(true)
             .half_close(false)
             .pipeline_flush(true)
-            .max_headers(self.cfg.limits.request_fields)
+            .max_headers($limits.request_fields)
             .header_read_timeout(Duration::from_secs(30))
-            .max_buf_size(
-                (self.cfg.limits.request_line + self.cfg.limits.request_field_size * 4)
-                    .max(16 * 1024),
+            .max_buf_size(head_size($limits))
+    };
+}
+
+/// The most a request head may take: its line and fields within the configured limits.
+fn head_size(limits: &crate::config::Limits) -> usize {
+    (limits.request_line + limits.request_field_size * 4).max(16 * 1024)
+}
+
+impl Connections {
+    fn new(front: Arc<Front>, index: usize, tls: Option<TlsAcceptor>) -> Connections {
+        let listener = &front.cfg.listeners[index];
+        let limits = &front.cfg.limits;
+        let hsts = match (&tls, listener.tls.as_ref().and_then(|t| t.hsts_max_age)) {
+            (Some(_), Some(age)) => HeaderValue::from_str(&format!("max-age={age}")).ok(),
+            _ => None,
+        };
+        let redirect_https = if tls.is_none() {
+            listener.redirect_https
+        } else {
+            None
+        };
+        if tls.is_some() && (listener.redirect_https.is_some() || listener.h2c) {
+            tracing::warn!(
+                "{}: `redirect_https` and `h2c` apply to plain listeners; ignored with TLS",
+                listener.bind
             );
-        let front = self.clone();
+        }
+
+        let mut http1 = hyper::server::conn::http1::Builder::new();
+        http1_settings!(http1, limits);
+        let mut http2 = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+        http2
+            .timer(TokioTimer::new())
+            .max_header_list_size(u32::try_from(head_size(limits)).unwrap_or(u32::MAX));
+        let mut either = auto::Builder::new(TokioExecutor::new());
+        http1_settings!(either.http1(), limits);
+        either
+            .http2()
+            .timer(TokioTimer::new())
+            .max_header_list_size(u32::try_from(head_size(limits)).unwrap_or(u32::MAX));
+
+        Connections {
+            h2c: listener.h2c && tls.is_none(),
+            front,
+            index,
+            tls,
+            hsts,
+            redirect_https,
+            http1,
+            http2,
+            either,
+        }
+    }
+
+    /// Serves one accepted connection until it closes, or until shutdown lets it finish
+    /// the request in progress.
+    async fn run(self: Arc<Self>, io: Box<dyn Io>, mut peer: Peer, mut stop: watch::Receiver<bool>) {
+        let Some(acceptor) = &self.tls else {
+            let proto = if self.h2c { Proto::Either } else { Proto::Http1 };
+            return self.clone().serve_io(io, peer, proto, stop).await;
+        };
+        let handshake = tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(io));
+        let stream = tokio::select! {
+            r = handshake => match r {
+                Ok(Ok(s)) => s,
+                Ok(Err(e)) => {
+                    tracing::debug!("TLS handshake with {:?} failed: {e}", peer.remote);
+                    return;
+                }
+                Err(_) => {
+                    tracing::debug!("TLS handshake with {:?} timed out", peer.remote);
+                    return;
+                }
+            },
+            _ = stopping(&mut stop) => return,
+        };
+        peer.tls = true;
+        let proto = match stream.get_ref().1.alpn_protocol() {
+            Some(p) if p == super::tls::ALPN_H2 => Proto::Http2,
+            _ => Proto::Http1,
+        };
+        self.clone().serve_io(stream, peer, proto, stop).await
+    }
+
+    async fn serve_io<I: Io>(
+        self: Arc<Self>,
+        io: I,
+        peer: Peer,
+        proto: Proto,
+        mut stop: watch::Receiver<bool>,
+    ) {
+        let conns = self.clone();
         let svc = service_fn(move |req| {
-            let front = front.clone();
-            async move { Ok::<_, Infallible>(front.handle(index, req, peer).await) }
+            let conns = conns.clone();
+            async move { Ok::<_, Infallible>(conns.respond(req, peer).await) }
         });
-        let conn = http.serve_connection(TokioIo::new(io), svc);
-        let conn = graceful.watch(conn);
-        tokio::spawn(async move {
-            let _ = conn.await;
-        });
+        let io = TokioIo::new(io);
+        match proto {
+            Proto::Http1 => {
+                // With upgrades, so proxied WebSockets can take over the connection.
+                let conn = self.http1.serve_connection(io, svc).with_upgrades();
+                drive(conn, &mut stop, |c| c.graceful_shutdown()).await
+            }
+            Proto::Http2 => {
+                let conn = self.http2.serve_connection(io, svc);
+                drive(conn, &mut stop, |c| c.graceful_shutdown()).await
+            }
+            Proto::Either => {
+                let conn = self.either.serve_connection_with_upgrades(io, svc);
+                drive(conn, &mut stop, |c| c.graceful_shutdown()).await
+            }
+        }
+    }
+
+    async fn respond(&self, req: Request<Incoming>, peer: Peer) -> Response<ResponseBody> {
+        if let Some(port) = self.redirect_https {
+            return self.redirect(&req, port, peer);
+        }
+        let mut resp = self.front.handle(self.index, req, peer).await;
+        if let Some(v) = &self.hsts {
+            // An app that sets its own policy (Django's SECURE_HSTS_SECONDS) keeps it.
+            resp.headers_mut()
+                .entry(header::STRICT_TRANSPORT_SECURITY)
+                .or_insert_with(|| v.clone());
+        }
+        resp
+    }
+
+    /// `301` to the same host, path and query over HTTPS on `port`.
+    fn redirect(&self, req: &Request<Incoming>, port: u16, peer: Peer) -> Response<ResponseBody> {
+        let metrics = &self.front.metrics;
+        metrics.requests.fetch_add(1, Ordering::Relaxed);
+        let resp = match self.front.check(req) {
+            Err(resp) => resp,
+            Ok(()) => {
+                let host = req
+                    .headers()
+                    .get(header::HOST)
+                    .and_then(|h| h.to_str().ok())
+                    .or_else(|| req.uri().host())
+                    .filter(|h| !h.is_empty())
+                    .map(|h| strip_port(h).to_string())
+                    .or_else(|| {
+                        peer.local.map(|a| match a {
+                            SocketAddr::V4(a) => a.ip().to_string(),
+                            SocketAddr::V6(a) => format!("[{}]", a.ip()),
+                        })
+                    })
+                    .unwrap_or_else(|| "localhost".to_string());
+                let target = req.uri().path_and_query().map_or("/", |p| p.as_str());
+                let location = if port == 443 {
+                    format!("https://{host}{target}")
+                } else {
+                    format!("https://{host}:{port}{target}")
+                };
+                match HeaderValue::from_str(&location) {
+                    Ok(v) => {
+                        let mut r = Response::new(ResponseBody::empty());
+                        *r.status_mut() = StatusCode::MOVED_PERMANENTLY;
+                        r.headers_mut().insert(header::LOCATION, v);
+                        r
+                    }
+                    Err(_) => error(StatusCode::BAD_REQUEST, "invalid Host header"),
+                }
+            }
+        };
+        metrics.count_status(resp.status().as_u16());
+        resp
+    }
+}
+
+/// Resolves once shutdown has begun (or its sender is gone, which also means stopping).
+async fn stopping(stop: &mut watch::Receiver<bool>) {
+    let _ = stop.wait_for(|s| *s).await;
+}
+
+/// Drives a connection to its end; on shutdown, asks it to finish the request in progress
+/// and close, then waits for that.
+async fn drive<C, E>(conn: C, stop: &mut watch::Receiver<bool>, graceful: fn(Pin<&mut C>))
+where
+    C: Future<Output = Result<(), E>>,
+    E: std::fmt::Display,
+{
+    let mut conn = std::pin::pin!(conn);
+    let result = tokio::select! {
+        r = conn.as_mut() => r,
+        _ = stopping(stop) => {
+            graceful(conn.as_mut());
+            conn.await
+        }
+    };
+    if let Err(e) = result {
+        tracing::debug!("connection ended with an error: {e}");
     }
 }
 
@@ -144,6 +372,7 @@ async fn accept(listener: &Listener) -> std::io::Result<(Box<dyn Io>, Peer)> {
                 Peer {
                     remote: Some(remote),
                     local,
+                    tls: false,
                 },
             ))
         }
@@ -154,6 +383,7 @@ async fn accept(listener: &Listener) -> std::io::Result<(Box<dyn Io>, Peer)> {
                 Peer {
                     remote: None,
                     local: None,
+                    tls: false,
                 },
             ))
         }

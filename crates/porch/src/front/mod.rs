@@ -6,6 +6,8 @@ pub mod listener;
 pub mod log;
 pub mod proxy;
 pub mod static_files;
+pub mod tls;
+pub mod strict;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -407,7 +409,7 @@ impl Front {
             }
         }
         let local = peer.local;
-        let (server_name, server_port) = host_and_port(&parts.headers, local);
+        let (server_name, server_port) = host_and_port(&parts.headers, &parts.uri, local);
         let (remote_addr, remote_port) = match peer.remote {
             Some(a) => (a.ip().to_string(), a.port()),
             None => (String::new(), 0),
@@ -433,7 +435,7 @@ impl Front {
                 method: parts.method.to_string(),
                 target,
                 protocol: protocol(parts.version),
-                https: forwarded_https,
+                https: peer.tls || forwarded_https,
                 remote_addr,
                 remote_port,
                 server_name,
@@ -459,9 +461,15 @@ fn spill_error(e: std::io::Error) -> Response<ResponseBody> {
     )
 }
 
-fn host_and_port(headers: &http::HeaderMap, local: Option<SocketAddr>) -> (String, u16) {
+fn host_and_port(
+    headers: &http::HeaderMap,
+    uri: &http::Uri,
+    local: Option<SocketAddr>,
+) -> (String, u16) {
     let default_port = local.map_or(80, |a| a.port());
-    if let Some(host) = headers.get(header::HOST).and_then(|h| h.to_str().ok()) {
+    // HTTP/2 carries the host in `:authority` (the URI) rather than a Host header.
+    let host = headers.get(header::HOST).and_then(|h| h.to_str().ok());
+    if let Some(host) = host.or_else(|| uri.authority().map(|a| a.as_str())) {
         if let Ok(auth) = host.parse::<http::uri::Authority>() {
             return (
                 auth.host().trim_matches(['[', ']']).to_string(),

@@ -106,8 +106,12 @@ pub fn serve_path(
             .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
         return r;
     }
-    // `/static` routed to the `/static/` mount is the root directory without its slash.
-    let raw_rel = path.strip_prefix(mount.prefix.as_str()).unwrap_or("");
+    let raw_rel = match path.strip_prefix(mount.prefix.as_str()) {
+        Some(rel) => rel,
+        // `/static` routed to the `/static/` mount: the root directory without its slash.
+        None if path == mount.prefix.trim_end_matches('/') => "",
+        None => return not_found(),
+    };
     let wants_dir = path.ends_with('/');
     let rel = match relative_path(raw_rel, mount.allow_dotfiles) {
         Ok(rel) => rel,
@@ -230,11 +234,8 @@ pub fn serve_path(
                     ByteRange::Unsatisfiable => {
                         let mut r =
                             error(StatusCode::RANGE_NOT_SATISFIABLE, "range not satisfiable");
-                        for (k, v) in out.iter() {
-                            if k != header::CONTENT_TYPE {
-                                r.headers_mut().insert(k, v.clone());
-                            }
-                        }
+                        r.headers_mut()
+                            .insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
                         r.headers_mut().insert(
                             header::CONTENT_RANGE,
                             HeaderValue::from_str(&format!("bytes */{len}")).expect("digits"),
@@ -674,10 +675,7 @@ enum Precondition {
     Failed,
 }
 
-fn header_values<'a>(
-    headers: &'a HeaderMap,
-    name: header::HeaderName,
-) -> impl Iterator<Item = &'a str> {
+fn header_values(headers: &HeaderMap, name: header::HeaderName) -> impl Iterator<Item = &str> {
     headers
         .get_all(name)
         .into_iter()
@@ -1277,6 +1275,97 @@ mod tests {
         assert_eq!(content_type("app.css.gz"), ("application/gzip", false));
         assert_eq!(content_type("README"), ("application/octet-stream", false));
         assert_eq!(content_type(".bashrc"), ("application/octet-stream", false));
+    }
+
+    fn body_of(r: Response<ResponseBody>) -> (StatusCode, HeaderMap, Bytes) {
+        let (parts, body) = r.into_parts();
+        let bytes = match body {
+            ResponseBody::Full(b) => b.unwrap_or_default(),
+            _ => panic!("a small file is sent whole"),
+        };
+        (parts.status, parts.headers, bytes)
+    }
+
+    #[tokio::test]
+    async fn mount_options() {
+        let root = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(root.path().join("docs/.well-known")).unwrap();
+        std::fs::write(root.path().join("index.html"), "top").unwrap();
+        std::fs::write(root.path().join("docs/index.html"), "docs").unwrap();
+        std::fs::write(root.path().join("docs/.well-known/x"), "dot").unwrap();
+        let dir = root.path().to_str().unwrap();
+        let plain = StaticMount::new("static", "/s/", dir).unwrap();
+        let get = |m: &StaticMount, path: &str, query: Option<&str>| {
+            body_of(serve_path(m, &Method::GET, &HeaderMap::new(), path, query))
+        };
+
+        // Defaults: no index, no dotfiles, the default Cache-Control.
+        assert_eq!(get(&plain, "/s/docs/", None).0, StatusCode::NOT_FOUND);
+        assert_eq!(get(&plain, "/s/", None).0, StatusCode::NOT_FOUND);
+        assert_eq!(get(&plain, "/s", None).0, StatusCode::NOT_FOUND);
+        assert_eq!(get(&plain, "/elsewhere/index.html", None).0, StatusCode::NOT_FOUND);
+        assert_eq!(get(&plain, "/s/docs/.well-known/x", None).0, StatusCode::NOT_FOUND);
+        let (status, headers, body) = get(&plain, "/s/docs/index.html", None);
+        assert_eq!((status, &body[..]), (StatusCode::OK, &b"docs"[..]));
+        assert_eq!(headers[header::CACHE_CONTROL], DEFAULT_CACHE_CONTROL);
+
+        let mut opts = plain.clone();
+        opts.index = Some("index.html".into());
+        opts.allow_dotfiles = true;
+        opts.cache_control = Some("no-cache".into());
+        opts.validate("route.0").unwrap();
+        let (status, headers, body) = get(&opts, "/s/docs/", None);
+        assert_eq!((status, &body[..]), (StatusCode::OK, &b"docs"[..]));
+        assert_eq!(headers[header::CONTENT_TYPE], "text/html; charset=utf-8");
+        assert_eq!(headers[header::CACHE_CONTROL], "no-cache");
+        assert_eq!(get(&opts, "/s/", None).2, &b"top"[..]);
+        let (status, headers, _) = get(&opts, "/s/docs", Some("a=1"));
+        assert_eq!(status, StatusCode::MOVED_PERMANENTLY);
+        assert_eq!(headers[header::LOCATION], "/s/docs/?a=1");
+        assert_eq!(get(&opts, "/s", None).1[header::LOCATION], "/s/");
+        assert_eq!(get(&opts, "/s/docs/.well-known/x", None).2, &b"dot"[..]);
+        assert_eq!(get(&opts, "/s/docs/../index.html", None).0, StatusCode::NOT_FOUND);
+
+        let mut internal = plain.clone();
+        internal.internal = true;
+        let req = Request::get("/s/docs/index.html").body(()).unwrap();
+        assert_eq!(serve(&internal, &req).await.status(), StatusCode::NOT_FOUND);
+        assert_eq!(serve(&plain, &req).await.status(), StatusCode::OK);
+        let path = "/s/docs/index.html";
+        assert_eq!(get(&internal, path, None).0, StatusCode::OK);
+
+        let mut bad = plain.clone();
+        bad.index = Some("../x".into());
+        assert!(bad.validate("route.0").unwrap_err().to_string().contains("route.0.index"));
+        let mut bad = plain.clone();
+        bad.cache_control = Some("a\nb".into());
+        assert!(bad.validate("route.0").is_err());
+    }
+
+    #[tokio::test]
+    async fn large_files_stream_in_chunks() {
+        let root = tempfile::tempdir().unwrap();
+        let data: Vec<u8> = (0..(CHUNK * 3 + 123)).map(|i| (i % 251) as u8).collect();
+        std::fs::write(root.path().join("big.bin"), &data).unwrap();
+        let mount = StaticMount::new("static", "/s/", root.path().to_str().unwrap()).unwrap();
+        let mut headers = HeaderMap::new();
+        headers.insert(header::RANGE, HeaderValue::from_static("bytes=10-"));
+        let r = serve_path(&mount, &Method::GET, &headers, "/s/big.bin", None);
+        assert_eq!(r.status(), StatusCode::PARTIAL_CONTENT);
+        let ResponseBody::File(mut body) = r.into_body() else {
+            panic!("a large file is streamed");
+        };
+        let mut got = Vec::new();
+        let mut chunks = 0;
+        while let Some(chunk) = std::future::poll_fn(|cx| body.poll_chunk(cx)).await {
+            let chunk = chunk.unwrap();
+            assert!(chunk.len() <= CHUNK);
+            got.extend_from_slice(&chunk);
+            chunks += 1;
+        }
+        assert_eq!(got, &data[10..]);
+        assert_eq!(chunks, 4);
+        assert!(body.is_end());
     }
 
     #[test]
