@@ -870,6 +870,10 @@ def porch_rps(rows, section, scenario, workers=None):
     return None
 
 
+def md_escape(text):
+    return " ".join(str(text).replace("|", "\\|").split())
+
+
 def pct(v, whole):
     return f"{100 * v / whole:.0f} %"
 
@@ -919,7 +923,7 @@ def markdown(meta, rows) -> str:
             if (r.get("busy_before") or 0) > BUSY_FRACTION:
                 label += " †"
             if r.get("status") != "ok":
-                out.append(f"| {title(r['scenario'])} | {label} | n/a ({r.get('reason', '')}) | | | | | | |")
+                out.append(f"| {title(r['scenario'])} | {label} | n/a ({md_escape(r.get('reason', ''))}) | | | | | | |")
                 continue
             p = porch_rps(rows, section, r["scenario"])
             rat = "1.00×" if r["server"] == "porch" else ratio(p, r["rps"])
@@ -940,7 +944,7 @@ def markdown(meta, rows) -> str:
         for r in mem:
             label = SERVER_LABELS.get(r["server"], r["server"])
             if r.get("status") != "ok":
-                out.append(f"| {r['workers']} | {label} | n/a ({r.get('reason', '')}) | | | | | |")
+                out.append(f"| {r['workers']} | {label} | n/a ({md_escape(r.get('reason', ''))}) | | | | | |")
                 continue
             out.append(f"| {r['workers']} | {label} | {mib(r['idle_rss'])} | {mib(r['idle_pss'])} | {mib(r['rss'])} | "
                        f"{mib(r['pss'])} | {mib(r['pss'] / r['workers'])} | {r['processes']} |")

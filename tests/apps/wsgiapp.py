@@ -29,7 +29,7 @@ Endpoints (routing on PATH_INFO):
                   returns an iterable whose close() increments a counter in PATH
   /exc-info?mode=before|after|twice&file=PATH
                   start_response called a second time (with exc_info, or without)
-  /pid            {"pid": os.getpid(), "thread": threading.get_ident()}
+  /pid[?sleep=S]  {"pid": os.getpid(), "thread": threading.get_ident()}
   /crash?how=exit|kill  os._exit(1) or SIGKILL to its own process
   /stderr?msg=M   writes M to wsgi.errors
   /cookie         sets two cookies (two Set-Cookie header lines)
@@ -408,6 +408,9 @@ def exc_info_view(environ, start_response):
 
 
 def pid(environ, start_response):
+    pause = _query(environ).get("sleep")
+    if pause:
+        time.sleep(float(pause))
     return _json(start_response, {"pid": os.getpid(), "thread": threading.get_ident()})
 
 

@@ -406,3 +406,16 @@ def test_multithread_flag_with_threads(porch):
     p = porch("-w", "1", "--threads", "4", "wsgiapp:application")
     env = get_env(p, "/env")
     assert env["wsgi.multithread"] == "True"
+
+
+# --- last: the validator found nothing wrong on the server's side ---------------------------------
+
+
+def test_validator_saw_no_spec_violation(server):
+    """wsgiref.validate raises AssertionError on a server-side deviation (and complains when
+    an iterable is garbage collected without close()); none of that may be in the log of the
+    server every validated request above went through."""
+    requests.get(server.url + "/say?text=flush", timeout=10)
+    log = server.log()
+    assert "garbage collected without being closed" not in log
+    assert "AssertionError" not in log, log[log.find("AssertionError") - 2000:][:3000]

@@ -63,6 +63,22 @@ pub struct Args {
     #[arg(long, env = "PORCH_MAX_REQUESTS_JITTER")]
     pub max_requests_jitter: Option<u64>,
 
+    /// Replace a worker (after its current requests) once its resident memory passes this many MiB.
+    #[arg(
+        long = "max-worker-memory",
+        value_name = "MIB",
+        env = "PORCH_MAX_WORKER_MEMORY"
+    )]
+    pub max_worker_memory: Option<u64>,
+
+    /// Requests per second each client IP may make; over it gets 429 [default: unlimited].
+    #[arg(long = "limit-rate", env = "PORCH_LIMIT_RATE")]
+    pub limit_rate: Option<f64>,
+
+    /// Requests a client IP may make at once above --limit-rate [default: the rate].
+    #[arg(long = "limit-burst", env = "PORCH_LIMIT_BURST")]
+    pub limit_burst: Option<u32>,
+
     /// Directory to change into before importing the app.
     #[arg(long, env = "PORCH_CHDIR")]
     pub chdir: Option<String>,

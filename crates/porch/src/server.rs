@@ -87,6 +87,22 @@ fn setup_logging(cfg: &Config) -> std::io::Result<()> {
     Ok(())
 }
 
+/// A running worker slot and the switch that retires it.
+struct Slot {
+    task: tokio::task::JoinHandle<()>,
+    stop: watch::Sender<bool>,
+}
+
+impl Slot {
+    fn start(pool: &Arc<Pool>, index: usize, worker: crate::supervisor::Worker) -> Slot {
+        let (stop, stopped) = watch::channel(false);
+        Slot {
+            task: tokio::spawn(pool.clone().run_slot(index, worker, stopped)),
+            stop,
+        }
+    }
+}
+
 async fn run(cfg: Arc<Config>, check_only: bool) -> ExitCode {
     let (queue_tx, queue_rx) = async_channel::bounded(cfg.limits.backlog);
     let pool = cfg
@@ -162,7 +178,7 @@ async fn run(cfg: Arc<Config>, check_only: bool) -> ExitCode {
         slots = workers
             .into_iter()
             .enumerate()
-            .map(|(i, w)| tokio::spawn(pool.clone().run_slot(i, w)))
+            .map(|(i, w)| Slot::start(pool, i, w))
             .collect();
     }
 
@@ -183,7 +199,12 @@ async fn run(cfg: Arc<Config>, check_only: bool) -> ExitCode {
             (false, false) => "",
         };
         tracing::info!("listening on {}{how}", cfg.listeners[i].bind);
-        fronts.push(tokio::spawn(front.clone().serve(i, l, tls, shutdown_rx.clone())));
+        fronts.push(tokio::spawn(front.clone().serve(
+            i,
+            l,
+            tls,
+            shutdown_rx.clone(),
+        )));
     }
     if let Some(l) = admin {
         tracing::info!(
@@ -226,8 +247,27 @@ async fn run(cfg: Arc<Config>, check_only: bool) -> ExitCode {
                     pool.generation.send_modify(|g| *g += 1);
                 }
             }
-            _ = ttin.recv() => tracing::warn!("TTIN: changing the worker count at run time is not available yet"),
-            _ = ttou.recv() => tracing::warn!("TTOU: changing the worker count at run time is not available yet"),
+            _ = ttin.recv() => {
+                if let Some(pool) = &pool {
+                    let pool = pool.clone();
+                    let index = slots.len();
+                    tracing::info!("TTIN: adding worker slot {index}");
+                    match pool.boot().await {
+                        Ok(w) => slots.push(Slot::start(&pool, index, w)),
+                        Err(e) => tracing::error!("TTIN: the new worker failed to start: {e}"),
+                    }
+                }
+            }
+            _ = ttou.recv() => {
+                if slots.len() > 1 {
+                    let slot = slots.pop().expect("more than one slot");
+                    tracing::info!("TTOU: retiring a worker ({} left)", slots.len());
+                    let _ = slot.stop.send(true);
+                    tokio::spawn(slot.task);
+                } else {
+                    tracing::warn!("TTOU: keeping the last worker");
+                }
+            }
         }
     }
 
@@ -240,12 +280,12 @@ async fn run(cfg: Arc<Config>, check_only: bool) -> ExitCode {
     for f in fronts {
         let _ = f.await;
     }
-    if let Some(pool) = &pool {
-        let _ = pool.stopping.send(true);
+    for slot in &slots {
+        let _ = slot.stop.send(true);
     }
     let _ = tokio::time::timeout(
         cfg.graceful_timeout + Duration::from_secs(1),
-        futures_util::future::join_all(slots),
+        futures_util::future::join_all(slots.into_iter().map(|s| s.task)),
     )
     .await;
     tracing::info!("stopped");

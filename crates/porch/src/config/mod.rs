@@ -342,6 +342,13 @@ pub struct UpstreamConfig {
     pub resolve_interval: Duration,
 }
 
+/// A per-client-IP token bucket, like nginx's `limit_req`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RateLimit {
+    pub per_second: f64,
+    pub burst: u32,
+}
+
 /// Limits on what a client may send.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Limits {
@@ -377,6 +384,10 @@ pub struct Config {
     pub keep_alive: Duration,
     pub max_requests: u64,
     pub max_requests_jitter: u64,
+    /// Replace a worker whose resident memory passes this many bytes.
+    pub max_worker_memory: Option<u64>,
+    /// Requests per second each client IP may make (token bucket), and its burst.
+    pub rate_limit: Option<RateLimit>,
     pub chdir: Option<PathBuf>,
     pub pythonpath: Vec<PathBuf>,
     pub venv: Option<PathBuf>,
@@ -435,6 +446,9 @@ pub struct FileConfig {
     pub keep_alive: Option<f64>,
     pub max_requests: Option<u64>,
     pub max_requests_jitter: Option<u64>,
+    pub max_worker_memory: Option<u64>,
+    pub limit_rate: Option<f64>,
+    pub limit_burst: Option<u32>,
     pub chdir: Option<String>,
     #[serde(default)]
     pub pythonpath: Vec<String>,
@@ -1027,6 +1041,28 @@ impl Config {
                 .max_requests_jitter
                 .or(file.max_requests_jitter)
                 .unwrap_or(0),
+            max_worker_memory: args
+                .max_worker_memory
+                .or(file.max_worker_memory)
+                .map(|mib| mib << 20),
+            rate_limit: match args.limit_rate.or(file.limit_rate) {
+                None => None,
+                Some(r) if r.is_finite() && r > 0.0 => Some(RateLimit {
+                    per_second: r,
+                    burst: args
+                        .limit_burst
+                        .or(file.limit_burst)
+                        .unwrap_or((r.ceil() as u32).max(1))
+                        .max(1),
+                }),
+                Some(r) => {
+                    return Err(ConfigError::value(
+                        "limit_rate",
+                        r,
+                        "a positive number of requests per second",
+                    ))
+                }
+            },
             chdir,
             pythonpath,
             venv,

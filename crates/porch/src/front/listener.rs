@@ -218,9 +218,18 @@ impl Connections {
 
     /// Serves one accepted connection until it closes, or until shutdown lets it finish
     /// the request in progress.
-    async fn run(self: Arc<Self>, io: Box<dyn Io>, mut peer: Peer, mut stop: watch::Receiver<bool>) {
+    async fn run(
+        self: Arc<Self>,
+        io: Box<dyn Io>,
+        mut peer: Peer,
+        mut stop: watch::Receiver<bool>,
+    ) {
         let Some(acceptor) = &self.tls else {
-            let proto = if self.h2c { Proto::Either } else { Proto::Http1 };
+            let proto = if self.h2c {
+                Proto::Either
+            } else {
+                Proto::Http1
+            };
             return self.clone().serve_io(io, peer, proto, stop).await;
         };
         let handshake = tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(io));

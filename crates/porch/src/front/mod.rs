@@ -6,15 +6,15 @@ pub mod listener;
 pub mod log;
 pub mod proxy;
 pub mod static_files;
-pub mod tls;
 pub mod strict;
+pub mod tls;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use http::header::{self, HeaderName, HeaderValue};
@@ -69,7 +69,19 @@ pub struct Front {
     pub ready: AtomicBool,
     pub pool: Option<Arc<crate::supervisor::Pool>>,
     pub upstreams: proxy::Upstreams,
+    rate_limiter: Option<RateLimiter>,
     spill_dir: PathBuf,
+}
+
+type RateLimiter = governor::DefaultKeyedRateLimiter<std::net::IpAddr>;
+
+fn rate_limiter(limit: &crate::config::RateLimit) -> RateLimiter {
+    let period = Duration::from_secs_f64(1.0 / limit.per_second).max(Duration::from_nanos(1));
+    let burst = std::num::NonZeroU32::new(limit.burst).unwrap_or(std::num::NonZeroU32::MIN);
+    let quota = governor::Quota::with_period(period)
+        .expect("period is positive")
+        .allow_burst(burst);
+    governor::RateLimiter::keyed(quota)
 }
 
 impl Front {
@@ -91,6 +103,7 @@ impl Front {
             ready: AtomicBool::new(true),
             pool,
             upstreams: proxy::Upstreams::new(&cfg.upstreams)?,
+            rate_limiter: cfg.rate_limit.as_ref().map(rate_limiter),
             spill_dir,
         }))
     }
@@ -104,7 +117,7 @@ impl Front {
         self.metrics.requests.fetch_add(1, Ordering::Relaxed);
         let started = Instant::now();
         let listener = &self.cfg.listeners[index];
-        let resp = match self.check(&req) {
+        let resp = match self.check(&req).and_then(|()| self.check_rate(&req, peer)) {
             Err(resp) => resp,
             Ok(()) => {
                 let host = req
@@ -140,6 +153,59 @@ impl Front {
         };
         self.metrics.count_status(resp.status().as_u16());
         resp
+    }
+
+    /// The per-client token bucket: over the rate, 429 with the seconds to wait.
+    #[allow(clippy::result_large_err)]
+    fn check_rate<B>(&self, req: &Request<B>, peer: Peer) -> Result<(), Response<ResponseBody>> {
+        let Some(limiter) = &self.rate_limiter else {
+            return Ok(());
+        };
+        let Some(ip) = self.client_ip(req, peer) else {
+            return Ok(());
+        };
+        // Forget clients whose buckets are full again, so memory follows active clients.
+        if self.metrics.requests.load(Ordering::Relaxed) % 4096 == 0 {
+            limiter.retain_recent();
+        }
+        match limiter.check_key(&ip) {
+            Ok(()) => Ok(()),
+            Err(not_until) => {
+                use governor::clock::Clock;
+                let wait = not_until.wait_time_from(governor::clock::DefaultClock::default().now());
+                let mut r = error(StatusCode::TOO_MANY_REQUESTS, "request rate limit exceeded");
+                let secs = wait.as_secs_f64().ceil().max(1.0) as u64;
+                r.headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+                Err(r)
+            }
+        }
+    }
+
+    /// The client's address: the socket's peer, or, when that peer is a trusted proxy, the
+    /// nearest untrusted address in `X-Forwarded-For`.
+    pub fn client_ip<B>(&self, req: &Request<B>, peer: Peer) -> Option<std::net::IpAddr> {
+        let ip = peer.remote?.ip();
+        let trusted = &self.cfg.forwarded_allow_ips;
+        if !trusted.trusts(ip) {
+            return Some(ip);
+        }
+        let mut client = ip;
+        for value in req.headers().get_all("x-forwarded-for").iter().rev() {
+            let Ok(value) = value.to_str() else { break };
+            for hop in value.rsplit(',') {
+                match hop.trim().parse::<std::net::IpAddr>() {
+                    Ok(addr) => {
+                        client = addr;
+                        if !trusted.trusts(addr) {
+                            return Some(client);
+                        }
+                    }
+                    Err(_) => return Some(client),
+                }
+            }
+        }
+        Some(client)
     }
 
     /// Refuses what no app should see: a missing or repeated Host on HTTP/1.1, an

@@ -1303,8 +1303,14 @@ mod tests {
         assert_eq!(get(&plain, "/s/docs/", None).0, StatusCode::NOT_FOUND);
         assert_eq!(get(&plain, "/s/", None).0, StatusCode::NOT_FOUND);
         assert_eq!(get(&plain, "/s", None).0, StatusCode::NOT_FOUND);
-        assert_eq!(get(&plain, "/elsewhere/index.html", None).0, StatusCode::NOT_FOUND);
-        assert_eq!(get(&plain, "/s/docs/.well-known/x", None).0, StatusCode::NOT_FOUND);
+        assert_eq!(
+            get(&plain, "/elsewhere/index.html", None).0,
+            StatusCode::NOT_FOUND
+        );
+        assert_eq!(
+            get(&plain, "/s/docs/.well-known/x", None).0,
+            StatusCode::NOT_FOUND
+        );
         let (status, headers, body) = get(&plain, "/s/docs/index.html", None);
         assert_eq!((status, &body[..]), (StatusCode::OK, &b"docs"[..]));
         assert_eq!(headers[header::CACHE_CONTROL], DEFAULT_CACHE_CONTROL);
@@ -1324,7 +1330,10 @@ mod tests {
         assert_eq!(headers[header::LOCATION], "/s/docs/?a=1");
         assert_eq!(get(&opts, "/s", None).1[header::LOCATION], "/s/");
         assert_eq!(get(&opts, "/s/docs/.well-known/x", None).2, &b"dot"[..]);
-        assert_eq!(get(&opts, "/s/docs/../index.html", None).0, StatusCode::NOT_FOUND);
+        assert_eq!(
+            get(&opts, "/s/docs/../index.html", None).0,
+            StatusCode::NOT_FOUND
+        );
 
         let mut internal = plain.clone();
         internal.internal = true;
@@ -1336,7 +1345,11 @@ mod tests {
 
         let mut bad = plain.clone();
         bad.index = Some("../x".into());
-        assert!(bad.validate("route.0").unwrap_err().to_string().contains("route.0.index"));
+        assert!(bad
+            .validate("route.0")
+            .unwrap_err()
+            .to_string()
+            .contains("route.0.index"));
         let mut bad = plain.clone();
         bad.cache_control = Some("a\nb".into());
         assert!(bad.validate("route.0").is_err());

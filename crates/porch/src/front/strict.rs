@@ -108,12 +108,20 @@ impl Checker {
                 State::Body(n) => {
                     let take = (rest.len() as u64).min(n);
                     pos += take as usize;
-                    self.state = if n == take { NEW_HEAD } else { State::Body(n - take) };
+                    self.state = if n == take {
+                        NEW_HEAD
+                    } else {
+                        State::Body(n - take)
+                    };
                 }
                 State::ChunkData(n) => {
                     let take = (rest.len() as u64).min(n);
                     pos += take as usize;
-                    self.state = if n == take { State::ChunkDataEnd } else { State::ChunkData(n - take) };
+                    self.state = if n == take {
+                        State::ChunkDataEnd
+                    } else {
+                        State::ChunkData(n - take)
+                    };
                 }
                 State::ChunkDataEnd => {
                     if rest.len() < 2 {
@@ -152,11 +160,15 @@ impl Checker {
             State::Head {
                 first_line_done: false,
                 ..
-            } if partial.len() > self.limits.request_line => Err(reject(414, "request line too long")),
+            } if partial.len() > self.limits.request_line => {
+                Err(reject(414, "request line too long"))
+            }
             State::Head { .. } | State::Trailers if partial.len() > self.limits.field_size => {
                 Err(reject(431, "header field too large"))
             }
-            State::ChunkSize if partial.len() > 1024 => Err(reject(400, "chunk size line too long")),
+            State::ChunkSize if partial.len() > 1024 => {
+                Err(reject(400, "chunk size line too long"))
+            }
             _ => Ok(()),
         }
     }
@@ -222,7 +234,11 @@ impl Checker {
             }
             State::ChunkSize => {
                 let size = chunk_size(line)?;
-                self.state = if size == 0 { State::Trailers } else { State::ChunkData(size) };
+                self.state = if size == 0 {
+                    State::Trailers
+                } else {
+                    State::ChunkData(size)
+                };
                 Ok(())
             }
             State::Trailers => {
@@ -285,7 +301,11 @@ fn request_line(line: &[u8]) -> Result<(), Reject> {
     }
     if !(version == b"HTTP/1.1" || version == b"HTTP/1.0") {
         return Err(reject(
-            if version.starts_with(b"HTTP/") { 505 } else { 400 },
+            if version.starts_with(b"HTTP/") {
+                505
+            } else {
+                400
+            },
             "unsupported HTTP version",
         ));
     }
@@ -382,7 +402,11 @@ fn response(r: Reject) -> BytesMut {
 }
 
 impl<T: AsyncRead + AsyncWrite + Unpin> AsyncRead for StrictIo<T> {
-    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, dst: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        dst: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
         let me = self.get_mut();
         loop {
             if me.ready > 0 {
@@ -430,7 +454,11 @@ impl<T: AsyncRead + AsyncWrite + Unpin> AsyncRead for StrictIo<T> {
 }
 
 impl<T: AsyncRead + AsyncWrite + Unpin> AsyncWrite for StrictIo<T> {
-    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, data: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<io::Result<usize>> {
         Pin::new(&mut self.get_mut().inner).poll_write(cx, data)
     }
 

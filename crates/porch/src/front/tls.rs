@@ -257,7 +257,9 @@ mod tests {
             }],
             hsts_max_age: None,
         };
-        let err = server_config("listener[0].tls", &cfg).unwrap_err().to_string();
+        let err = server_config("listener[0].tls", &cfg)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("listener[0].tls"), "{err}");
         assert!(err.contains("/nonexistent/porch-cert.pem"), "{err}");
         assert!(err.contains("cannot read"), "{err}");
@@ -275,7 +277,9 @@ mod tests {
             }],
             hsts_max_age: None,
         };
-        let err = server_config("listener[1].tls", &cfg).unwrap_err().to_string();
+        let err = server_config("listener[1].tls", &cfg)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains(&cert.display().to_string()), "{err}");
         assert!(err.contains("no certificate"), "{err}");
     }

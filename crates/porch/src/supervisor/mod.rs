@@ -51,6 +51,7 @@ pub struct WorkerStats {
     pub restarts_timeout: AtomicU64,
     pub restarts_recycled: AtomicU64,
     pub restarts_reloaded: AtomicU64,
+    pub restarts_memory: AtomicU64,
     pub alive: AtomicU64,
 }
 
@@ -66,8 +67,8 @@ pub struct Pool {
     requeue: async_channel::Sender<crate::dispatch::Job>,
     /// Bumped by SIGHUP: every slot boots a fresh worker.
     pub generation: watch::Sender<u64>,
-    /// Turned true on shutdown: slots drain and stop their workers.
-    pub stopping: watch::Sender<bool>,
+    /// `--max-worker-memory` in bytes.
+    max_memory: Option<u64>,
     pub stats: WorkerStats,
 }
 
@@ -101,7 +102,7 @@ impl Pool {
             queue,
             requeue,
             generation: watch::channel(0).0,
-            stopping: watch::channel(false).0,
+            max_memory: cfg.max_worker_memory,
             stats: WorkerStats::default(),
         })
     }
@@ -195,10 +196,17 @@ impl Pool {
     }
 
     /// Runs one worker slot until shutdown, replacing its worker whenever needed.
-    pub async fn run_slot(self: Arc<Self>, slot: usize, mut worker: Worker) {
+    /// `stopping` turning true (or its sender going away) retires this slot: its worker
+    /// finishes what it runs and exits.
+    pub async fn run_slot(
+        self: Arc<Self>,
+        slot: usize,
+        mut worker: Worker,
+        mut stopping: watch::Receiver<bool>,
+    ) {
         self.stats.alive.fetch_add(1, Ordering::Relaxed);
         let mut generation = self.generation.subscribe();
-        let mut stopping = self.stopping.subscribe();
+        let mut memory_check = tokio::time::interval(Duration::from_secs(1));
         loop {
             let (drain_tx, drain_rx) = watch::channel(*stopping.borrow());
             let retire = Arc::new(Notify::new());
@@ -221,6 +229,18 @@ impl Pool {
                         tracing::info!("worker {pid} reached max requests; starting its successor");
                         cause = "recycled";
                         successor = Some(tokio::spawn(self.clone().boot_owned()));
+                    }
+                    _ = memory_check.tick(), if self.max_memory.is_some() && successor.is_none() && next.is_none() => {
+                        let limit = self.max_memory.unwrap_or(u64::MAX);
+                        if let Some(rss) = rss_bytes(pid).filter(|rss| *rss > limit) {
+                            tracing::warn!(
+                                "worker {pid} uses {} MiB, over --max-worker-memory {} MiB; replacing it after its current requests",
+                                rss >> 20,
+                                limit >> 20
+                            );
+                            cause = "memory";
+                            successor = Some(tokio::spawn(self.clone().boot_owned()));
+                        }
                     }
                     _ = generation.changed(), if successor.is_none() && next.is_none() => {
                         cause = "reloaded";
@@ -261,6 +281,10 @@ impl Pool {
                         "reloaded" => {
                             self.stats.restarts_reloaded.fetch_add(1, Ordering::Relaxed);
                             "reloaded"
+                        }
+                        "memory" => {
+                            self.stats.restarts_memory.fetch_add(1, Ordering::Relaxed);
+                            "recycled over --max-worker-memory"
                         }
                         _ => {
                             self.stats.restarts_recycled.fetch_add(1, Ordering::Relaxed);
@@ -352,6 +376,15 @@ impl Pool {
             let _ = child.wait().await;
         }
     }
+}
+
+/// Resident memory of a process, from /proc.
+fn rss_bytes(pid: u32) -> Option<u64> {
+    let statm = std::fs::read_to_string(format!("/proc/{pid}/statm")).ok()?;
+    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+    // SAFETY: sysconf has no preconditions.
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    Some(pages * page.max(4096) as u64)
 }
 
 fn backoff(failures: u32) -> Duration {

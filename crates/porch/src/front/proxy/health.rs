@@ -2,7 +2,7 @@
 //! health checks.
 
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
+use std::sync::Weak;
 use std::time::Duration;
 
 use http::{header, HeaderValue, Method, Request};
@@ -10,9 +10,10 @@ use http::{header, HeaderValue, Method, Request};
 use super::pool::{open, Pool, Server};
 use super::ReqBody;
 
-/// Runs until the runtime stops: resolution every `resolve_interval`, idle connections
+/// Runs while the pool exists: resolution every `resolve_interval`, idle connections
 /// closed after `idle_timeout`.
-pub(super) async fn upkeep(pool: Arc<Pool>) {
+pub(super) async fn upkeep(weak: Weak<Pool>) {
+    let Some(pool) = weak.upgrade() else { return };
     let tick = pool
         .cfg
         .idle_timeout
@@ -21,8 +22,10 @@ pub(super) async fn upkeep(pool: Arc<Pool>) {
     let mut ticker = tokio::time::interval(tick);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_resolve = tokio::time::Instant::now();
+    drop(pool);
     loop {
         ticker.tick().await;
+        let Some(pool) = weak.upgrade() else { return };
         for s in pool.servers().iter() {
             s.reap_idle(pool.cfg.idle_timeout);
         }
@@ -33,16 +36,17 @@ pub(super) async fn upkeep(pool: Arc<Pool>) {
     }
 }
 
-/// Runs until the runtime stops: every server of the pool is checked each interval,
-/// all at once. A check passes on a 2xx or 3xx answer within the header timeout.
-pub(super) async fn checks(pool: Arc<Pool>) {
-    let Some(hc) = pool.cfg.health_check.clone() else {
+/// Runs while the pool exists: every server of the pool is checked each interval, all
+/// at once. A check passes on a 2xx or 3xx answer within the header timeout.
+pub(super) async fn checks(weak: Weak<Pool>) {
+    let Some(hc) = weak.upgrade().and_then(|p| p.cfg.health_check.clone()) else {
         return;
     };
     let mut ticker = tokio::time::interval(hc.interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         ticker.tick().await;
+        let Some(pool) = weak.upgrade() else { return };
         let servers = pool.servers();
         let checks = servers.iter().map(|s| {
             let pool = pool.clone();
@@ -81,11 +85,18 @@ async fn check(pool: &Pool, server: &Server, path: &str) -> Result<(), String> {
     if let Ok(v) = HeaderValue::from_str(&server.check_host) {
         h.insert(header::HOST, v);
     }
-    h.insert(header::USER_AGENT, HeaderValue::from_static("porch-health-check"));
+    h.insert(
+        header::USER_AGENT,
+        HeaderValue::from_static("porch-health-check"),
+    );
     h.insert(header::CONNECTION, HeaderValue::from_static("close"));
     let wait = cfg
         .header_timeout
-        .min(cfg.health_check.as_ref().map_or(cfg.header_timeout, |h| h.interval))
+        .min(
+            cfg.health_check
+                .as_ref()
+                .map_or(cfg.header_timeout, |h| h.interval),
+        )
         .max(Duration::from_millis(500));
     let resp = tokio::time::timeout(wait, sender.send_request(req))
         .await

@@ -73,9 +73,9 @@ impl Upstreams {
             if pool.started.swap(true, Ordering::Relaxed) {
                 continue;
             }
-            tokio::spawn(health::upkeep(pool.clone()));
+            tokio::spawn(health::upkeep(Arc::downgrade(pool)));
             if pool.cfg.health_check.is_some() {
-                tokio::spawn(health::checks(pool.clone()));
+                tokio::spawn(health::checks(Arc::downgrade(pool)));
             }
         }
     }
@@ -92,10 +92,7 @@ impl Upstreams {
             return error(StatusCode::BAD_GATEWAY, "no such upstream");
         };
         if req.method() == Method::CONNECT {
-            return error(
-                StatusCode::METHOD_NOT_ALLOWED,
-                "CONNECT is not proxied",
-            );
+            return error(StatusCode::METHOD_NOT_ALLOWED, "CONNECT is not proxied");
         }
         let upgrade = wants_upgrade(&req);
         let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
@@ -183,7 +180,10 @@ impl Upstreams {
                     if reused {
                         // Most likely a kept connection the server was closing just then:
                         // not counted against it.
-                        tracing::debug!("upstream {name}: kept connection to {} closed: {err}", server.target);
+                        tracing::debug!(
+                            "upstream {name}: kept connection to {} closed: {err}",
+                            server.target
+                        );
                     } else {
                         server.failed(name, cfg, &err);
                         tried.push(server);
@@ -281,9 +281,7 @@ fn strip_hop_by_hop(h: &mut HeaderMap) {
         .flat_map(|v| v.split(','))
         .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
         .filter(|n| {
-            *n != header::HOST
-                && *n != header::CONTENT_LENGTH
-                && *n != header::CONTENT_TYPE
+            *n != header::HOST && *n != header::CONTENT_LENGTH && *n != header::CONTENT_TYPE
         })
         .collect();
     for n in named {
@@ -394,7 +392,8 @@ fn respond(
                 (Ok(client), Ok(upstream)) => {
                     let mut client = TokioIo::new(client);
                     let mut upstream = TokioIo::new(upstream);
-                    if let Err(e) = tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
+                    if let Err(e) = tokio::io::copy_bidirectional(&mut client, &mut upstream).await
+                    {
                         tracing::debug!("tunnel to {target} ended: {e}");
                     }
                 }
@@ -573,6 +572,7 @@ mod tests {
         Peer {
             remote: Some(format!("{ip}:5555").parse().unwrap()),
             local: None,
+            tls: false,
         }
     }
 
@@ -584,7 +584,10 @@ mod tests {
         h.append(&X_FORWARDED_FOR, HeaderValue::from_static("10.0.0.2"));
         h.insert(&X_REAL_IP, HeaderValue::from_static("6.6.6.6"));
         h.insert(&X_FORWARDED_PROTO, HeaderValue::from_static("https"));
-        h.insert(header::CONNECTION, HeaderValue::from_static("keep-alive, x-secret"));
+        h.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("keep-alive, x-secret"),
+        );
         h.insert("x-secret", HeaderValue::from_static("1"));
         h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
         h.insert(header::TE, HeaderValue::from_static("trailers"));
@@ -632,7 +635,13 @@ mod tests {
         let out = upstream_headers(&h, &Uri::from_static("/ws"), peer("127.0.0.1"), false, true);
         assert_eq!(out[header::UPGRADE], "websocket");
         assert_eq!(out[header::CONNECTION], "upgrade");
-        let out = upstream_headers(&h, &Uri::from_static("/ws"), peer("127.0.0.1"), false, false);
+        let out = upstream_headers(
+            &h,
+            &Uri::from_static("/ws"),
+            peer("127.0.0.1"),
+            false,
+            false,
+        );
         assert!(!out.contains_key(header::UPGRADE));
     }
 

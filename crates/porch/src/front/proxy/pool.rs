@@ -42,7 +42,10 @@ impl std::fmt::Display for Target {
 pub(super) enum Spec {
     Fixed(Target),
     /// A host name, resolved now and every `resolve_interval`; each address is a server.
-    Name { host: String, port: u16 },
+    Name {
+        host: String,
+        port: u16,
+    },
 }
 
 impl Spec {
@@ -337,11 +340,8 @@ impl Pool {
                 next.push(server);
             }
         }
-        let changed = next.len() != old.len()
-            || next
-                .iter()
-                .zip(old.iter())
-                .any(|(a, b)| !Arc::ptr_eq(a, b));
+        let changed =
+            next.len() != old.len() || next.iter().zip(old.iter()).any(|(a, b)| !Arc::ptr_eq(a, b));
         if changed {
             let list: Vec<String> = next.iter().map(|s| s.target.to_string()).collect();
             tracing::info!("upstream {}: servers {}", self.cfg.name, list.join(", "));
@@ -480,7 +480,10 @@ mod tests {
 
     #[test]
     fn round_robin_turns_and_skips_servers_taken_out() {
-        let c = cfg(&["127.0.0.1:1", "127.0.0.1:2", "127.0.0.1:3"], Balance::RoundRobin);
+        let c = cfg(
+            &["127.0.0.1:1", "127.0.0.1:2", "127.0.0.1:3"],
+            Balance::RoundRobin,
+        );
         let pool = Pool::new(&c).unwrap();
         let picks: Vec<String> = (0..6)
             .map(|_| pool.pick(&[]).unwrap().target.to_string())
