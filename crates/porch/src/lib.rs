@@ -11,6 +11,10 @@
 //! - [`worker`] and [`wsgi`]: the worker process embedding CPython and the PEP 3333 bridge.
 //! - [`server`]: wires the above together and handles signals.
 
+// A rejected request is answered with a whole `Response` on a cold path; boxing it would
+// only add an allocation.
+#![allow(clippy::result_large_err)]
+
 pub mod cli;
 pub mod config;
 pub mod dispatch;

@@ -22,6 +22,7 @@ use tokio::sync::{mpsc, watch};
 use tokio_rustls::TlsAcceptor;
 
 use super::body::ResponseBody;
+use super::strict::{HeadLimits, StrictIo, Verdict};
 use super::{error, Front};
 use crate::config::{strip_port, BindAddr};
 
@@ -262,24 +263,37 @@ impl Connections {
         proto: Proto,
         mut stop: watch::Receiver<bool>,
     ) {
+        let verdict = Verdict::default();
         let conns = self.clone();
-        let svc = service_fn(move |req| {
+        let shared = verdict.clone();
+        let svc = service_fn(move |mut req: Request<Incoming>| {
             let conns = conns.clone();
+            req.extensions_mut().insert(shared.clone());
             async move { Ok::<_, Infallible>(conns.respond(req, peer).await) }
         });
-        let io = TokioIo::new(io);
         match proto {
             Proto::Http1 => {
+                // Every byte is checked by the strict framing rules before hyper parses it.
+                let limits = &self.front.cfg.limits;
+                let io = TokioIo::new(StrictIo::new(
+                    io,
+                    HeadLimits {
+                        request_line: limits.request_line,
+                        fields: limits.request_fields,
+                        field_size: limits.request_field_size,
+                    },
+                    verdict,
+                ));
                 // With upgrades, so proxied WebSockets can take over the connection.
                 let conn = self.http1.serve_connection(io, svc).with_upgrades();
                 drive(conn, &mut stop, |c| c.graceful_shutdown()).await
             }
             Proto::Http2 => {
-                let conn = self.http2.serve_connection(io, svc);
+                let conn = self.http2.serve_connection(TokioIo::new(io), svc);
                 drive(conn, &mut stop, |c| c.graceful_shutdown()).await
             }
             Proto::Either => {
-                let conn = self.either.serve_connection_with_upgrades(io, svc);
+                let conn = self.either.serve_connection_with_upgrades(TokioIo::new(io), svc);
                 drive(conn, &mut stop, |c| c.graceful_shutdown()).await
             }
         }

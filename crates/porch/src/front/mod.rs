@@ -117,6 +117,17 @@ impl Front {
         self.metrics.requests.fetch_add(1, Ordering::Relaxed);
         let started = Instant::now();
         let listener = &self.cfg.listeners[index];
+        if let Some((status, reason)) = req
+            .headers()
+            .get(strict::REJECT_HEADER)
+            .and_then(|v| strict::parse_reject(v.as_bytes()))
+        {
+            let status = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST);
+            let mut resp = error(status, &reason);
+            resp.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+            self.metrics.count_status(status.as_u16());
+            return resp;
+        }
         let resp = match self.check(&req).and_then(|()| self.check_rate(&req, peer)) {
             Err(resp) => resp,
             Ok(()) => {
@@ -156,7 +167,6 @@ impl Front {
     }
 
     /// The per-client token bucket: over the rate, 429 with the seconds to wait.
-    #[allow(clippy::result_large_err)]
     fn check_rate<B>(&self, req: &Request<B>, peer: Peer) -> Result<(), Response<ResponseBody>> {
         let Some(limiter) = &self.rate_limiter else {
             return Ok(());
@@ -165,7 +175,7 @@ impl Front {
             return Ok(());
         };
         // Forget clients whose buckets are full again, so memory follows active clients.
-        if self.metrics.requests.load(Ordering::Relaxed) % 4096 == 0 {
+        if self.metrics.requests.load(Ordering::Relaxed).is_multiple_of(4096) {
             limiter.retain_recent();
         }
         match limiter.check_key(&ip) {
@@ -210,7 +220,6 @@ impl Front {
 
     /// Refuses what no app should see: a missing or repeated Host on HTTP/1.1, an
     /// over-long target or header, a body over the limit, ambiguous framing.
-    #[allow(clippy::result_large_err)]
     fn check(&self, req: &Request<Incoming>) -> Result<(), Response<ResponseBody>> {
         let limits = &self.cfg.limits;
         let target_len = req.uri().path_and_query().map_or(1, |p| p.as_str().len());
@@ -304,6 +313,11 @@ impl Front {
             Ok(b) => b,
             Err(resp) => return resp,
         };
+        if let Some(r) = parts.extensions.get::<strict::Verdict>().and_then(|v| v.rejected()) {
+            let mut resp = error(StatusCode::from_u16(r.status).unwrap_or(StatusCode::BAD_REQUEST), r.reason);
+            resp.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+            return resp;
+        }
         let (request, body_file) = self.ipc_request(&parts, peer, body);
         let line = format!(
             "{} {} {:?}",
@@ -444,7 +458,7 @@ impl Front {
         let mut forwarded_https = false;
         let trusted = peer
             .remote
-            .map_or(true, |a| self.cfg.forwarded_allow_ips.trusts(a.ip()));
+            .is_none_or(|a| self.cfg.forwarded_allow_ips.trusts(a.ip()));
         for name in parts.headers.keys() {
             // Underscores would alias dashes in the environ (X_Auth vs X-Auth): drop them,
             // as nginx and Gunicorn do, so a client cannot spoof a header a proxy set.
@@ -703,6 +717,7 @@ fn admin(front: &Front, req: Request<Incoming>) -> Response<ResponseBody> {
                 g(&s.restarts_recycled),
                 g(&s.restarts_reloaded),
             );
+            let text = text + &front.upstreams.metrics();
             let mut r = Response::new(ResponseBody::full(text));
             r.headers_mut().insert(
                 header::CONTENT_TYPE,

@@ -74,6 +74,9 @@ fn reject(status: u16, reason: &'static str) -> Reject {
 pub struct Checker {
     state: State,
     limits: HeadLimits,
+    /// Bytes of the current head already checked but not yet released: a head is
+    /// released whole, so hyper never holds part of a head this rejects.
+    held: usize,
 }
 
 impl Checker {
@@ -81,6 +84,7 @@ impl Checker {
         Checker {
             state: NEW_HEAD,
             limits,
+            held: 0,
         }
     }
 
@@ -99,6 +103,25 @@ impl Checker {
         let mut pos = 0;
         loop {
             *pos_out = pos;
+            if matches!(self.state, State::Head { .. }) {
+                // Scan the head's lines beyond the part checked in earlier calls.
+                let rest = &buf[pos + self.held..];
+                let Some(nl) = rest.iter().position(|&b| b == b'\n') else {
+                    self.check_partial_line(rest)?;
+                    return Ok(pos);
+                };
+                if nl == 0 || rest[nl - 1] != b'\r' {
+                    return Err(reject(400, "line not ended by CRLF"));
+                }
+                self.line(&rest[..nl - 1])?;
+                self.held += nl + 1;
+                if !matches!(self.state, State::Head { .. }) || self.is_fresh_head() {
+                    // The head is complete and valid (or was only empty lines): release it.
+                    pos += self.held;
+                    self.held = 0;
+                }
+                continue;
+            }
             let rest = &buf[pos..];
             if rest.is_empty() {
                 return Ok(pos);
@@ -136,7 +159,8 @@ impl Checker {
                     pos += 2;
                     self.state = State::ChunkSize;
                 }
-                State::ChunkSize | State::Trailers | State::Head { .. } => {
+                State::Head { .. } => unreachable!("heads are scanned above"),
+                State::ChunkSize | State::Trailers => {
                     let Some(nl) = rest.iter().position(|&b| b == b'\n') else {
                         self.check_partial_line(rest)?;
                         return Ok(pos);
@@ -150,6 +174,11 @@ impl Checker {
                 }
             }
         }
+    }
+
+    /// A head that ended, or had no request line yet.
+    fn is_fresh_head(&self) -> bool {
+        self.state == NEW_HEAD
     }
 
     fn check_partial_line(&self, partial: &[u8]) -> Result<(), Reject> {
@@ -365,39 +394,79 @@ pub struct StrictIo<T> {
     checker: Checker,
     buf: BytesMut,
     ready: usize,
-    /// Response bytes still to write for a rejected head.
-    reject: Option<BytesMut>,
     failed: bool,
+    verdict: Verdict,
 }
 
 impl<T> StrictIo<T> {
-    pub fn new(inner: T, limits: HeadLimits) -> Self {
+    pub fn new(inner: T, limits: HeadLimits, verdict: Verdict) -> Self {
         StrictIo {
             inner,
             checker: Checker::new(limits),
             buf: BytesMut::with_capacity(8 * 1024),
             ready: 0,
-            reject: None,
             failed: false,
+            verdict,
         }
     }
 }
 
-fn response(r: Reject) -> BytesMut {
-    let reason = match r.status {
-        414 => "URI Too Long",
-        431 => "Request Header Fields Too Large",
-        505 => "HTTP Version Not Supported",
-        _ => "Bad Request",
-    };
-    let body = format!("{} {reason}: {}\n", r.status, r.reason);
-    BytesMut::from(
-        format!(
-            "HTTP/1.1 {} {reason}\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-            r.status,
-            body.len()
-        )
-        .as_bytes(),
+/// Shared between a connection's [`StrictIo`] and the requests it carries (as a request
+/// extension): set when a body broke the framing rules. The body then ends early but
+/// well-formed for hyper, so whoever reads it must check here before trusting it as
+/// complete: the app route answers 400 instead of dispatching, the proxy aborts the
+/// upstream request.
+#[derive(Clone, Default)]
+pub struct Verdict(std::sync::Arc<std::sync::Mutex<Option<Reject>>>);
+
+impl Verdict {
+    pub fn rejected(&self) -> Option<Reject> {
+        *self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+    fn set(&self, r: Reject) {
+        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = Some(r);
+    }
+}
+
+/// The header that carries a rejection to the front's handler, with this process's
+/// random token so no client can forge it.
+pub const REJECT_HEADER: &str = "x-porch-reject";
+
+/// This process's token for [`REJECT_HEADER`].
+pub fn reject_token() -> &'static str {
+    static TOKEN: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    TOKEN.get_or_init(|| {
+        use std::hash::{BuildHasher, Hasher};
+        let mut token = String::new();
+        for _ in 0..2 {
+            let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+            h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos()));
+            token.push_str(&format!("{:016x}", h.finish()));
+        }
+        token
+    })
+}
+
+/// Parses a [`REJECT_HEADER`] value made by [`synthetic_request`].
+pub fn parse_reject(value: &[u8]) -> Option<(u16, String)> {
+    let value = std::str::from_utf8(value).ok()?;
+    let mut parts = value.splitn(3, ' ');
+    if parts.next()? != reject_token() {
+        return None;
+    }
+    let status = parts.next()?.parse().ok()?;
+    Some((status, parts.next().unwrap_or("").to_string()))
+}
+
+/// A request standing in for a rejected head. hyper answers it in order, after any
+/// responses it still owes for earlier pipelined requests; the handler sees the header
+/// and answers with the rejection and `Connection: close`.
+fn synthetic_request(r: Reject) -> String {
+    format!(
+        "GET / HTTP/1.1\r\nHost: porch\r\n{REJECT_HEADER}: {} {} {}\r\n\r\n",
+        reject_token(),
+        r.status,
+        r.reason
     )
 }
 
@@ -417,12 +486,17 @@ impl<T: AsyncRead + AsyncWrite + Unpin> AsyncRead for StrictIo<T> {
                 return Poll::Ready(Ok(()));
             }
             if me.failed {
-                return Poll::Ready(Ok(())); // end of stream for hyper
+                // Nothing more from this client. Not end-of-stream: hyper would drop the
+                // connection before answering; it closes it after the `Connection: close`
+                // answer instead.
+                return Poll::Pending;
             }
             if me.buf.len() > 1 << 20 {
                 // Unreleased bytes never grow past a head's limits; this is a safety net.
                 me.failed = true;
-                me.reject = Some(response(reject(431, "request head too large")));
+                me.buf.clear();
+                me.buf.extend_from_slice(synthetic_request(reject(431, "request head too large")).as_bytes());
+                me.ready = me.buf.len();
                 continue;
             }
             me.buf.reserve(8 * 1024);
@@ -443,11 +517,21 @@ impl<T: AsyncRead + AsyncWrite + Unpin> AsyncRead for StrictIo<T> {
             if let Some(r) = violation {
                 tracing::debug!("rejected request: {} {}", r.status, r.reason);
                 me.failed = true;
-                // Mid-body, hyper answers the request itself (the body read fails);
-                // for a head, nobody else will, so the rejection is ours to send.
-                me.reject = matches!(me.checker.state, State::Head { .. }).then(|| response(r));
                 // Bytes before the violation (earlier pipelined requests) still go through.
                 me.buf.truncate(valid);
+                // For a head, a stand-in request carries the answer. Mid-body, the body is
+                // ended in well-formed chunked framing and the verdict tells the reader.
+                let tail = match me.checker.state {
+                    State::Head { .. } => synthetic_request(r),
+                    State::ChunkSize => "0\r\n\r\n".to_string(),
+                    State::ChunkDataEnd => "\r\n0\r\n\r\n".to_string(),
+                    _ => "\r\n".to_string(),
+                };
+                if !matches!(me.checker.state, State::Head { .. }) {
+                    me.verdict.set(r);
+                }
+                me.buf.extend_from_slice(tail.as_bytes());
+                me.ready = me.buf.len();
             }
         }
     }
@@ -479,20 +563,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> AsyncWrite for StrictIo<T> {
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        let me = self.get_mut();
-        while let Some(pending) = me.reject.as_mut() {
-            if pending.is_empty() {
-                me.reject = None;
-                break;
-            }
-            let n = ready!(Pin::new(&mut me.inner).poll_write(cx, pending))?;
-            if n == 0 {
-                me.reject = None;
-                break;
-            }
-            pending.advance(n);
-        }
-        Pin::new(&mut me.inner).poll_shutdown(cx)
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
     }
 }
 

@@ -97,6 +97,7 @@ impl Upstreams {
         let upgrade = wants_upgrade(&req);
         let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
         let (parts, body) = req.into_parts();
+        let verdict = parts.extensions.get::<crate::front::strict::Verdict>().cloned();
         let headers = upstream_headers(&parts.headers, &parts.uri, peer, tls, upgrade);
         let uri: Uri = parts
             .uri
@@ -114,7 +115,11 @@ impl Upstreams {
         let mut body = Some(if bodiless {
             ReqBody::Empty
         } else {
-            ReqBody::Stream { body, done: None }
+            ReqBody::Stream {
+                body,
+                done: None,
+                verdict,
+            }
         });
         let build = |b: ReqBody| {
             let mut r = Request::new(b);
@@ -433,6 +438,8 @@ pub enum ReqBody {
     Stream {
         body: Incoming,
         done: Option<oneshot::Sender<()>>,
+        /// Set when the client's body broke the framing rules: never end it cleanly then.
+        verdict: Option<crate::front::strict::Verdict>,
     },
     Empty,
 }
@@ -453,15 +460,20 @@ impl ReqBody {
 
 impl Body for ReqBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = Box<dyn std::error::Error + Send + Sync>;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         match self.get_mut() {
-            ReqBody::Stream { body, done } => {
-                let frame = Pin::new(&mut *body).poll_frame(cx);
+            ReqBody::Stream { body, done, verdict } => {
+                let frame = Pin::new(&mut *body).poll_frame(cx).map_err(Into::into);
+                if matches!(frame, Poll::Ready(None)) {
+                    if let Some(r) = verdict.as_ref().and_then(|v| v.rejected()) {
+                        return Poll::Ready(Some(Err(format!("client body rejected: {}", r.reason).into())));
+                    }
+                }
                 if matches!(frame, Poll::Ready(None)) || body.is_end_stream() {
                     if let Some(tx) = done.take() {
                         let _ = tx.send(());
