@@ -551,9 +551,21 @@ impl FileConfig {
             let line = e
                 .span()
                 .map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1);
-            match line {
-                Some(l) => format!("line {l}: {}", e.message()),
-                None => e.message().to_string(),
+            let Some(l) = line else {
+                return e.message().to_string();
+            };
+            // Name the key written on that line, so "expected usize" reads as a fix.
+            let key = text
+                .lines()
+                .nth(l - 1)
+                .and_then(|t| t.split_once('='))
+                .map(|(k, v)| (k.trim().trim_matches('"'), v.trim()))
+                .filter(|(k, _)| !k.is_empty() && !k.starts_with('['));
+            match key {
+                Some((k, v)) if !e.message().contains(k) => {
+                    format!("line {l}: `{k}` = {v}: {}", e.message())
+                }
+                _ => format!("line {l}: {}", e.message()),
             }
         })
     }

@@ -314,12 +314,12 @@ impl Pool {
             };
             tracing::info!("worker {pid} exited: {why}");
             if *stopping.borrow() {
-                if let Some(mut w) = next.take() {
-                    self.stop_child(&mut w.child, w.pid).await;
+                if let Some(w) = next.take() {
+                    self.stop_worker(w).await;
                 }
                 if let Some(s) = successor.take() {
-                    if let Ok(Ok(mut w)) = s.await {
-                        self.stop_child(&mut w.child, w.pid).await;
+                    if let Ok(Ok(w)) = s.await {
+                        self.stop_worker(w).await;
                     }
                 }
                 self.stats.alive.fetch_sub(1, Ordering::Relaxed);
@@ -360,6 +360,13 @@ impl Pool {
                 }
             }
         }
+    }
+
+    /// Stops a booted worker that never took a request.
+    async fn stop_worker(&self, w: Worker) {
+        let Worker { pid, mut child, link } = w;
+        drop(link); // closes its socket: the worker exits
+        self.stop_child(&mut child, pid).await;
     }
 
     /// Asks a worker to exit after its running requests, then kills it after the
