@@ -465,7 +465,8 @@ class Bench:
                     port=port, upstream=up, workers=workers))
                 r = subprocess.run([PORCH, "--check-config", "-c", conf], capture_output=True, text=True, cwd=APPS, env=env)
                 if r.returncode != 0:
-                    raise NotAvailable(f"porch.toml proxy route rejected: {last_line(r.stderr or r.stdout)}")
+                    why = last_line(r.stderr or r.stdout).replace(str(conf), "porch-proxy.toml")
+                    raise NotAvailable(f"porch rejected bench/conf/porch-proxy.toml: {why}")
                 procs.append(self.start("porch", pin + [PORCH, "-c", conf], env=env, cwd=APPS))
             elif kind == "nginx":
                 procs.append(self.nginx("nginx-proxy", workers, NGINX_PROXY.substitute(port=port), pin,
@@ -927,8 +928,10 @@ def markdown(meta, rows) -> str:
                 continue
             p = porch_rps(rows, section, r["scenario"])
             rat = "1.00×" if r["server"] == "porch" else ratio(p, r["rps"])
+            # wrk counts no error for a connection that never got an answer; say so.
+            errors = r["errors"] if r.get("requests", 1) else "no answer"
             out.append(f"| {title(r['scenario'])} | {label} | {fmt_rps(r['rps'])} | {fmt_ms(r['p50_ms'])} | "
-                       f"{fmt_ms(r['p99_ms'])} | {r['errors']} | {mib(r['rss'])} | {mib(r['pss'])} | {rat} |")
+                       f"{fmt_ms(r['p99_ms'])} | {errors} | {mib(r['rss'])} | {mib(r['pss'])} | {rat} |")
         if section == "slow clients":
             out.append("")
             for r in sect:

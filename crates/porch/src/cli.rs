@@ -55,6 +55,29 @@ pub struct Args {
     #[arg(long = "keep-alive", env = "PORCH_KEEP_ALIVE")]
     pub keep_alive: Option<f64>,
 
+    /// Seconds from a request head's first byte to its end; slower gets 408 [default: 30].
+    #[arg(long = "header-timeout", env = "PORCH_HEADER_TIMEOUT")]
+    pub header_timeout: Option<f64>,
+
+    /// Longest pause in seconds while a request body arrives; longer gets 408 [default: 60].
+    #[arg(long = "body-timeout", env = "PORCH_BODY_TIMEOUT")]
+    pub body_timeout: Option<f64>,
+
+    /// Seconds a client may leave a response unread before porch drops it [default: 60].
+    #[arg(long = "send-timeout", env = "PORCH_SEND_TIMEOUT")]
+    pub send_timeout: Option<f64>,
+
+    /// Open client connections per listener; more wait to be accepted [default: 10000].
+    #[arg(long = "limit-connections", env = "PORCH_LIMIT_CONNECTIONS")]
+    pub limit_connections: Option<usize>,
+
+    /// Open connections per client IP; more get 429 [default: no limit].
+    #[arg(
+        long = "limit-connections-per-ip",
+        env = "PORCH_LIMIT_CONNECTIONS_PER_IP"
+    )]
+    pub limit_connections_per_ip: Option<usize>,
+
     /// Requests a worker serves before it is replaced; 0 = never [default: 0].
     #[arg(long, env = "PORCH_MAX_REQUESTS")]
     pub max_requests: Option<u64>,

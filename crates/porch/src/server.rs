@@ -95,6 +95,8 @@ struct Slot {
 
 impl Slot {
     fn start(pool: &Arc<Pool>, index: usize, worker: crate::supervisor::Worker) -> Slot {
+        // Counted before the task runs, so /healthz never sees a serving porch with no worker.
+        pool.stats.alive.fetch_add(1, Ordering::Relaxed);
         let (stop, stopped) = watch::channel(false);
         Slot {
             task: tokio::spawn(pool.clone().run_slot(index, worker, stopped)),
@@ -104,6 +106,14 @@ impl Slot {
 }
 
 async fn run(cfg: Arc<Config>, check_only: bool) -> ExitCode {
+    // Handlers first: a HUP arriving while the workers boot must not kill porch (the
+    // default action), and a TTIN/TTOU must not be lost; they are acted on once serving.
+    let mut term = signal(SignalKind::terminate()).expect("signal handler");
+    let mut int = signal(SignalKind::interrupt()).expect("signal handler");
+    let mut quit = signal(SignalKind::quit()).expect("signal handler");
+    let mut hup = signal(SignalKind::hangup()).expect("signal handler");
+    let mut ttin = signal(SignalKind::from_raw(libc::SIGTTIN)).expect("signal handler");
+    let mut ttou = signal(SignalKind::from_raw(libc::SIGTTOU)).expect("signal handler");
     let (queue_tx, queue_rx) = async_channel::bounded(cfg.limits.backlog);
     let pool = cfg
         .app
@@ -164,7 +174,15 @@ async fn run(cfg: Arc<Config>, check_only: bool) -> ExitCode {
     // to import stops start-up with its traceback instead of looping.
     let mut slots = Vec::new();
     if let Some(pool) = &pool {
-        let boots = futures_util::future::join_all((0..cfg.workers).map(|_| pool.boot())).await;
+        let boots = futures_util::future::join_all((0..cfg.workers).map(|_| pool.boot()));
+        // TERM/INT/QUIT during start-up stop at once; the booting workers are killed
+        // when their handles drop.
+        let boots = tokio::select! {
+            b = boots => b,
+            _ = term.recv() => return stopped_during_startup(),
+            _ = int.recv() => return stopped_during_startup(),
+            _ = quit.recv() => return stopped_during_startup(),
+        };
         let mut workers = Vec::new();
         for b in boots {
             match b {
@@ -227,12 +245,6 @@ async fn run(cfg: Arc<Config>, check_only: bool) -> ExitCode {
         ),
     }
 
-    let mut term = signal(SignalKind::terminate()).expect("signal handler");
-    let mut int = signal(SignalKind::interrupt()).expect("signal handler");
-    let mut quit = signal(SignalKind::quit()).expect("signal handler");
-    let mut hup = signal(SignalKind::hangup()).expect("signal handler");
-    let mut ttin = signal(SignalKind::from_raw(libc::SIGTTIN)).expect("signal handler");
-    let mut ttou = signal(SignalKind::from_raw(libc::SIGTTOU)).expect("signal handler");
     loop {
         tokio::select! {
             _ = term.recv() => break,
@@ -289,5 +301,10 @@ async fn run(cfg: Arc<Config>, check_only: bool) -> ExitCode {
     )
     .await;
     tracing::info!("stopped");
+    ExitCode::SUCCESS
+}
+
+fn stopped_during_startup() -> ExitCode {
+    tracing::info!("stopped while the workers were starting");
     ExitCode::SUCCESS
 }

@@ -360,6 +360,10 @@ pub struct Limits {
     pub body_memory: usize,
     /// Requests waiting for a worker before porch answers 503.
     pub backlog: usize,
+    /// Open client connections per listener; more wait in the kernel's accept queue.
+    pub connections: usize,
+    /// Open connections per client IP; more are answered 429 and closed. 0 = no limit.
+    pub connections_per_ip: usize,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -382,6 +386,12 @@ pub struct Config {
     pub timeout: Duration,
     pub graceful_timeout: Duration,
     pub keep_alive: Duration,
+    /// Time from a request head's first byte to its end (408 after).
+    pub header_timeout: Duration,
+    /// Longest pause while reading a request body (408 after).
+    pub body_timeout: Duration,
+    /// Longest time a client may leave a response unread before the connection is dropped.
+    pub send_timeout: Duration,
     pub max_requests: u64,
     pub max_requests_jitter: u64,
     /// Replace a worker whose resident memory passes this many bytes.
@@ -444,6 +454,11 @@ pub struct FileConfig {
     pub timeout: Option<f64>,
     pub graceful_timeout: Option<f64>,
     pub keep_alive: Option<f64>,
+    pub header_timeout: Option<f64>,
+    pub body_timeout: Option<f64>,
+    pub send_timeout: Option<f64>,
+    pub limit_connections: Option<usize>,
+    pub limit_connections_per_ip: Option<usize>,
     pub max_requests: Option<u64>,
     pub max_requests_jitter: Option<u64>,
     pub max_worker_memory: Option<u64>,
@@ -798,6 +813,21 @@ impl Config {
             30.0,
         )?;
         let keep_alive = seconds("keep_alive", args.keep_alive.or(file.keep_alive), 5.0)?;
+        let header_timeout = seconds(
+            "header_timeout",
+            args.header_timeout.or(file.header_timeout),
+            30.0,
+        )?;
+        let body_timeout = seconds(
+            "body_timeout",
+            args.body_timeout.or(file.body_timeout),
+            60.0,
+        )?;
+        let send_timeout = seconds(
+            "send_timeout",
+            args.send_timeout.or(file.send_timeout),
+            60.0,
+        )?;
 
         let pythonpath: Vec<PathBuf> = if args.pythonpath.is_empty() {
             file.pythonpath.iter().map(PathBuf::from).collect()
@@ -883,6 +913,15 @@ impl Config {
                 .unwrap_or(1 << 30),
             body_memory: file.body_memory.unwrap_or(1 << 20),
             backlog: positive("backlog", args.backlog.or(file.backlog), 1024)?,
+            connections: positive(
+                "limit_connections",
+                args.limit_connections.or(file.limit_connections),
+                10_000,
+            )?,
+            connections_per_ip: args
+                .limit_connections_per_ip
+                .or(file.limit_connections_per_ip)
+                .unwrap_or(0),
         };
         if limits.request_fields > 32768 {
             return Err(ConfigError::value(
@@ -1048,6 +1087,9 @@ impl Config {
             timeout,
             graceful_timeout,
             keep_alive,
+            header_timeout,
+            body_timeout,
+            send_timeout,
             max_requests: args.max_requests.or(file.max_requests).unwrap_or(0),
             max_requests_jitter: args
                 .max_requests_jitter

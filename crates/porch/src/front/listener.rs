@@ -22,7 +22,7 @@ use tokio::sync::{mpsc, watch};
 use tokio_rustls::TlsAcceptor;
 
 use super::body::ResponseBody;
-use super::strict::{HeadLimits, StrictIo, Verdict};
+use super::strict::{Activity, ActivityGuard, HeadLimits, StrictIo, Timeouts, Verdict};
 use super::{error, Front};
 use crate::config::{strip_port, BindAddr};
 
@@ -155,14 +155,16 @@ enum Proto {
 
 /// The HTTP/1.1 settings, shared by the HTTP/1-only and the either-protocol builders.
 macro_rules! http1_settings {
-    ($b:expr, $limits:expr) => {
+    ($b:expr, $cfg:expr) => {
         $b.timer(TokioTimer::new())
             .keep_alive(true)
             .half_close(false)
             .pipeline_flush(true)
-            .max_headers($limits.request_fields)
-            .header_read_timeout(Duration::from_secs(30))
-            .max_buf_size(head_size($limits))
+            .max_headers($cfg.limits.request_fields)
+            // The strict layer runs the precise keep-alive and header clocks (with 408);
+            // this bounds connections it does not wrap (h2c sniffing).
+            .header_read_timeout($cfg.keep_alive + $cfg.header_timeout)
+            .max_buf_size(head_size(&$cfg.limits))
     };
 }
 
@@ -192,13 +194,13 @@ impl Connections {
         }
 
         let mut http1 = hyper::server::conn::http1::Builder::new();
-        http1_settings!(http1, limits);
+        http1_settings!(http1, front.cfg);
         let mut http2 = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
         http2
             .timer(TokioTimer::new())
             .max_header_list_size(u32::try_from(head_size(limits)).unwrap_or(u32::MAX));
         let mut either = auto::Builder::new(TokioExecutor::new());
-        http1_settings!(either.http1(), limits);
+        http1_settings!(either.http1(), front.cfg);
         either
             .http2()
             .timer(TokioTimer::new())
@@ -264,12 +266,21 @@ impl Connections {
         mut stop: watch::Receiver<bool>,
     ) {
         let verdict = Verdict::default();
+        let activity = Activity::default();
         let conns = self.clone();
-        let shared = verdict.clone();
+        let (shared, active) = (verdict.clone(), activity.clone());
         let svc = service_fn(move |mut req: Request<Incoming>| {
             let conns = conns.clone();
             req.extensions_mut().insert(shared.clone());
-            async move { Ok::<_, Infallible>(conns.respond(req, peer).await) }
+            // The connection counts as busy until hyper is done with the response body.
+            let guard = active.start();
+            async move {
+                let resp = conns.respond(req, peer).await;
+                Ok::<_, Infallible>(resp.map(|body| Tracked {
+                    body,
+                    _guard: guard,
+                }))
+            }
         });
         match proto {
             Proto::Http1 => {
@@ -283,6 +294,12 @@ impl Connections {
                         field_size: limits.request_field_size,
                     },
                     verdict,
+                    Timeouts {
+                        keep_alive: self.front.cfg.keep_alive,
+                        header: self.front.cfg.header_timeout,
+                        send: self.front.cfg.send_timeout,
+                    },
+                    activity,
                 ));
                 // With upgrades, so proxied WebSockets can take over the connection.
                 let conn = self.http1.serve_connection(io, svc).with_upgrades();
@@ -293,7 +310,9 @@ impl Connections {
                 drive(conn, &mut stop, |c| c.graceful_shutdown()).await
             }
             Proto::Either => {
-                let conn = self.either.serve_connection_with_upgrades(TokioIo::new(io), svc);
+                let conn = self
+                    .either
+                    .serve_connection_with_upgrades(TokioIo::new(io), svc);
                 drive(conn, &mut stop, |c| c.graceful_shutdown()).await
             }
         }
@@ -378,6 +397,32 @@ where
     };
     if let Err(e) = result {
         tracing::debug!("connection ended with an error: {e}");
+    }
+}
+
+/// A response body that keeps its connection counted as busy until hyper drops it.
+pub struct Tracked {
+    body: ResponseBody,
+    _guard: ActivityGuard,
+}
+
+impl http_body::Body for Tracked {
+    type Data = bytes::Bytes;
+    type Error = super::body::BodyError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<bytes::Bytes>, Self::Error>>> {
+        Pin::new(&mut self.get_mut().body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.body.size_hint()
     }
 }
 

@@ -124,7 +124,8 @@ impl Front {
         {
             let status = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST);
             let mut resp = error(status, &reason);
-            resp.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+            resp.headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
             self.metrics.count_status(status.as_u16());
             return resp;
         }
@@ -175,7 +176,12 @@ impl Front {
             return Ok(());
         };
         // Forget clients whose buckets are full again, so memory follows active clients.
-        if self.metrics.requests.load(Ordering::Relaxed).is_multiple_of(4096) {
+        if self
+            .metrics
+            .requests
+            .load(Ordering::Relaxed)
+            .is_multiple_of(4096)
+        {
             limiter.retain_recent();
         }
         match limiter.check_key(&ip) {
@@ -313,9 +319,17 @@ impl Front {
             Ok(b) => b,
             Err(resp) => return resp,
         };
-        if let Some(r) = parts.extensions.get::<strict::Verdict>().and_then(|v| v.rejected()) {
-            let mut resp = error(StatusCode::from_u16(r.status).unwrap_or(StatusCode::BAD_REQUEST), r.reason);
-            resp.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+        if let Some(r) = parts
+            .extensions
+            .get::<strict::Verdict>()
+            .and_then(|v| v.rejected())
+        {
+            let mut resp = error(
+                StatusCode::from_u16(r.status).unwrap_or(StatusCode::BAD_REQUEST),
+                r.reason,
+            );
+            resp.headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
             return resp;
         }
         let (request, body_file) = self.ipc_request(&parts, peer, body);
@@ -399,7 +413,18 @@ impl Front {
         let mut mem = BytesMut::new();
         let mut file: Option<(tokio::fs::File, tempfile::TempPath)> = None;
         let mut total: u64 = 0;
-        while let Some(frame) = incoming.frame().await {
+        loop {
+            let next = tokio::time::timeout(self.cfg.body_timeout, incoming.frame());
+            let Ok(next) = next.await else {
+                let mut r = error(
+                    StatusCode::REQUEST_TIMEOUT,
+                    "request body not received in time",
+                );
+                r.headers_mut()
+                    .insert(header::CONNECTION, HeaderValue::from_static("close"));
+                return Err(r);
+            };
+            let Some(frame) = next else { break };
             let frame = frame.map_err(|e| {
                 tracing::debug!("request body not received in full: {e}");
                 error(

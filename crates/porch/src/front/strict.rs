@@ -13,6 +13,7 @@
 //! Bytes are only released to hyper once validated; a head's final empty line is released
 //! only after the whole head passed, so hyper never dispatches a request this rejects.
 
+use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
@@ -396,10 +397,64 @@ pub struct StrictIo<T> {
     ready: usize,
     failed: bool,
     verdict: Verdict,
+    timeouts: Timeouts,
+    activity: Activity,
+    /// Running while the connection idles between requests (`keep_alive`) or while a
+    /// head is arriving (`header`).
+    read_timer: Option<(ReadTimer, Pin<Box<tokio::time::Sleep>>)>,
+    /// Running while the client does not take what porch writes (`send`).
+    write_timer: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ReadTimer {
+    Idle,
+    Head,
+}
+
+/// The connection timeouts this layer enforces for HTTP/1.
+#[derive(Debug, Clone, Copy)]
+pub struct Timeouts {
+    /// Idle time between requests before porch closes the connection.
+    pub keep_alive: std::time::Duration,
+    /// Time from a head's first byte to its end; past it the client gets 408.
+    pub header: std::time::Duration,
+    /// Time a client may leave porch's writes unread before the connection is dropped.
+    pub send: std::time::Duration,
+}
+
+/// How many requests of a connection are being answered. Zero means the connection is
+/// idle, which is when the keep-alive timeout runs.
+#[derive(Clone, Default)]
+pub struct Activity(std::sync::Arc<std::sync::atomic::AtomicUsize>);
+
+impl Activity {
+    /// Counts a request until the returned guard (kept with its response body) is dropped.
+    pub fn start(&self) -> ActivityGuard {
+        self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        ActivityGuard(self.clone())
+    }
+    fn is_idle(&self) -> bool {
+        self.0.load(std::sync::atomic::Ordering::Relaxed) == 0
+    }
+}
+
+pub struct ActivityGuard(Activity);
+
+impl Drop for ActivityGuard {
+    fn drop(&mut self) {
+        self.0 .0.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
 }
 
 impl<T> StrictIo<T> {
-    pub fn new(inner: T, limits: HeadLimits, verdict: Verdict) -> Self {
+    pub fn new(
+        inner: T,
+        limits: HeadLimits,
+        verdict: Verdict,
+        timeouts: Timeouts,
+        activity: Activity,
+    ) -> Self {
         StrictIo {
             inner,
             checker: Checker::new(limits),
@@ -407,6 +462,47 @@ impl<T> StrictIo<T> {
             ready: 0,
             failed: false,
             verdict,
+            timeouts,
+            activity,
+            read_timer: None,
+            write_timer: None,
+        }
+    }
+
+    /// Which read timer should run now, if any.
+    fn wanted_read_timer(&self) -> Option<ReadTimer> {
+        if !matches!(self.checker.state, State::Head { .. }) {
+            return None; // bodies: the reader enforces its own gap timeout
+        }
+        if !self.buf.is_empty() {
+            Some(ReadTimer::Head)
+        } else if self.activity.is_idle() {
+            Some(ReadTimer::Idle)
+        } else {
+            None
+        }
+    }
+
+    /// Polls the read timers while a read is pending; `Ready` means one expired.
+    fn poll_read_timer(&mut self, cx: &mut Context<'_>) -> Poll<ReadTimer> {
+        let wanted = self.wanted_read_timer();
+        if self.read_timer.as_ref().map(|(k, _)| *k) != wanted {
+            self.read_timer = wanted.map(|kind| {
+                let after = match kind {
+                    ReadTimer::Idle => self.timeouts.keep_alive,
+                    ReadTimer::Head => self.timeouts.header,
+                };
+                (kind, Box::pin(tokio::time::sleep(after)))
+            });
+        }
+        match &mut self.read_timer {
+            Some((kind, sleep)) => {
+                let kind = *kind;
+                ready!(sleep.as_mut().poll(cx));
+                self.read_timer = None;
+                Poll::Ready(kind)
+            }
+            None => Poll::Pending,
         }
     }
 }
@@ -440,7 +536,11 @@ pub fn reject_token() -> &'static str {
         let mut token = String::new();
         for _ in 0..2 {
             let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-            h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos()));
+            h.write_u128(
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_nanos()),
+            );
             token.push_str(&format!("{:016x}", h.finish()));
         }
         token
@@ -495,23 +595,50 @@ impl<T: AsyncRead + AsyncWrite + Unpin> AsyncRead for StrictIo<T> {
                 // Unreleased bytes never grow past a head's limits; this is a safety net.
                 me.failed = true;
                 me.buf.clear();
-                me.buf.extend_from_slice(synthetic_request(reject(431, "request head too large")).as_bytes());
+                me.buf.extend_from_slice(
+                    synthetic_request(reject(431, "request head too large")).as_bytes(),
+                );
                 me.ready = me.buf.len();
                 continue;
             }
             me.buf.reserve(8 * 1024);
             let before = me.buf.len();
-            let n = {
+            let polled = {
                 let spare = me.buf.spare_capacity_mut();
                 let mut rb = ReadBuf::uninit(spare);
-                ready!(Pin::new(&mut me.inner).poll_read(cx, &mut rb))?;
-                rb.filled().len()
+                Pin::new(&mut me.inner)
+                    .poll_read(cx, &mut rb)
+                    .map_ok(|()| rb.filled().len())
+            };
+            let n = match polled {
+                Poll::Ready(r) => r?,
+                Poll::Pending => {
+                    return match me.poll_read_timer(cx) {
+                        Poll::Pending => Poll::Pending,
+                        Poll::Ready(ReadTimer::Idle) => Poll::Ready(Ok(())), // close quietly
+                        Poll::Ready(ReadTimer::Head) => {
+                            tracing::debug!("request head not received within the header timeout");
+                            me.failed = true;
+                            me.buf.clear();
+                            me.buf.extend_from_slice(
+                                synthetic_request(reject(408, "request head not received in time"))
+                                    .as_bytes(),
+                            );
+                            me.ready = me.buf.len();
+                            continue;
+                        }
+                    };
+                }
             };
             if n == 0 {
                 return Poll::Ready(Ok(()));
             }
             // SAFETY: `poll_read` initialised `n` bytes of the spare capacity.
             unsafe { me.buf.set_len(before + n) };
+            // A new head restarts the header clock from its first byte.
+            if before == 0 && matches!(me.read_timer, Some((ReadTimer::Idle, _))) {
+                me.read_timer = None;
+            }
             let (valid, violation) = me.checker.advance(&me.buf);
             me.ready = valid;
             if let Some(r) = violation {
@@ -537,13 +664,41 @@ impl<T: AsyncRead + AsyncWrite + Unpin> AsyncRead for StrictIo<T> {
     }
 }
 
+impl<T> StrictIo<T> {
+    /// A write made progress (`Ready`) or is blocked by a client that does not read
+    /// (`Pending`): past the send timeout that is an error, which drops the connection.
+    fn send_clock<R>(
+        &mut self,
+        cx: &mut Context<'_>,
+        polled: Poll<io::Result<R>>,
+    ) -> Poll<io::Result<R>> {
+        match polled {
+            Poll::Ready(r) => {
+                self.write_timer = None;
+                Poll::Ready(r)
+            }
+            Poll::Pending => {
+                let send = self.timeouts.send;
+                let timer = self
+                    .write_timer
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep(send)));
+                ready!(timer.as_mut().poll(cx));
+                tracing::debug!("client did not read the response within the send timeout");
+                Poll::Ready(Err(io::Error::new(io::ErrorKind::TimedOut, "send timeout")))
+            }
+        }
+    }
+}
+
 impl<T: AsyncRead + AsyncWrite + Unpin> AsyncWrite for StrictIo<T> {
     fn poll_write(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         data: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().inner).poll_write(cx, data)
+        let me = self.get_mut();
+        let polled = Pin::new(&mut me.inner).poll_write(cx, data);
+        me.send_clock(cx, polled)
     }
 
     fn poll_write_vectored(
@@ -551,7 +706,9 @@ impl<T: AsyncRead + AsyncWrite + Unpin> AsyncWrite for StrictIo<T> {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
+        let me = self.get_mut();
+        let polled = Pin::new(&mut me.inner).poll_write_vectored(cx, bufs);
+        me.send_clock(cx, polled)
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -559,7 +716,9 @@ impl<T: AsyncRead + AsyncWrite + Unpin> AsyncWrite for StrictIo<T> {
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+        let me = self.get_mut();
+        let polled = Pin::new(&mut me.inner).poll_flush(cx);
+        me.send_clock(cx, polled)
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {

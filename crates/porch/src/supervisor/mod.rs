@@ -204,7 +204,7 @@ impl Pool {
         mut worker: Worker,
         mut stopping: watch::Receiver<bool>,
     ) {
-        self.stats.alive.fetch_add(1, Ordering::Relaxed);
+        // `stats.alive` was counted by the caller when the slot was created.
         let mut generation = self.generation.subscribe();
         let mut memory_check = tokio::time::interval(Duration::from_secs(1));
         loop {
@@ -364,7 +364,11 @@ impl Pool {
 
     /// Stops a booted worker that never took a request.
     async fn stop_worker(&self, w: Worker) {
-        let Worker { pid, mut child, link } = w;
+        let Worker {
+            pid,
+            mut child,
+            link,
+        } = w;
         drop(link); // closes its socket: the worker exits
         self.stop_child(&mut child, pid).await;
     }

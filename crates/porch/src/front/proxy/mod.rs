@@ -97,7 +97,10 @@ impl Upstreams {
         let upgrade = wants_upgrade(&req);
         let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
         let (parts, body) = req.into_parts();
-        let verdict = parts.extensions.get::<crate::front::strict::Verdict>().cloned();
+        let verdict = parts
+            .extensions
+            .get::<crate::front::strict::Verdict>()
+            .cloned();
         let headers = upstream_headers(&parts.headers, &parts.uri, peer, tls, upgrade);
         let uri: Uri = parts
             .uri
@@ -467,11 +470,19 @@ impl Body for ReqBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         match self.get_mut() {
-            ReqBody::Stream { body, done, verdict } => {
+            ReqBody::Stream {
+                body,
+                done,
+                verdict,
+            } => {
                 let frame = Pin::new(&mut *body).poll_frame(cx).map_err(Into::into);
                 if matches!(frame, Poll::Ready(None)) {
                     if let Some(r) = verdict.as_ref().and_then(|v| v.rejected()) {
-                        return Poll::Ready(Some(Err(format!("client body rejected: {}", r.reason).into())));
+                        return Poll::Ready(Some(Err(format!(
+                            "client body rejected: {}",
+                            r.reason
+                        )
+                        .into())));
                     }
                 }
                 if matches!(frame, Poll::Ready(None)) || body.is_end_stream() {
