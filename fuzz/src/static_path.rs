@@ -64,7 +64,10 @@ fn check_relative(rel: &str, allow_dotfiles: bool) {
     let Ok(out) = relative_path(rel, allow_dotfiles) else {
         return;
     };
-    assert!(!out.contains(['\\', '\0']), "{rel:?} -> {out:?}");
+    assert!(!out.contains('\\'), "{rel:?} -> {out:?}");
+    // `%00` is refused; a NUL already in the path (never from hyper, which rejects it)
+    // passes through and fails to open.
+    assert!(!out.contains('\0') || rel.contains('\0'), "{rel:?} -> {out:?}");
     if out.is_empty() {
         return;
     }

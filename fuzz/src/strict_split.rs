@@ -2,8 +2,8 @@
 //!
 //! Never panics, never releases more than it was given, and is independent of how the
 //! bytes arrive: fed whole, or in reads of arbitrary sizes (as `StrictIo` feeds it: the
-//! unreleased rest plus each new read), it gives the same verdict and releases the same
-//! number of bytes.
+//! unreleased rest plus each new read), it accepts or rejects alike and releases the
+//! same number of bytes.
 
 use porch::front::strict::{Checker, HeadLimits, Reject};
 
@@ -47,13 +47,17 @@ pub fn run(data: &[u8]) {
 
     let whole = feed(limits, input, &[]);
     let split = feed(limits, input, cuts);
-    assert_eq!(
-        whole,
-        split,
-        "verdict depends on the reads: {:?} cut at {:?}",
-        String::from_utf8_lossy(input),
-        cuts
-    );
-    let bytewise: Vec<u8> = vec![0; input.len()];
-    assert_eq!(whole, feed(limits, input, &bytewise), "fed one byte at a time");
+    let bytewise = feed(limits, input, &vec![0; input.len()]);
+    for (how, other) in [("in the reads given", split), ("one byte at a time", bytewise)] {
+        // The verdict is whether and where the stream is cut off. Its status may differ
+        // only for a line with two faults, where the one noticed first depends on how
+        // much of the line had arrived (e.g. a bare CR in an over-long line).
+        assert_eq!(
+            (whole.0, whole.1.is_some()),
+            (other.0, other.1.is_some()),
+            "fed {how}, the verdict changed: {whole:?} whole vs {other:?}; \
+             limits {limits:?}, input {:?}, cuts {cuts:?}",
+            String::from_utf8_lossy(input),
+        );
+    }
 }

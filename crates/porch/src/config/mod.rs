@@ -529,6 +529,14 @@ pub struct RouteFile {
     pub return_status: Option<u16>,
     pub status: Option<u16>,
     pub body: Option<String>,
+    /// Static routes: `Cache-Control` for names without a content hash.
+    pub cache_control: Option<String>,
+    /// Static routes: file served for directory URLs, e.g. `index.html`.
+    pub index: Option<String>,
+    /// Static routes: serve names starting with `.`.
+    pub allow_dotfiles: Option<bool>,
+    /// Static routes: only reachable through `X-Accel-Redirect` from the app.
+    pub internal: Option<bool>,
 }
 
 /// `[upstream.NAME]` in porch.toml.
@@ -632,11 +640,23 @@ fn route(key: &str, r: RouteFile) -> Result<Route, ConfigError> {
         actions.push(RouteAction::App);
     }
     if let Some(dir) = &r.static_dir {
-        actions.push(RouteAction::Static(StaticMount::new(
-            &format!("{key}.static"),
-            &prefix,
-            dir,
-        )?));
+        let mut mount = StaticMount::new(&format!("{key}.static"), &prefix, dir)?;
+        mount.cache_control = r.cache_control.clone();
+        mount.index = r.index.clone();
+        mount.allow_dotfiles = r.allow_dotfiles.unwrap_or(false);
+        mount.internal = r.internal.unwrap_or(false);
+        mount.validate(key)?;
+        actions.push(RouteAction::Static(mount));
+    } else if r.cache_control.is_some()
+        || r.index.is_some()
+        || r.allow_dotfiles.is_some()
+        || r.internal.is_some()
+    {
+        return Err(ConfigError::value(
+            key,
+            "cache_control/index/allow_dotfiles/internal",
+            "these options only on a `static = DIR` route",
+        ));
     }
     if let Some(p) = r.proxy {
         actions.push(RouteAction::Proxy(p));

@@ -93,7 +93,14 @@ impl Front {
         let conns = Arc::new(Connections::new(self.clone(), index, tls));
         // Every connection task holds a clone; `recv` returns once all of them are gone.
         let (open_tx, mut open_rx) = mpsc::channel::<()>(1);
+        // At the connection limit porch stops accepting: new clients wait in the kernel's
+        // queue instead of being refused.
+        let limit = Arc::new(tokio::sync::Semaphore::new(self.cfg.limits.connections));
         loop {
+            let permit = tokio::select! {
+                _ = shutdown.changed() => break,
+                p = limit.clone().acquire_owned() => p.expect("semaphore is never closed"),
+            };
             tokio::select! {
                 _ = shutdown.changed() => break,
                 accepted = accept(&listener) => {
@@ -106,12 +113,19 @@ impl Front {
                             continue;
                         }
                     };
+                    let per_ip = match self.per_ip.admit(peer) {
+                        Ok(guard) => guard,
+                        Err(()) => {
+                            tokio::spawn(refuse(io));
+                            continue;
+                        }
+                    };
                     let conns = conns.clone();
                     let stop = shutdown.clone();
                     let open = open_tx.clone();
                     tokio::spawn(async move {
                         conns.run(io, peer, stop).await;
-                        drop(open);
+                        drop((open, permit, per_ip));
                     });
                 }
             }
@@ -424,6 +438,68 @@ impl http_body::Body for Tracked {
     fn size_hint(&self) -> http_body::SizeHint {
         self.body.size_hint()
     }
+}
+
+/// Open connections per client IP, for `limit_connections_per_ip`.
+pub struct PerIp {
+    limit: usize,
+    open: std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>,
+}
+
+impl PerIp {
+    pub fn new(limit: usize) -> Arc<PerIp> {
+        Arc::new(PerIp {
+            limit,
+            open: Default::default(),
+        })
+    }
+
+    /// Counts the connection, or refuses it when its IP already has `limit` open.
+    fn admit(self: &Arc<Self>, peer: Peer) -> Result<Option<PerIpGuard>, ()> {
+        let (Some(remote), true) = (peer.remote, self.limit > 0) else {
+            return Ok(None);
+        };
+        let ip = remote.ip();
+        let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        let n = open.entry(ip).or_insert(0);
+        if *n >= self.limit {
+            return Err(());
+        }
+        *n += 1;
+        Ok(Some(PerIpGuard {
+            table: self.clone(),
+            ip,
+        }))
+    }
+}
+
+pub struct PerIpGuard {
+    table: Arc<PerIp>,
+    ip: std::net::IpAddr,
+}
+
+impl Drop for PerIpGuard {
+    fn drop(&mut self) {
+        let mut open = self.table.open.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = open.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                open.remove(&self.ip);
+            }
+        }
+    }
+}
+
+/// Answers a connection over its IP's limit with 429 and closes it.
+async fn refuse(mut io: Box<dyn Io>) {
+    use tokio::io::AsyncWriteExt;
+    let body = "429 Too Many Requests: too many connections from this address\n";
+    let resp = format!(
+        "HTTP/1.1 429 Too Many Requests\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\nRetry-After: 1\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let _ = tokio::time::timeout(Duration::from_secs(5), io.write_all(resp.as_bytes())).await;
+    let _ = io.shutdown().await;
 }
 
 pub trait Io: AsyncRead + AsyncWrite + Send + Unpin + 'static {}

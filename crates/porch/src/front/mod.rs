@@ -70,6 +70,7 @@ pub struct Front {
     pub pool: Option<Arc<crate::supervisor::Pool>>,
     pub upstreams: proxy::Upstreams,
     rate_limiter: Option<RateLimiter>,
+    per_ip: Arc<listener::PerIp>,
     spill_dir: PathBuf,
 }
 
@@ -104,6 +105,7 @@ impl Front {
             pool,
             upstreams: proxy::Upstreams::new(&cfg.upstreams)?,
             rate_limiter: cfg.rate_limit.as_ref().map(rate_limiter),
+            per_ip: listener::PerIp::new(cfg.limits.connections_per_ip),
             spill_dir,
         }))
     }
@@ -139,7 +141,7 @@ impl Front {
                     .or_else(|| req.uri().host());
                 match listener.route(host, req.uri().path()).map(|r| &r.action) {
                     None => error(StatusCode::NOT_FOUND, "no route for this host and path"),
-                    Some(RouteAction::App) => self.to_app(req, peer, started).await,
+                    Some(RouteAction::App) => self.to_app(listener, req, peer, started).await,
                     Some(RouteAction::Static(mount)) => static_files::serve(mount, &req).await,
                     Some(RouteAction::Proxy(name)) => {
                         self.upstreams
@@ -310,6 +312,7 @@ impl Front {
 
     async fn to_app(
         self: &Arc<Self>,
+        listener: &crate::config::ListenerConfig,
         req: Request<Incoming>,
         peer: Peer,
         started: Instant,
@@ -403,6 +406,9 @@ impl Front {
             queue_wait: None,
             aborted: false,
         });
+        if let Some(target) = accel_redirect(&head) {
+            return x_accel_redirect(listener, &parts, &head, &target);
+        }
         build_response(head, rx, record, parts.method == Method::HEAD)
     }
 
@@ -601,6 +607,63 @@ pub fn protocol(v: Version) -> &'static str {
         Version::HTTP_2 => "HTTP/2",
         _ => "HTTP/1.1",
     }
+}
+
+/// The path an app named in `X-Accel-Redirect`, if any.
+fn accel_redirect(head: &ipc::Head) -> Option<String> {
+    head.headers
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case(b"x-accel-redirect"))
+        .and_then(|(_, v)| std::str::from_utf8(v).ok())
+        .map(|v| v.trim().to_string())
+}
+
+/// Serves the file an app named in `X-Accel-Redirect` from a static route (usually an
+/// `internal = true` one), with ranges and conditional requests, so the Python worker
+/// never streams the file. The app's body is dropped; the headers nginx keeps from such a
+/// response (`Content-Disposition`, `Set-Cookie`, `Cache-Control`, `Expires`) are kept.
+fn x_accel_redirect(
+    listener: &crate::config::ListenerConfig,
+    parts: &http::request::Parts,
+    head: &ipc::Head,
+    target: &str,
+) -> Response<ResponseBody> {
+    let (path, query) = match target.split_once('?') {
+        Some((p, q)) => (p, Some(q)),
+        None => (target, None),
+    };
+    let mount = listener.routes.iter().find_map(|r| match &r.action {
+        RouteAction::Static(m) if path.starts_with(&m.prefix) => Some(m),
+        _ => None,
+    });
+    let Some(mount) = mount else {
+        tracing::error!("X-Accel-Redirect to {target:?} matches no static route");
+        return error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "X-Accel-Redirect names no static route",
+        );
+    };
+    let mut resp = static_files::serve_path(mount, &parts.method, &parts.headers, path, query);
+    const KEPT: [&[u8]; 4] = [
+        b"content-disposition",
+        b"set-cookie",
+        b"cache-control",
+        b"expires",
+    ];
+    if resp.status().is_success() || resp.status() == StatusCode::NOT_MODIFIED {
+        for (k, v) in &head.headers {
+            if KEPT.iter().any(|h| k.eq_ignore_ascii_case(h)) {
+                if let (Ok(n), Ok(v)) = (HeaderName::from_bytes(k), HeaderValue::from_bytes(v)) {
+                    if n == header::CACHE_CONTROL || n == header::EXPIRES {
+                        resp.headers_mut().insert(n, v);
+                    } else {
+                        resp.headers_mut().append(n, v);
+                    }
+                }
+            }
+        }
+    }
+    resp
 }
 
 /// Hop-by-hop headers belong to one connection; an app's are dropped (PEP 3333 forbids
