@@ -19,7 +19,7 @@ TARGETS=${FUZZ_TARGETS:-$ALL_TARGETS}
 TRIPLE=$(rustc -vV | sed -n 's/^host: //p')
 export CARGO_TARGET_DIR=${FUZZ_TARGET_DIR:-$FUZZ_DIR/target}
 # Scratch files of the targets (a static-file tree, a config file) go here.
-export TMPDIR=$CARGO_TARGET_DIR/tmp
+export TMPDIR=$CARGO_TARGET_DIR/fuzz-tmp
 
 libfuzzer_build() {
     # The flags of `cargo fuzz build -s none` (debug assertions and overflow checks on).
@@ -46,8 +46,9 @@ case "${1:-}" in
     shift
     secs=${1:-10}
     # shellcheck disable=SC2086
-    exec cargo test --manifest-path "$FUZZ_DIR/Cargo.toml" --release --no-default-features \
+    cargo test --manifest-path "$FUZZ_DIR/Cargo.toml" --release --no-default-features \
         --test random -- "$secs" $TARGETS
+    exit
     ;;
 --replay)
     shift
@@ -56,7 +57,8 @@ case "${1:-}" in
     TARGETS=$name
     libfuzzer_build
     # Given files, a libFuzzer binary runs each once and stops at the first failure.
-    exec "$(bin_of "$name")" "$@"
+    "$(bin_of "$name")" "$@"
+    exit
     ;;
 esac
 

@@ -217,7 +217,7 @@ fn main() {
     let seed: u64 = std::env::var("PORCH_FUZZ_SEED")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or(0x5eed_0f_9041_c4);
+        .unwrap_or(0x5eed_0f90_41c4);
     // Keep the panic message for the report instead of the default hook's output.
     let last_panic: Arc<Mutex<String>> = Arc::default();
     {
@@ -285,7 +285,8 @@ fn main() {
             }
         }
     }
-    println!("fuzz random-input run (seed {seed}): {passed} passed, {failed} failed");
+    println!("random inputs with PORCH_FUZZ_SEED={seed}, {secs}s per target");
+    println!("fuzz: {passed} passed, {failed} failed");
     if failed > 0 {
         std::process::exit(1);
     }

@@ -259,16 +259,16 @@ def test_term_under_load_answers_every_accepted_request(porch, tmp_path):
         except requests.RequestException as e:
             results[i] = repr(e)
 
-    ts = [threading.Thread(target=one, args=(i,)) for i in range(n)]
-    for t in ts:
-        t.start()
-
     def requests_seen():
         m = requests.get(f"http://127.0.0.1:{admin}/metrics", timeout=5).text
         return int(re.search(r"^porch_requests_total (\d+)", m, re.M).group(1))
 
+    before = requests_seen()
+    ts = [threading.Thread(target=one, args=(i,)) for i in range(n)]
+    for t in ts:
+        t.start()
     # every request has been read by porch (accepted) before TERM
-    assert wait_until(lambda: requests_seen() >= n, 5), requests_seen()
+    assert wait_until(lambda: requests_seen() >= before + n, 5), (before, requests_seen())
     p.signal(signal.SIGTERM)
     # Order: from the moment the app port stops accepting, /healthz is already unready.
     samples = []
@@ -480,7 +480,11 @@ def test_error_log_names_the_cause_of_every_worker_exit(porch, tmp_path):
     p = start_app(porch, tmp_path, "-w", "1", "--timeout", "2", "--max-requests", "5")
 
     def current():
-        return get_json(p)["pid"]
+        try:
+            return get_json(p)["pid"]
+        except requests.RequestException as e:
+            pytest.fail(f"no answer after a worker exit ({e!r}); workers {p.worker_pids()}; "
+                        f"log:\n{p.log()[-5000:]}")
 
     # recycled: 5 requests
     a = current()

@@ -123,7 +123,7 @@ impl Link {
         cfg: LinkConfig,
         mut drain: watch::Receiver<bool>,
         retire: Arc<Notify>,
-    ) -> (LinkEnd, u64) {
+    ) -> (LinkEnd, u64, Vec<String>) {
         let mut draining = *drain.borrow();
         let mut out = BytesMut::with_capacity(16 * 1024);
         let mut retire_notified = false;
@@ -183,7 +183,11 @@ impl Link {
         };
         // Requests that were running will not complete; those still waiting in the
         // worker's queue never reached the app and go back to the shared queue.
+        let mut running = Vec::new();
         for (_, f) in self.inflight.drain() {
+            if f.started.is_some() {
+                running.push(f.line.clone());
+            }
             match (f.started, f.request) {
                 (None, Some(request)) if end != LinkEnd::Drained => {
                     let job = Job {
@@ -206,7 +210,7 @@ impl Link {
                 }
             }
         }
-        (end, self.served)
+        (end, self.served, running)
     }
 
     fn start(&mut self, job: Job, cfg: &LinkConfig, out: &mut BytesMut) {

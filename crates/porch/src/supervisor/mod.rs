@@ -222,7 +222,7 @@ impl Pool {
             let mut next: Option<Worker> = None;
             let mut cause = "recycled";
             let mut boot_failures = 0u32;
-            let (end, served) = loop {
+            let (end, served, running) = loop {
                 tokio::select! {
                     res = &mut serve => break res.expect("link task does not panic"),
                     _ = retire.notified(), if successor.is_none() && next.is_none() => {
@@ -305,8 +305,20 @@ impl Pool {
                     }
                     let status = child.wait().await;
                     self.stats.restarts_crashed.fetch_add(1, Ordering::Relaxed);
+                    let during = if running.is_empty() {
+                        "between requests".to_string()
+                    } else {
+                        format!(
+                            "while running {}",
+                            running
+                                .iter()
+                                .map(|l| format!("\"{l}\""))
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        )
+                    };
                     tracing::error!(
-                        "worker {pid} died: {} (after {served} requests)",
+                        "worker {pid} died: {} {during} (after {served} requests)",
                         status.map(describe_exit).unwrap_or_else(|e| e.to_string())
                     );
                     "died"
