@@ -1118,7 +1118,12 @@ impl Config {
             max_worker_memory: args
                 .max_worker_memory
                 .or(file.max_worker_memory)
-                .map(|mib| mib << 20),
+                .map(|mib| {
+                    mib.checked_mul(1 << 20).ok_or_else(|| {
+                        ConfigError::value("max_worker_memory", mib, "a size in MiB below 2^44")
+                    })
+                })
+                .transpose()?,
             rate_limit: match args.limit_rate.or(file.limit_rate) {
                 None => None,
                 Some(r) if r.is_finite() && r > 0.0 => Some(RateLimit {

@@ -59,6 +59,9 @@ const NEW_HEAD: State = State::Head {
     upgrade: false,
 };
 
+/// Longest chunk-size line (size and extensions) accepted.
+const MAX_CHUNK_SIZE_LINE: usize = 1024;
+
 /// A rejection: status line and reason for the client.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Reject {
@@ -186,17 +189,22 @@ impl Checker {
         if partial.contains(&0) {
             return Err(reject(400, "NUL byte in request"));
         }
+        // A final CR may be the first half of the line's CRLF: it is not part of the line.
+        let len = partial.len() - usize::from(partial.last() == Some(&b'\r'));
         match self.state {
             State::Head {
                 first_line_done: false,
                 ..
-            } if partial.len() > self.limits.request_line => {
-                Err(reject(414, "request line too long"))
+            } => {
+                if len > self.limits.request_line {
+                    return Err(reject(414, "request line too long"));
+                }
+                Ok(())
             }
-            State::Head { .. } | State::Trailers if partial.len() > self.limits.field_size => {
+            State::Head { .. } | State::Trailers if len > self.limits.field_size => {
                 Err(reject(431, "header field too large"))
             }
-            State::ChunkSize if partial.len() > 1024 => {
+            State::ChunkSize if len > MAX_CHUNK_SIZE_LINE => {
                 Err(reject(400, "chunk size line too long"))
             }
             _ => Ok(()),
@@ -263,6 +271,9 @@ impl Checker {
                 Ok(())
             }
             State::ChunkSize => {
+                if line.len() > MAX_CHUNK_SIZE_LINE {
+                    return Err(reject(400, "chunk size line too long"));
+                }
                 let size = chunk_size(line)?;
                 self.state = if size == 0 {
                     State::Trailers

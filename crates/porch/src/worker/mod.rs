@@ -75,6 +75,7 @@ fn run(spec: WorkerSpec, stream: UnixStream) -> anyhow::Result<ExitCode> {
     if let Some(dir) = &spec.chdir {
         std::env::set_current_dir(dir)?;
     }
+    block_dump_signal();
     Python::initialize();
     let app = match Python::attach(|py| import_app(py, &spec)) {
         Ok(app) => app,
@@ -93,6 +94,15 @@ fn run(spec: WorkerSpec, stream: UnixStream) -> anyhow::Result<ExitCode> {
     (&stream).write_all(&ready)?;
 
     let running: Running = Arc::default();
+    {
+        let (sink, running) = (sink.clone(), running.clone());
+        std::thread::spawn(move || dump_on_signal(&sink, &running));
+    }
+    if spec.threads == 1 {
+        serve_inline(stream, &app, &sink, &running);
+        return Ok(ExitCode::SUCCESS);
+    }
+
     let (tx, rx) = crossbeam_channel::unbounded::<(u32, ipc::Request)>();
     let threads: Vec<_> = (0..spec.threads)
         .map(|_| {
@@ -111,30 +121,12 @@ fn run(spec: WorkerSpec, stream: UnixStream) -> anyhow::Result<ExitCode> {
         };
         buf.extend_from_slice(&chunk[..n]);
         loop {
-            let frame = match Decoder::next(&mut buf) {
-                Ok(Some(f)) => f,
+            match next_request(&mut buf) {
+                Ok(Some(job)) => {
+                    let _ = tx.send(job);
+                }
                 Ok(None) => break,
-                Err(e) => {
-                    eprintln!("porch worker: corrupt frame from the front: {e}");
-                    break 'read;
-                }
-            };
-            match frame.kind {
-                Kind::Request => match ipc::Request::decode(&frame.payload) {
-                    Ok(req) => {
-                        let _ = tx.send((frame.id, req));
-                    }
-                    Err(e) => {
-                        eprintln!("porch worker: corrupt request frame: {e}");
-                        break 'read;
-                    }
-                },
-                Kind::DumpStack => {
-                    let (sink, running) = (sink.clone(), running.clone());
-                    std::thread::spawn(move || dump_stack(frame.id, &sink, &running));
-                }
-                Kind::Stop => break 'read,
-                other => eprintln!("porch worker: unexpected {other:?} frame"),
+                Err(()) => break 'read,
             }
         }
     }
@@ -144,6 +136,108 @@ fn run(spec: WorkerSpec, stream: UnixStream) -> anyhow::Result<ExitCode> {
         let _ = t.join();
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The next request frame in `buf`; `Err` when the stream ended the worker's work (a
+/// stop frame or a corrupt stream).
+fn next_request(buf: &mut BytesMut) -> Result<Option<(u32, ipc::Request)>, ()> {
+    loop {
+        let frame = match Decoder::next(buf) {
+            Ok(Some(f)) => f,
+            Ok(None) => return Ok(None),
+            Err(e) => {
+                eprintln!("porch worker: corrupt frame from the front: {e}");
+                return Err(());
+            }
+        };
+        match frame.kind {
+            Kind::Request => {
+                return match ipc::Request::decode(&frame.payload) {
+                    Ok(req) => Ok(Some((frame.id, req))),
+                    Err(e) => {
+                        eprintln!("porch worker: corrupt request frame: {e}");
+                        Err(())
+                    }
+                };
+            }
+            Kind::Stop => return Err(()),
+            // Stacks are asked for by signal (see `dump_on_signal`).
+            Kind::DumpStack => {}
+            other => eprintln!("porch worker: unexpected {other:?} frame"),
+        }
+    }
+}
+
+/// One thread, the Python one, reads the socket itself: no hand-off between threads.
+/// Requests that arrived together are run back to back and their responses leave in one
+/// write (bounded in size and delay), so a batch costs one wake-up on each side.
+fn serve_inline(stream: UnixStream, app: &App, sink: &Arc<Sink>, running: &Running) {
+    // SAFETY: pthread_self has no preconditions. Python's thread ids are pthread_self().
+    let thread_id = unsafe { libc::pthread_self() } as u64;
+    let mut stream = stream;
+    Python::attach(|py| {
+        let builder = match EnvironBuilder::new(py, app) {
+            Ok(b) => b,
+            Err(e) => {
+                e.print(py);
+                return;
+            }
+        };
+        let mut buf = BytesMut::with_capacity(64 * 1024);
+        let mut queue = std::collections::VecDeque::new();
+        let mut held_since: Option<std::time::Instant> = None;
+        loop {
+            loop {
+                match next_request(&mut buf) {
+                    Ok(Some(job)) => queue.push_back(job),
+                    Ok(None) => break,
+                    Err(()) => {
+                        sink.flush_held();
+                        return;
+                    }
+                }
+            }
+            if let Some((id, req)) = queue.pop_front() {
+                // Hold this response if more requests wait, but not for long.
+                let hold = !queue.is_empty()
+                    && held_since.is_none_or(|t| t.elapsed() < std::time::Duration::from_millis(2));
+                sink.hold(hold);
+                if !hold {
+                    sink.flush_held();
+                    held_since = None;
+                } else if held_since.is_none() {
+                    held_since = Some(std::time::Instant::now());
+                }
+                running
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(id, thread_id);
+                wsgi::call_app(py, app, &builder, &req, Output::new(id, sink.clone()));
+                running
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .remove(&id);
+                continue;
+            }
+            sink.hold(false);
+            sink.flush_held();
+            held_since = None;
+            buf.reserve(64 * 1024);
+            let read = py.detach(|| {
+                let spare = buf.spare_capacity_mut();
+                // SAFETY: reading into spare capacity: `read` only writes initialised
+                // bytes and reports how many; the length is set from that count below.
+                let spare =
+                    unsafe { &mut *(spare as *mut [std::mem::MaybeUninit<u8>] as *mut [u8]) };
+                stream.read(spare)
+            });
+            match read {
+                Ok(0) | Err(_) => return,
+                // SAFETY: `read` initialised `n` bytes of the spare capacity.
+                Ok(n) => unsafe { buf.set_len(buf.len() + n) },
+            }
+        }
+    });
 }
 
 /// Puts the venv and extra paths on `sys.path`, imports the app and resolves the callable.
@@ -260,31 +354,58 @@ fn serve(
     });
 }
 
-/// Sends the Python stack of the thread running request `id` (for the timeout log).
-fn dump_stack(id: u32, sink: &Sink, running: &Running) {
-    let thread = running
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .get(&id)
-        .copied();
-    let text = match thread {
-        None => "(the request is no longer running)\n".to_string(),
-        Some(thread) => Python::attach(|py| {
-            let format = || -> PyResult<String> {
-                let frames = py.import("sys")?.call_method0("_current_frames")?;
-                let frames = frames.cast_into::<PyDict>()?;
-                let Some(frame) = frames.get_item(thread)? else {
-                    return Ok("(no Python frame for the thread)\n".into());
+/// Waits for SIGUSR1 from the front (a request timed out) and sends the Python stack of
+/// every running request. A separate thread, so a worker busy in Python still answers:
+/// Python hands the GIL to waiting threads every few milliseconds.
+fn dump_on_signal(sink: &Sink, running: &Running) {
+    // SAFETY: sigset operations on a local set; SIGUSR1 was blocked in every thread by
+    // `block_dump_signal` before any thread started, so sigwait receives it here.
+    let mut set: libc::sigset_t = unsafe { std::mem::zeroed() };
+    unsafe {
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGUSR1);
+    }
+    loop {
+        let mut sig = 0;
+        // SAFETY: `set` is initialised and `sig` is a valid out-pointer.
+        if unsafe { libc::sigwait(&set, &mut sig) } != 0 {
+            return;
+        }
+        let jobs: Vec<(u32, u64)> = running
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .map(|(id, t)| (*id, *t))
+            .collect();
+        for (id, thread) in jobs {
+            let text = Python::attach(|py| {
+                let format = || -> PyResult<String> {
+                    let frames = py.import("sys")?.call_method0("_current_frames")?;
+                    let frames = frames.cast_into::<PyDict>()?;
+                    let Some(frame) = frames.get_item(thread)? else {
+                        return Ok("(no Python frame for the thread)\n".into());
+                    };
+                    let lines = py
+                        .import("traceback")?
+                        .call_method1("format_stack", (frame,))?;
+                    Ok(lines.extract::<Vec<String>>()?.concat())
                 };
-                let lines = py
-                    .import("traceback")?
-                    .call_method1("format_stack", (frame,))?;
-                Ok(lines.extract::<Vec<String>>()?.concat())
-            };
-            format().unwrap_or_else(|e| format!("(stack unavailable: {e})\n"))
-        }),
-    };
-    let mut frame = Vec::new();
-    ipc::encode_vec(&mut frame, Kind::Stack, id, text.as_bytes());
-    sink.write_detached(&frame);
+                format().unwrap_or_else(|e| format!("(stack unavailable: {e})\n"))
+            });
+            let mut frame = Vec::new();
+            ipc::encode_vec(&mut frame, Kind::Stack, id, text.as_bytes());
+            sink.write_detached(&frame);
+        }
+    }
+}
+
+/// Blocks SIGUSR1 in the calling thread; threads started afterwards inherit the mask.
+fn block_dump_signal() {
+    // SAFETY: sigset operations on a local set and pthread_sigmask on this thread.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGUSR1);
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+    }
 }

@@ -21,22 +21,50 @@ pub struct Sink {
     stream: Mutex<UnixStream>,
     /// Release the GIL while writing, so other Python threads of this worker run.
     detach: bool,
+    /// Completed responses waiting to leave together (see [`Sink::hold`]).
+    held: Mutex<Vec<u8>>,
+    holding: std::sync::atomic::AtomicBool,
 }
+
+/// Held responses are written out once they reach this size.
+const HOLD_MAX: usize = 256 * 1024;
 
 impl Sink {
     pub fn new(stream: UnixStream, detach: bool) -> Sink {
         Sink {
             stream: Mutex::new(stream),
             detach,
+            held: Mutex::new(Vec::new()),
+            holding: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
-    /// Writes whole frames; a failed write means the front is gone, which the worker's
-    /// reader notices as end of stream and exits.
+    /// While more requests wait in this worker, complete responses are kept and written
+    /// together with the next ones: one write and one wake-up of the front for a batch.
+    pub fn hold(&self, on: bool) {
+        self.holding.store(on, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Writes whatever completed responses are held.
+    pub fn flush_held(&self) {
+        let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
+        if !held.is_empty() {
+            self.write_raw(&held);
+            held.clear();
+        }
+    }
+
+    fn write_raw(&self, buf: &[u8]) {
+        let mut s = self.stream.lock().unwrap_or_else(|e| e.into_inner());
+        let _ = s.write_all(buf);
+    }
+
+    /// Writes whole frames now (after any held ones, keeping their order); a failed
+    /// write means the front is gone, which the worker notices as end of stream and exits.
     pub fn write(&self, py: Python<'_>, buf: &[u8]) {
         let write = || {
-            let mut s = self.stream.lock().unwrap_or_else(|e| e.into_inner());
-            let _ = s.write_all(buf);
+            self.flush_held();
+            self.write_raw(buf);
         };
         if self.detach {
             py.detach(write)
@@ -45,10 +73,25 @@ impl Sink {
         }
     }
 
+    /// Writes the last frames of a response: held while [`Sink::hold`] is on.
+    pub fn write_end(&self, py: Python<'_>, buf: &[u8]) {
+        if self.holding.load(std::sync::atomic::Ordering::Relaxed) {
+            let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
+            held.extend_from_slice(buf);
+            if held.len() < HOLD_MAX {
+                return;
+            }
+            drop(held);
+            self.flush_held();
+            return;
+        }
+        self.write(py, buf)
+    }
+
     /// For threads that do not hold the GIL.
     pub fn write_detached(&self, buf: &[u8]) {
-        let mut s = self.stream.lock().unwrap_or_else(|e| e.into_inner());
-        let _ = s.write_all(buf);
+        self.flush_held();
+        self.write_raw(buf);
     }
 }
 
@@ -154,15 +197,20 @@ impl Output {
     pub fn finish(&mut self, py: Python<'_>) -> bool {
         self.commit();
         super::end_frame(&mut self.buf, self.id, true);
-        let _ = self.flush(py);
+        self.end(py);
         true
+    }
+
+    fn end(&mut self, py: Python<'_>) {
+        self.sink.write_end(py, &self.buf);
+        self.buf.clear();
     }
 
     /// The app failed: a 500 if nothing was sent yet, else an abort the client can see.
     pub fn fail(&mut self, py: Python<'_>) -> bool {
         if self.committed {
             super::end_frame(&mut self.buf, self.id, false);
-            let _ = self.flush(py);
+            self.end(py);
             return false;
         }
         self.buf.clear();
@@ -177,7 +225,7 @@ impl Output {
         self.commit();
         ipc::encode_vec(&mut self.buf, Kind::Body, self.id, body);
         super::end_frame(&mut self.buf, self.id, true);
-        let _ = self.flush(py);
+        self.end(py);
         true
     }
 }
