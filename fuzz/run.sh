@@ -10,7 +10,7 @@
 # FUZZ_TARGETS="strict_split ipc_stream" limits the run to some targets. Extra libFuzzer
 # flags can be given in FUZZ_FLAGS (e.g. "-max_len=8192"). One fuzzing job at a time.
 # Builds need only stable Rust: the instrumentation flags are the ones `cargo fuzz build
-# -s none` passes, so `cargo fuzz run NAME -s none` reuses the same build.
+# -s none` passes (without LTO, which the coverage instrumentation defeats anyway).
 set -euo pipefail
 cd "$(dirname "$0")"
 FUZZ_DIR=$PWD
@@ -33,6 +33,7 @@ libfuzzer_build() {
     for t in $TARGETS; do bins+=(--bin "$t"); done
     RUSTFLAGS="$flags ${RUSTFLAGS:-}" cargo build --manifest-path "$FUZZ_DIR/Cargo.toml" \
         --target "$TRIPLE" --release --config 'profile.release.debug="line-tables-only"' \
+        --config profile.release.lto=false \
         "${bins[@]}"
 }
 

@@ -539,3 +539,48 @@ def test_term_during_startup_stops_porch_and_its_booting_workers(porch):
     p.signal(signal.SIGTERM)
     assert p.wait(10) == 0, p.log()[-2000:]
     assert wait_until(lambda: not any(alive(w) for w in workers), 5), "booting workers outlived porch"
+
+
+# --- no worker can start ---------------------------------------------------------------------
+
+
+def test_term_during_a_crash_loop_stops_promptly(porch, tmp_path):
+    p = start_app(porch, tmp_path, "-w", "1", "--graceful-timeout", "20")
+    pid = get_json(p)["pid"]
+    write_app(tmp_path, "v-broken", extra='raise RuntimeError("import broken on purpose")\n')
+    os.kill(pid, signal.SIGKILL)
+    assert wait_until(lambda: "retrying in" in p.log(), 5), p.log()[-3000:]
+    started = time.monotonic()
+    p.signal(signal.SIGTERM)
+    try:
+        code = p.wait(15)
+    except Exception:  # noqa: BLE001
+        pytest.fail(f"porch still running 15 s after TERM during a crash loop:\n{p.log()[-3000:]}")
+    assert code == 0
+    assert time.monotonic() - started < 5, "TERM waited for the graceful timeout with nothing to drain"
+
+
+def test_workers_still_start_after_the_binary_is_replaced_on_disk(porch, tmp_path, monkeypatch):
+    """An upgrade in place (a package manager, a deploy, a rebuild) renames a new file over
+    porch's binary while it runs: replacements for dead workers must still start."""
+    import shutil
+
+    import conftest
+
+    exe = tmp_path / "bin" / "porch"
+    exe.parent.mkdir()
+    shutil.copy2(conftest.PORCH_BIN, exe)
+    monkeypatch.setattr(conftest, "PORCH_BIN", exe)
+    p = start_app(porch, tmp_path, "-w", "1")
+    pid = get_json(p)["pid"]
+    new = exe.with_name("porch.new")
+    shutil.copy2(exe, new)
+    os.replace(new, exe)  # the running binary's file is now a different inode
+    os.kill(pid, signal.SIGKILL)
+    r = None
+    try:
+        r = requests.get(p.url + "/", timeout=5)
+    except requests.RequestException:
+        pass
+    assert r is not None and r.status_code == 200 and r.json()["pid"] != pid, \
+        f"no new worker after the binary was replaced:\n{p.log()[-3000:]}"

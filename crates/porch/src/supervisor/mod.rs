@@ -111,7 +111,7 @@ impl Pool {
     pub async fn boot(&self) -> Result<Worker, BootError> {
         let (ours, theirs) = std::os::unix::net::UnixStream::pair()?;
         let theirs_fd = theirs.as_raw_fd();
-        let mut cmd = Command::new(std::env::current_exe()?);
+        let mut cmd = Command::new(worker_program()?);
         cmd.arg("__worker")
             .env(
                 SPEC_ENV,
@@ -337,14 +337,29 @@ impl Pool {
                 self.stats.alive.fetch_sub(1, Ordering::Relaxed);
                 return;
             }
-            worker = match (next.take(), successor.take()) {
-                (Some(w), _) => w,
+            let replacement = match (next.take(), successor.take()) {
+                (Some(w), _) => Some(w),
                 (None, Some(s)) => match s.await.expect("boot task does not panic") {
-                    Ok(w) => w,
-                    Err(_) => self.boot_with_backoff().await,
+                    Ok(w) => Some(w),
+                    Err(_) => self.boot_unless_stopping(&mut stopping).await,
                 },
-                (None, None) => self.boot_with_backoff().await,
+                (None, None) => self.boot_unless_stopping(&mut stopping).await,
             };
+            let Some(w) = replacement else {
+                // Told to stop while no worker could start: nothing is running here.
+                self.stats.alive.fetch_sub(1, Ordering::Relaxed);
+                return;
+            };
+            worker = w;
+        }
+    }
+
+    /// [`Self::boot_with_backoff`], given up when the slot is told to stop (a worker
+    /// half-way through its boot is killed when its handle drops).
+    async fn boot_unless_stopping(&self, stopping: &mut watch::Receiver<bool>) -> Option<Worker> {
+        tokio::select! {
+            w = self.boot_with_backoff() => Some(w),
+            _ = stopping.wait_for(|s| *s) => None,
         }
     }
 
@@ -399,6 +414,17 @@ impl Pool {
             let _ = child.wait().await;
         }
     }
+}
+
+/// The binary a worker runs: porch's own file, or, once that file has been replaced or
+/// removed since porch started (an upgrade in place), the running binary itself through
+/// /proc, so workers can still be started and never run a different version than the front.
+fn worker_program() -> std::io::Result<std::path::PathBuf> {
+    let exe = std::env::current_exe()?;
+    if exe.exists() {
+        return Ok(exe);
+    }
+    Ok(format!("/proc/{}/exe", std::process::id()).into())
 }
 
 /// Resident memory of a process, from /proc.

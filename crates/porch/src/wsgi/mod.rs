@@ -325,10 +325,15 @@ fn send_iterable(
             return me.out.file(py, file);
         }
     }
-    // A list or tuple is complete: buffer it whole and write once at the end. Other
-    // iterables may be slow generators (streaming), so each piece is flushed as it comes.
-    let streaming = !(iterable.is_instance_of::<PyList>() || iterable.is_instance_of::<PyTuple>());
-    for item in iterable.try_iter()? {
+    // A list or tuple (or an object iterating over one, like Django's HttpResponse) is
+    // complete: buffer it and write once at the end. Other iterables may be slow
+    // generators (streaming), so each piece is flushed as it comes, unless it completes
+    // the declared Content-Length (then nothing useful can follow).
+    let iter = iterable.try_iter()?;
+    let streaming = !(iterable.is_instance_of::<PyList>()
+        || iterable.is_instance_of::<PyTuple>()
+        || is_sequence_iterator(py, iter.as_any())?);
+    for item in iter {
         let item = item?;
         let bytes = item.cast::<PyBytes>().map_err(|_| {
             PyTypeError::new_err(format!(
@@ -350,7 +355,7 @@ fn send_iterable(
             continue;
         }
         me.out.body(py, data)?;
-        if streaming {
+        if streaming && !me.out.declared_length_reached() {
             me.out.flush(py)?;
         }
     }
@@ -360,6 +365,22 @@ fn send_iterable(
         ));
     }
     Ok(())
+}
+
+/// Whether `it` iterates over a list or tuple (such iterators never block).
+fn is_sequence_iterator(py: Python<'_>, it: &Bound<'_, PyAny>) -> PyResult<bool> {
+    static TYPES: pyo3::sync::PyOnceLock<(Py<PyAny>, Py<PyAny>)> = pyo3::sync::PyOnceLock::new();
+    let (list_iter, tuple_iter) = TYPES.get_or_try_init(py, || -> PyResult<_> {
+        let list = PyList::empty(py).try_iter()?.get_type().into_any().unbind();
+        let tuple = PyTuple::empty(py)
+            .try_iter()?
+            .get_type()
+            .into_any()
+            .unbind();
+        Ok((list, tuple))
+    })?;
+    let t = it.get_type();
+    Ok(t.is(list_iter.bind(py)) || t.is(tuple_iter.bind(py)))
 }
 
 /// The traceback and the request line go to the error log, like Gunicorn's

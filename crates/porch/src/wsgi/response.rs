@@ -103,6 +103,7 @@ pub struct Output {
     head: Option<ipc::Head>,
     committed: bool,
     content_length: Option<u64>,
+    body_len: u64,
 }
 
 impl Output {
@@ -114,6 +115,7 @@ impl Output {
             head: None,
             committed: false,
             content_length: None,
+            body_len: 0,
         }
     }
 
@@ -145,7 +147,13 @@ impl Output {
         }
     }
 
+    /// The body written so far reached the app's declared Content-Length.
+    pub fn declared_length_reached(&self) -> bool {
+        self.content_length.is_some_and(|cl| self.body_len >= cl)
+    }
+
     pub fn body(&mut self, py: Python<'_>, data: &[u8]) -> PyResult<()> {
+        self.body_len += data.len() as u64;
         self.commit();
         ipc::encode_vec(&mut self.buf, Kind::Body, self.id, data);
         if self.buf.len() >= FLUSH_AT {
