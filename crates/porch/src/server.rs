@@ -115,10 +115,11 @@ async fn run(cfg: Arc<Config>, check_only: bool) -> ExitCode {
     let mut ttin = signal(SignalKind::from_raw(libc::SIGTTIN)).expect("signal handler");
     let mut ttou = signal(SignalKind::from_raw(libc::SIGTTOU)).expect("signal handler");
     let (queue_tx, queue_rx) = async_channel::bounded(cfg.limits.backlog);
+    let queue_stats = Arc::new(crate::dispatch::QueueStats::default());
     let pool = cfg
         .app
         .as_ref()
-        .map(|app| Pool::new(&cfg, app, queue_rx, queue_tx.clone()));
+        .map(|app| Pool::new(&cfg, app, queue_rx, queue_tx.clone(), queue_stats.clone()));
 
     // Certificates are read before anything starts, so a bad one stops start-up (and
     // fails `--check-config`) with the file named.
@@ -200,7 +201,7 @@ async fn run(cfg: Arc<Config>, check_only: bool) -> ExitCode {
             .collect();
     }
 
-    let front = match Front::new(cfg.clone(), queue_tx, pool.clone()) {
+    let front = match Front::new(cfg.clone(), queue_tx, pool.clone(), queue_stats) {
         Ok(f) => f,
         Err(e) => {
             tracing::error!("cannot start the front: {e}");
@@ -208,6 +209,8 @@ async fn run(cfg: Arc<Config>, check_only: bool) -> ExitCode {
         }
     };
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    // The admin listener outlives the drain, so probes see /healthz turn 503.
+    let (admin_stop_tx, admin_stop_rx) = watch::channel(false);
     let mut fronts = Vec::new();
     for (i, l) in listeners.into_iter().enumerate() {
         let tls = tls[i].take();
@@ -229,7 +232,7 @@ async fn run(cfg: Arc<Config>, check_only: bool) -> ExitCode {
             "admin on http://{}",
             l.local_addr().map(|a| a.to_string()).unwrap_or_default()
         );
-        tokio::spawn(front::serve_admin(front.clone(), l, shutdown_rx.clone()));
+        tokio::spawn(front::serve_admin(front.clone(), l, admin_stop_rx.clone()));
     }
     match &cfg.app {
         Some(app) => tracing::info!(
@@ -300,6 +303,7 @@ async fn run(cfg: Arc<Config>, check_only: bool) -> ExitCode {
         futures_util::future::join_all(slots.into_iter().map(|s| s.task)),
     )
     .await;
+    let _ = admin_stop_tx.send(true);
     tracing::info!("stopped");
     ExitCode::SUCCESS
 }

@@ -69,6 +69,13 @@ struct InFlight {
     body_file: Option<tempfile::TempPath>,
 }
 
+/// How long requests waited in the queue before a worker took them.
+#[derive(Default)]
+pub struct QueueStats {
+    pub wait_us: std::sync::atomic::AtomicU64,
+    pub taken: std::sync::atomic::AtomicU64,
+}
+
 /// Settings of a link.
 #[derive(Clone)]
 pub struct LinkConfig {
@@ -79,6 +86,7 @@ pub struct LinkConfig {
     pub timeout: Duration,
     /// Requests after which `retire` is notified (the worker keeps serving until drained).
     pub max_requests: Option<u64>,
+    pub queue_stats: Arc<QueueStats>,
 }
 
 /// Feeds one worker from the queue until told to drain or the worker goes away.
@@ -217,7 +225,14 @@ impl Link {
         if job.reply.is_closed() {
             return; // the client went away while the request was queued
         }
-        let _ = cfg;
+        let waited = job.queued_at.elapsed().as_micros() as u64;
+        let stats = &cfg.queue_stats;
+        stats
+            .wait_us
+            .fetch_add(waited, std::sync::atomic::Ordering::Relaxed);
+        stats
+            .taken
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let id = self.next_id;
         self.next_id = self.next_id.wrapping_add(1).max(1);
         job.request.encode(out, id);

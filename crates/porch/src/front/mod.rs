@@ -43,11 +43,91 @@ pub struct Metrics {
     pub responses_4xx: AtomicU64,
     pub responses_5xx: AtomicU64,
     pub in_flight: AtomicU64,
-    pub queue_wait_us_total: AtomicU64,
     pub rejected_queue_full: AtomicU64,
+    /// Responses by route kind ([`ROUTES`]) and status class (1xx..5xx).
+    by_route: [[AtomicU64; 5]; ROUTES.len()],
+    /// Time to the response head, per route kind: cumulative histogram buckets.
+    latency: [[AtomicU64; LATENCY_BUCKETS.len() + 1]; ROUTES.len()],
+    latency_sum_us: [AtomicU64; ROUTES.len()],
+    /// From "request fully read" to "a worker took it" (dispatch/): the autoscaling signal.
+    pub queue: Arc<crate::dispatch::QueueStats>,
+}
+
+/// Route kinds as metric labels.
+const ROUTES: [&str; 6] = ["app", "static", "proxy", "redirect", "return", "none"];
+const LATENCY_BUCKETS: [f64; 11] = [
+    0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0,
+];
+
+fn route_index(action: Option<&RouteAction>) -> usize {
+    match action {
+        Some(RouteAction::App) => 0,
+        Some(RouteAction::Static(_)) => 1,
+        Some(RouteAction::Proxy(_)) => 2,
+        Some(RouteAction::Redirect { .. }) => 3,
+        Some(RouteAction::Return { .. }) => 4,
+        None => 5,
+    }
 }
 
 impl Metrics {
+    fn observe(&self, route: usize, status: u16, took: Duration) {
+        let class = (status / 100).clamp(1, 5) as usize - 1;
+        self.by_route[route][class].fetch_add(1, Ordering::Relaxed);
+        let secs = took.as_secs_f64();
+        let bucket = LATENCY_BUCKETS
+            .iter()
+            .position(|b| secs <= *b)
+            .unwrap_or(LATENCY_BUCKETS.len());
+        self.latency[route][bucket].fetch_add(1, Ordering::Relaxed);
+        self.latency_sum_us[route].fetch_add(took.as_micros() as u64, Ordering::Relaxed);
+    }
+
+    fn render_routes(&self) -> String {
+        use std::fmt::Write;
+        let mut out = String::from("# TYPE porch_route_responses_total counter\n");
+        for (r, name) in ROUTES.iter().enumerate() {
+            for (c, n) in self.by_route[r].iter().enumerate() {
+                let n = n.load(Ordering::Relaxed);
+                if n > 0 {
+                    let _ = writeln!(
+                        out,
+                        "porch_route_responses_total{{route=\"{name}\",class=\"{}xx\"}} {n}",
+                        c + 1
+                    );
+                }
+            }
+        }
+        out.push_str("# TYPE porch_response_seconds histogram\n");
+        for (r, name) in ROUTES.iter().enumerate() {
+            let mut cumulative = 0;
+            for (i, count) in self.latency[r].iter().enumerate() {
+                cumulative += count.load(Ordering::Relaxed);
+                let le = LATENCY_BUCKETS
+                    .get(i)
+                    .map_or("+Inf".to_string(), |b| b.to_string());
+                let _ = writeln!(
+                    out,
+                    "porch_response_seconds_bucket{{route=\"{name}\",le=\"{le}\"}} {cumulative}"
+                );
+            }
+            let sum = self.latency_sum_us[r].load(Ordering::Relaxed) as f64 / 1e6;
+            let _ = writeln!(out, "porch_response_seconds_sum{{route=\"{name}\"}} {sum}");
+            let _ = writeln!(
+                out,
+                "porch_response_seconds_count{{route=\"{name}\"}} {cumulative}"
+            );
+        }
+        let q = &self.queue;
+        let _ = write!(
+            out,
+            "# TYPE porch_queue_wait_seconds summary\nporch_queue_wait_seconds_sum {}\nporch_queue_wait_seconds_count {}\n",
+            q.wait_us.load(Ordering::Relaxed) as f64 / 1e6,
+            q.taken.load(Ordering::Relaxed)
+        );
+        out
+    }
+
     fn count_status(&self, status: u16) {
         let c = match status {
             200..=299 => &self.responses_2xx,
@@ -90,6 +170,7 @@ impl Front {
         cfg: Arc<Config>,
         queue: async_channel::Sender<Job>,
         pool: Option<Arc<crate::supervisor::Pool>>,
+        queue_stats: Arc<crate::dispatch::QueueStats>,
     ) -> std::io::Result<Arc<Front>> {
         let access_log = match &cfg.access_log {
             Some(t) => Some(AccessLog::open(t, cfg.access_log_format)?),
@@ -100,7 +181,10 @@ impl Front {
             cfg: cfg.clone(),
             queue,
             access_log,
-            metrics: Metrics::default(),
+            metrics: Metrics {
+                queue: queue_stats,
+                ..Metrics::default()
+            },
             ready: AtomicBool::new(true),
             pool,
             upstreams: proxy::Upstreams::new(&cfg.upstreams)?,
@@ -131,6 +215,7 @@ impl Front {
             self.metrics.count_status(status.as_u16());
             return resp;
         }
+        let mut route = route_index(None);
         let resp = match self.check(&req).and_then(|()| self.check_rate(&req, peer)) {
             Err(resp) => resp,
             Ok(()) => {
@@ -139,7 +224,9 @@ impl Front {
                     .get(header::HOST)
                     .and_then(|h| h.to_str().ok())
                     .or_else(|| req.uri().host());
-                match listener.route(host, req.uri().path()).map(|r| &r.action) {
+                let action = listener.route(host, req.uri().path()).map(|r| &r.action);
+                route = route_index(action);
+                match action {
                     None => error(StatusCode::NOT_FOUND, "no route for this host and path"),
                     Some(RouteAction::App) => self.to_app(listener, req, peer, started).await,
                     Some(RouteAction::Static(mount)) => static_files::serve(mount, &req).await,
@@ -166,6 +253,8 @@ impl Front {
             }
         };
         self.metrics.count_status(resp.status().as_u16());
+        self.metrics
+            .observe(route, resp.status().as_u16(), started.elapsed());
         resp
     }
 
@@ -370,7 +459,21 @@ impl Front {
             }
         }
         self.metrics.in_flight.fetch_add(1, Ordering::Relaxed);
-        let first = rx.recv().await;
+        // A request waits for a worker at most `timeout` in the queue, then runs at most
+        // `timeout` (the link answers 504 past that): past both, no worker is coming.
+        let first = match tokio::time::timeout(self.cfg.timeout * 2, rx.recv()).await {
+            Ok(first) => first,
+            Err(_) => {
+                self.metrics.in_flight.fetch_sub(1, Ordering::Relaxed);
+                let mut r = error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "no worker became free in time",
+                );
+                r.headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+                return r;
+            }
+        };
         self.metrics.in_flight.fetch_sub(1, Ordering::Relaxed);
         let head = match first {
             Some(Reply::Head(h)) => h,
@@ -805,7 +908,12 @@ fn admin(front: &Front, req: Request<Incoming>) -> Response<ResponseBody> {
                 g(&s.restarts_recycled),
                 g(&s.restarts_reloaded),
             );
-            let text = text + &front.upstreams.metrics();
+            let text =
+                text + &format!(
+                    "porch_worker_restarts_total{{cause=\"memory\"}} {}\n",
+                    g(&s.restarts_memory)
+                ) + &m.render_routes()
+                    + &front.upstreams.metrics();
             let mut r = Response::new(ResponseBody::full(text));
             r.headers_mut().insert(
                 header::CONTENT_TYPE,

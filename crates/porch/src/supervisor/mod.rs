@@ -78,6 +78,8 @@ impl Pool {
         app: &crate::config::AppSpec,
         queue: Queue,
         requeue: async_channel::Sender<crate::dispatch::Job>,
+
+        queue_stats: Arc<crate::dispatch::QueueStats>,
     ) -> Arc<Pool> {
         Arc::new(Pool {
             spec: WorkerSpec {
@@ -94,6 +96,7 @@ impl Pool {
                 prefetch: cfg.prefetch,
                 timeout: cfg.timeout,
                 max_requests: None,
+                queue_stats: queue_stats.clone(),
             },
             max_requests: cfg.max_requests,
             jitter: cfg.max_requests_jitter,

@@ -1,0 +1,44 @@
+"""The admin listener: /healthz for probes, /metrics that move as requests flow."""
+
+import re
+
+import requests
+
+from conftest import free_port
+
+
+def metric(text, name, **labels):
+    want = ",".join(f'{k}="{v}"' for k, v in labels.items())
+    pattern = re.escape(name) + (r"\{" + re.escape(want) + r"\}" if want else "") + r" ([0-9.e+-]+)$"
+    for line in text.splitlines():
+        m = re.match(pattern, line)
+        if m:
+            return float(m.group(1))
+    return 0.0
+
+
+def test_metrics_follow_the_traffic(porch, tmp_path):
+    static = tmp_path / "static"
+    static.mkdir()
+    (static / "a.txt").write_text("hello")
+    admin = free_port()
+    p = porch("-w", "1", "--admin-bind", f"127.0.0.1:{admin}", "--static", f"/static/={static}", "wsgiapp:application")
+    murl = f"http://127.0.0.1:{admin}/metrics"
+    assert requests.get(f"http://127.0.0.1:{admin}/healthz", timeout=5).status_code == 200
+    before = requests.get(murl, timeout=5).text
+
+    for _ in range(5):
+        assert requests.get(p.url + "/say?text=hi", timeout=5).status_code == 200
+    for _ in range(3):
+        assert requests.get(p.url + "/static/a.txt", timeout=5).status_code == 200
+    assert requests.get(p.url + "/static/missing.txt", timeout=5).status_code == 404
+
+    after = requests.get(murl, timeout=5).text
+    assert metric(after, "porch_route_responses_total", route="app", **{"class": "2xx"}) - \
+        metric(before, "porch_route_responses_total", route="app", **{"class": "2xx"}) == 5
+    assert metric(after, "porch_route_responses_total", route="static", **{"class": "2xx"}) == 3
+    assert metric(after, "porch_route_responses_total", route="static", **{"class": "4xx"}) == 1
+    assert metric(after, "porch_response_seconds_count", route="app") >= 5
+    assert metric(after, "porch_queue_wait_seconds_count") >= 5
+    assert metric(after, "porch_workers_alive") == 1
+    assert metric(after, "porch_requests_total") >= 9
