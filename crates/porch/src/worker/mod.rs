@@ -208,15 +208,7 @@ fn serve_inline(stream: UnixStream, app: &App, sink: &Arc<Sink>, running: &Runni
                 } else if held_since.is_none() {
                     held_since = Some(std::time::Instant::now());
                 }
-                running
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .insert(id, thread_id);
-                wsgi::call_app(py, app, &builder, &req, Output::new(id, sink.clone()));
-                running
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .remove(&id);
+                run_request(py, app, &builder, sink, running, thread_id, id, &req);
                 continue;
             }
             sink.hold(false);
@@ -341,17 +333,27 @@ fn serve(
             let Ok((id, req)) = py.detach(|| rx.recv()) else {
                 return;
             };
-            running
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .insert(id, thread_id);
-            wsgi::call_app(py, app, &builder, &req, Output::new(id, sink.clone()));
-            running
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .remove(&id);
+            run_request(py, app, &builder, sink, running, thread_id, id, &req);
         }
     });
+}
+
+/// Runs one request, registered as running on this thread for stack dumps.
+#[allow(clippy::too_many_arguments)]
+fn run_request(
+    py: Python<'_>,
+    app: &App,
+    builder: &EnvironBuilder,
+    sink: &Arc<Sink>,
+    running: &Running,
+    thread_id: u64,
+    id: u32,
+    req: &ipc::Request,
+) {
+    let lock = || running.lock().unwrap_or_else(|e| e.into_inner());
+    lock().insert(id, thread_id);
+    wsgi::call_app(py, app, builder, req, Output::new(id, sink.clone()));
+    lock().remove(&id);
 }
 
 /// Waits for SIGUSR1 from the front (a request timed out) and sends the Python stack of
