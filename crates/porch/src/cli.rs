@@ -102,6 +102,14 @@ pub struct Args {
     #[arg(long = "limit-burst", env = "PORCH_LIMIT_BURST")]
     pub limit_burst: Option<u32>,
 
+    /// After binding, run as this user (name or uid): bind port 80/443 as root, serve as nobody.
+    #[arg(short = 'u', long, env = "PORCH_USER")]
+    pub user: Option<String>,
+
+    /// After binding, run as this group (name or gid) [default: the user's group].
+    #[arg(short = 'g', long, env = "PORCH_GROUP")]
+    pub group: Option<String>,
+
     /// Directory to change into before importing the app.
     #[arg(long, env = "PORCH_CHDIR")]
     pub chdir: Option<String>,
@@ -207,10 +215,6 @@ const UNSUPPORTED_GUNICORN_FLAGS: &[(&str, &str)] = &[
     ("--certfile", "TLS is configured in porch.toml"),
     ("--keyfile", "TLS is configured in porch.toml"),
     ("--ca-certs", "TLS is configured in porch.toml"),
-    ("-u", "dropping privileges is not available yet"),
-    ("--user", "dropping privileges is not available yet"),
-    ("-g", "dropping privileges is not available yet"),
-    ("--group", "dropping privileges is not available yet"),
     ("-n", "process naming is not available"),
     ("--name", "process naming is not available"),
     ("--paste", "point porch at the WSGI callable instead"),

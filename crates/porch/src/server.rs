@@ -87,6 +87,25 @@ fn setup_logging(cfg: &Config) -> std::io::Result<()> {
     Ok(())
 }
 
+/// Sets the process's groups, group and user, in that order (the user last, since it
+/// takes the right to change the others).
+fn drop_privileges(uid: u32, gid: u32) -> std::io::Result<()> {
+    // SAFETY: plain system calls on this process with valid arguments; the runtime's
+    // threads share the credentials (glibc applies set*id to every thread).
+    unsafe {
+        if libc::setgroups(1, &gid) != 0 && libc::geteuid() == 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        if libc::setgid(gid) != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        if libc::setuid(uid) != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
 /// A running worker slot and the switch that retires it.
 struct Slot {
     task: tokio::task::JoinHandle<()>,
@@ -170,6 +189,15 @@ async fn run(cfg: Arc<Config>, check_only: bool) -> ExitCode {
         },
         None => None,
     };
+
+    // Ports below 1024 need root only to bind; everything after runs as --user/--group.
+    if let Some((uid, gid)) = cfg.run_as {
+        if let Err(e) = drop_privileges(uid, gid) {
+            tracing::error!("cannot switch to uid {uid} gid {gid}: {e}");
+            return ExitCode::from(1);
+        }
+        tracing::info!("running as uid {uid} gid {gid}");
+    }
 
     // Import the app in every worker before taking the first request: an app that fails
     // to import stops start-up with its traceback instead of looping.

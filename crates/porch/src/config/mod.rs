@@ -398,6 +398,8 @@ pub struct Config {
     pub max_worker_memory: Option<u64>,
     /// Requests per second each client IP may make (token bucket), and its burst.
     pub rate_limit: Option<RateLimit>,
+    /// Identity to switch to once the listening sockets are bound: (uid, gid).
+    pub run_as: Option<(u32, u32)>,
     pub chdir: Option<PathBuf>,
     pub pythonpath: Vec<PathBuf>,
     pub venv: Option<PathBuf>,
@@ -462,6 +464,8 @@ pub struct FileConfig {
     pub max_requests: Option<u64>,
     pub max_requests_jitter: Option<u64>,
     pub max_worker_memory: Option<u64>,
+    pub user: Option<String>,
+    pub group: Option<String>,
     pub limit_rate: Option<f64>,
     pub limit_burst: Option<u32>,
     pub chdir: Option<String>,
@@ -763,6 +767,56 @@ fn upstream(name: &str, u: UpstreamFile) -> Result<UpstreamConfig, ConfigError> 
         health_check,
         resolve_interval: secs("resolve_interval", u.resolve_interval, 10.0)?,
     })
+}
+
+/// Resolves `user`/`group` (names or numbers) to ids through the system's databases.
+fn run_as(user: Option<String>, group: Option<String>) -> Result<Option<(u32, u32)>, ConfigError> {
+    let Some(user) = user else {
+        if group.is_some() {
+            return Err(ConfigError::value(
+                "group",
+                group.unwrap_or_default(),
+                "a `user` to go with it",
+            ));
+        }
+        return Ok(None);
+    };
+    let (uid, user_gid) = match user.parse::<u32>() {
+        Ok(uid) => (uid, lookup_user_gid_by_uid(uid).unwrap_or(uid)),
+        Err(_) => lookup_user(&user)
+            .ok_or_else(|| ConfigError::value("user", &user, "an existing user name or a uid"))?,
+    };
+    let gid = match group {
+        None => user_gid,
+        Some(g) => match g.parse::<u32>() {
+            Ok(gid) => gid,
+            Err(_) => lookup_group(&g).ok_or_else(|| {
+                ConfigError::value("group", &g, "an existing group name or a gid")
+            })?,
+        },
+    };
+    Ok(Some((uid, gid)))
+}
+
+fn lookup_user(name: &str) -> Option<(u32, u32)> {
+    let name = std::ffi::CString::new(name).ok()?;
+    // SAFETY: getpwnam returns a pointer to static storage or null; we copy the two ids
+    // out at once, before any other call could overwrite it (config is built on one thread).
+    let pw = unsafe { libc::getpwnam(name.as_ptr()) };
+    (!pw.is_null()).then(|| unsafe { ((*pw).pw_uid, (*pw).pw_gid) })
+}
+
+fn lookup_user_gid_by_uid(uid: u32) -> Option<u32> {
+    // SAFETY: as in `lookup_user`.
+    let pw = unsafe { libc::getpwuid(uid) };
+    (!pw.is_null()).then(|| unsafe { (*pw).pw_gid })
+}
+
+fn lookup_group(name: &str) -> Option<u32> {
+    let name = std::ffi::CString::new(name).ok()?;
+    // SAFETY: as in `lookup_user`, for the group database.
+    let gr = unsafe { libc::getgrnam(name.as_ptr()) };
+    (!gr.is_null()).then(|| unsafe { (*gr).gr_gid })
 }
 
 fn cores() -> usize {
@@ -1142,6 +1196,10 @@ impl Config {
                     ))
                 }
             },
+            run_as: run_as(
+                args.user.clone().or(file.user.clone()),
+                args.group.clone().or(file.group.clone()),
+            )?,
             chdir,
             pythonpath,
             venv,
