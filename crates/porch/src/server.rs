@@ -60,7 +60,7 @@ pub fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    let code = runtime.block_on(run(Arc::new(cfg), args.check_config));
+    let code = runtime.block_on(run(Arc::new(cfg), &args));
     // Workers exit on their own when their socket closes; do not wait for stray tasks.
     runtime.shutdown_timeout(Duration::from_millis(100));
     code
@@ -124,7 +124,8 @@ impl Slot {
     }
 }
 
-async fn run(cfg: Arc<Config>, check_only: bool) -> ExitCode {
+async fn run(cfg: Arc<Config>, args: &Args) -> ExitCode {
+    let check_only = args.check_config;
     // Handlers first: a HUP arriving while the workers boot must not kill porch (the
     // default action), and a TTIN/TTOU must not be lost; they are acted on once serving.
     let mut term = signal(SignalKind::terminate()).expect("signal handler");
@@ -286,6 +287,26 @@ async fn run(cfg: Arc<Config>, check_only: bool) -> ExitCode {
             }
             _ = hup.recv() => {
                 if let Some(pool) = &pool {
+                    // Re-read flags, environment and porch.toml: a broken file keeps
+                    // everything as it is.
+                    match Config::from_args(args) {
+                        Err(e) => {
+                            tracing::error!("HUP: configuration error, nothing reloaded: {e}");
+                            continue;
+                        }
+                        Ok(new) => match &new.app {
+                            Some(app) => {
+                                let changed = pool.update_spec(&new, app);
+                                if !changed.is_empty() {
+                                    tracing::info!("HUP: new settings for workers: {}", changed.join(", "));
+                                }
+                                if new.listeners != cfg.listeners || new.workers != cfg.workers || new.threads != cfg.threads {
+                                    tracing::warn!("HUP: listeners, routes, workers and threads change on restart only");
+                                }
+                            }
+                            None => tracing::warn!("HUP: the configuration has no app any more; keeping the current one"),
+                        },
+                    }
                     tracing::info!("HUP: starting fresh workers with the app's current code");
                     pool.generation.send_modify(|g| *g += 1);
                 }

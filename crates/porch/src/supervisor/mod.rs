@@ -57,7 +57,8 @@ pub struct WorkerStats {
 
 /// Everything the slots share.
 pub struct Pool {
-    spec: WorkerSpec,
+    /// Replaced on SIGHUP when the configuration changed what workers import.
+    spec: std::sync::Mutex<WorkerSpec>,
     link: LinkConfig,
     max_requests: u64,
     jitter: u64,
@@ -78,19 +79,10 @@ impl Pool {
         app: &crate::config::AppSpec,
         queue: Queue,
         requeue: async_channel::Sender<crate::dispatch::Job>,
-
         queue_stats: Arc<crate::dispatch::QueueStats>,
     ) -> Arc<Pool> {
         Arc::new(Pool {
-            spec: WorkerSpec {
-                app: app.to_arg(),
-                threads: cfg.threads,
-                multiprocess: cfg.workers > 1,
-                chdir: cfg.chdir.clone(),
-                pythonpath: cfg.pythonpath.clone(),
-                venv: cfg.venv.clone(),
-                script_name: cfg.script_name.clone(),
-            },
+            spec: std::sync::Mutex::new(worker_spec(cfg, app)),
             link: LinkConfig {
                 threads: cfg.threads,
                 prefetch: cfg.prefetch,
@@ -118,7 +110,8 @@ impl Pool {
         cmd.arg("__worker")
             .env(
                 SPEC_ENV,
-                serde_json::to_string(&self.spec).expect("spec serializes"),
+                serde_json::to_string(&*self.spec.lock().unwrap_or_else(|e| e.into_inner()))
+                    .expect("spec serializes"),
             )
             .stdin(Stdio::null())
             .kill_on_drop(true);
@@ -437,6 +430,48 @@ fn rss_bytes(pid: u32) -> Option<u64> {
     // SAFETY: sysconf has no preconditions.
     let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
     Some(pages * page.max(4096) as u64)
+}
+
+/// What a worker is told at exec time.
+fn worker_spec(cfg: &Config, app: &crate::config::AppSpec) -> WorkerSpec {
+    WorkerSpec {
+        app: app.to_arg(),
+        threads: cfg.threads,
+        multiprocess: cfg.workers > 1,
+        chdir: cfg.chdir.clone(),
+        pythonpath: cfg.pythonpath.clone(),
+        venv: cfg.venv.clone(),
+        script_name: cfg.script_name.clone(),
+    }
+}
+
+impl Pool {
+    /// Takes the app settings of a re-read configuration for the next workers (the
+    /// thread count stays: the links are sized for it). Returns what changed.
+    pub fn update_spec(&self, cfg: &Config, app: &crate::config::AppSpec) -> Vec<&'static str> {
+        let mut new = worker_spec(cfg, app);
+        let mut spec = self.spec.lock().unwrap_or_else(|e| e.into_inner());
+        new.threads = spec.threads;
+        new.multiprocess = spec.multiprocess;
+        let mut changed = Vec::new();
+        if new.app != spec.app {
+            changed.push("app");
+        }
+        if new.chdir != spec.chdir {
+            changed.push("chdir");
+        }
+        if new.pythonpath != spec.pythonpath {
+            changed.push("pythonpath");
+        }
+        if new.venv != spec.venv {
+            changed.push("venv");
+        }
+        if new.script_name != spec.script_name {
+            changed.push("script_name");
+        }
+        *spec = new;
+        changed
+    }
 }
 
 fn backoff(failures: u32) -> Duration {
