@@ -42,3 +42,22 @@ def test_metrics_follow_the_traffic(porch, tmp_path):
     assert metric(after, "porch_queue_wait_seconds_count") >= 5
     assert metric(after, "porch_workers_alive") == 1
     assert metric(after, "porch_requests_total") >= 9
+
+
+def test_access_log_has_every_route(porch, tmp_path):
+    static = tmp_path / "static"
+    static.mkdir()
+    (static / "a.txt").write_text("hello")
+    log = tmp_path / "access.log"
+    p = porch("-w", "1", "--access-logfile", log, "--static", f"/static/={static}", "wsgiapp:application")
+    assert requests.get(p.url + "/say?text=hi", timeout=5).status_code == 200
+    assert requests.get(p.url + "/static/a.txt", timeout=5).status_code == 200
+    assert requests.get(p.url + "/static/nope.txt", timeout=5).status_code == 404
+    import time
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and len(log.read_text().splitlines()) < 3:
+        time.sleep(0.05)
+    lines = log.read_text().splitlines()
+    assert any('"GET /say?text=hi HTTP/1.1" 200' in l for l in lines), lines
+    assert any('"GET /static/a.txt HTTP/1.1" 200 5 ' in l for l in lines), lines
+    assert any('"GET /static/nope.txt HTTP/1.1" 404' in l for l in lines), lines

@@ -216,6 +216,26 @@ impl Front {
             return resp;
         }
         let mut route = route_index(None);
+        // App responses are logged by their body when it completes; the rest here.
+        let record = self.access_log.as_ref().map(|log| AccessRecord {
+            log: log.clone(),
+            remote: peer.remote.map(|a| a.ip()),
+            method: req.method().to_string(),
+            target: req
+                .uri()
+                .path_and_query()
+                .map_or("/", |p| p.as_str())
+                .to_string(),
+            protocol: protocol(req.version()),
+            status: 0,
+            bytes: 0,
+            referer: header_str(req.headers(), header::REFERER),
+            user_agent: header_str(req.headers(), header::USER_AGENT),
+            route: "",
+            started,
+            queue_wait: None,
+            aborted: false,
+        });
         let resp = match self.check(&req).and_then(|()| self.check_rate(&req, peer)) {
             Err(resp) => resp,
             Ok(()) => {
@@ -255,6 +275,13 @@ impl Front {
         self.metrics.count_status(resp.status().as_u16());
         self.metrics
             .observe(route, resp.status().as_u16(), started.elapsed());
+        if let Some(mut record) = record.filter(|_| !matches!(resp.body(), ResponseBody::Worker(_)))
+        {
+            record.status = resp.status().as_u16();
+            record.route = ROUTES[route];
+            record.bytes = http_body::Body::size_hint(resp.body()).exact().unwrap_or(0);
+            record.emit();
+        }
         resp
     }
 
