@@ -333,6 +333,12 @@ impl Pool {
                 self.stats.alive.fetch_sub(1, Ordering::Relaxed);
                 return;
             }
+            // Without a ready successor this slot serves nobody until one boots: /healthz
+            // and porch_workers_alive say so (a crash loop is not healthy).
+            let gap = next.is_none();
+            if gap {
+                self.stats.alive.fetch_sub(1, Ordering::Relaxed);
+            }
             let replacement = match (next.take(), successor.take()) {
                 (Some(w), _) => Some(w),
                 (None, Some(s)) => match s.await.expect("boot task does not panic") {
@@ -343,9 +349,14 @@ impl Pool {
             };
             let Some(w) = replacement else {
                 // Told to stop while no worker could start: nothing is running here.
-                self.stats.alive.fetch_sub(1, Ordering::Relaxed);
+                if !gap {
+                    self.stats.alive.fetch_sub(1, Ordering::Relaxed);
+                }
                 return;
             };
+            if gap {
+                self.stats.alive.fetch_add(1, Ordering::Relaxed);
+            }
             worker = w;
         }
     }
