@@ -95,25 +95,22 @@ impl http_body::Body for ResponseBody {
                         Poll::Ready(r) => r,
                     };
                     match reply {
-                        Some(Reply::Body(mut data)) => {
+                        Some(Reply::Body(data)) => {
                             if data.is_empty() {
                                 continue;
                             }
                             if let Some(declared) = w.declared {
                                 let room = declared - w.sent;
                                 if data.len() as u64 > room {
-                                    // Send what fits, then abort: never more than declared.
-                                    data.truncate(room as usize);
-                                    w.sent += data.len() as u64;
-                                    let sent = w.sent + 1;
+                                    // More than declared: abort before sending this piece,
+                                    // so the client sees a short body, not a complete one.
                                     w.failed = true;
                                     w.finish(false);
                                     tracing::error!(
                                         "app sent more than its Content-Length {declared}; connection closed"
                                     );
-                                    let _ = sent;
                                     return Poll::Ready(Some(Err(BodyError::LengthMismatch {
-                                        sent: declared + 1,
+                                        sent: w.sent + data.len() as u64,
                                         declared,
                                     })));
                                 }
