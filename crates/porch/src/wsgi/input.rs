@@ -91,6 +91,13 @@ fn limit(size: Option<i64>) -> u64 {
 impl Input {
     #[pyo3(signature = (size=None))]
     fn read<'py>(&mut self, py: Python<'py>, size: Option<i64>) -> PyResult<Bound<'py, PyBytes>> {
+        // From memory, one copy straight into the bytes object.
+        if let Source::Memory { data, pos } = &mut self.source {
+            let n = (limit(size).min((data.len() - *pos) as u64)) as usize;
+            let out = PyBytes::new(py, &data[*pos..*pos + n]);
+            *pos += n;
+            return Ok(out);
+        }
         let data = self.take(limit(size), false)?;
         Ok(PyBytes::new(py, &data))
     }
