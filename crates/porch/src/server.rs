@@ -45,15 +45,17 @@ pub fn main() -> ExitCode {
         eprintln!("porch: cannot open the error log: {e}");
         return ExitCode::from(2);
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(
-            std::thread::available_parallelism()
-                .map_or(1, |n| n.get())
-                .min(4),
-        )
-        .enable_all()
-        .build()
-    {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    // On one core (a pinned or small container) a single-threaded scheduler avoids the
+    // work-stealing machinery's cross-thread wake-ups.
+    let mut builder = if cores == 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut b = tokio::runtime::Builder::new_multi_thread();
+        b.worker_threads(cores.min(4));
+        b
+    };
+    let runtime = match builder.enable_all().build() {
         Ok(r) => r,
         Err(e) => {
             eprintln!("porch: cannot start the runtime: {e}");
