@@ -278,36 +278,49 @@ impl Link {
         retire_notified: &mut bool,
     ) -> Result<(), ipc::DecodeError> {
         while let Some(frame) = Decoder::next(&mut self.buf)? {
-            let Some(f) = self.inflight.get_mut(&frame.id) else {
-                continue; // a late frame for a request already failed
-            };
-            match frame.kind {
-                Kind::Head => {
-                    f.head_sent = true;
-                    let head = ipc::Head::decode(&frame.payload)?;
-                    let _ = f.reply.send(Reply::Head(head));
-                }
-                Kind::Body => {
-                    let _ = f.reply.send(Reply::Body(frame.payload));
-                }
-                Kind::End => {
-                    let ok = frame.payload.first() == Some(&1);
-                    let _ = f.reply.send(Reply::End(ok));
-                    self.forget(frame.id);
-                    self.mark_started(cfg);
-                    self.served += 1;
-                    if let Some(max) = cfg.max_requests {
-                        if self.served >= max && !*retire_notified {
-                            *retire_notified = true;
-                            retire.notify_one();
-                        }
+            if self.route_frame(frame, cfg)? {
+                if let Some(max) = cfg.max_requests {
+                    if self.served >= max && !*retire_notified {
+                        *retire_notified = true;
+                        retire.notify_one();
                     }
                 }
-                Kind::Stack => {}
-                other => return Err(ipc::DecodeError::Invalid(kind_name(other))),
             }
         }
         Ok(())
+    }
+
+    /// Hands one frame from the worker to the connection waiting for it. Returns whether
+    /// it ended a response.
+    fn route_frame(
+        &mut self,
+        frame: ipc::Frame,
+        cfg: &LinkConfig,
+    ) -> Result<bool, ipc::DecodeError> {
+        let Some(f) = self.inflight.get_mut(&frame.id) else {
+            return Ok(false); // a late frame for a request already failed
+        };
+        match frame.kind {
+            Kind::Head => {
+                f.head_sent = true;
+                let head = ipc::Head::decode(&frame.payload)?;
+                let _ = f.reply.send(Reply::Head(head));
+            }
+            Kind::Body => {
+                let _ = f.reply.send(Reply::Body(frame.payload));
+            }
+            Kind::End => {
+                let ok = frame.payload.first() == Some(&1);
+                let _ = f.reply.send(Reply::End(ok));
+                self.forget(frame.id);
+                self.mark_started(cfg);
+                self.served += 1;
+                return Ok(true);
+            }
+            Kind::Stack => {}
+            other => return Err(ipc::DecodeError::Invalid(kind_name(other))),
+        }
+        Ok(false)
     }
 
     /// Answers the stuck request with 504 and logs its Python stack, asked from the worker
@@ -341,21 +354,8 @@ impl Link {
                                 break 'wait;
                             }
                             // Keep other requests' frames flowing meanwhile.
-                            if let Some(other) = self.inflight.get_mut(&frame.id) {
-                                match frame.kind {
-                                    Kind::Head => {
-                                        if let Ok(h) = ipc::Head::decode(&frame.payload) {
-                                            other.head_sent = true;
-                                            let _ = other.reply.send(Reply::Head(h));
-                                        }
-                                    }
-                                    Kind::Body => { let _ = other.reply.send(Reply::Body(frame.payload)); }
-                                    Kind::End => {
-                                        let _ = other.reply.send(Reply::End(frame.payload.first() == Some(&1)));
-                                        self.forget(frame.id);
-                                    }
-                                    _ => {}
-                                }
+                            if self.route_frame(frame, cfg).is_err() {
+                                break 'wait;
                             }
                         }
                     }

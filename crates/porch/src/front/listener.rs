@@ -353,11 +353,7 @@ impl Connections {
         let resp = match self.front.check(req) {
             Err(resp) => resp,
             Ok(()) => {
-                let host = req
-                    .headers()
-                    .get(header::HOST)
-                    .and_then(|h| h.to_str().ok())
-                    .or_else(|| req.uri().host())
+                let host = super::request_host(req)
                     .filter(|h| !h.is_empty())
                     .map(|h| strip_port(h).to_string())
                     .or_else(|| {

@@ -239,12 +239,9 @@ impl Front {
         let resp = match self.check(&req).and_then(|()| self.check_rate(&req, peer)) {
             Err(resp) => resp,
             Ok(()) => {
-                let host = req
-                    .headers()
-                    .get(header::HOST)
-                    .and_then(|h| h.to_str().ok())
-                    .or_else(|| req.uri().host());
-                let action = listener.route(host, req.uri().path()).map(|r| &r.action);
+                let action = listener
+                    .route(request_host(&req), req.uri().path())
+                    .map(|r| &r.action);
                 route = route_index(action);
                 match action {
                     None => error(StatusCode::NOT_FOUND, "no route for this host and path"),
@@ -737,6 +734,14 @@ pub fn protocol(v: Version) -> &'static str {
         Version::HTTP_2 => "HTTP/2",
         _ => "HTTP/1.1",
     }
+}
+
+/// The host a request is for: its Host header, or the authority of an HTTP/2 request.
+pub fn request_host<B>(req: &Request<B>) -> Option<&str> {
+    req.headers()
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .or_else(|| req.uri().host())
 }
 
 /// The path an app named in `X-Accel-Redirect`, if any.
