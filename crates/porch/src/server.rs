@@ -206,7 +206,16 @@ async fn run(cfg: Arc<Config>, args: &Args) -> ExitCode {
     // to import stops start-up with its traceback instead of looping.
     let mut slots = Vec::new();
     if let Some(pool) = &pool {
-        let boots = futures_util::future::join_all((0..cfg.workers).map(|_| pool.boot()));
+        // The first worker boots alone: an app that fails to import prints one traceback,
+        // not one interleaved copy per worker. The others then boot together.
+        let boots = async {
+            let first = pool.boot().await;
+            if first.is_err() {
+                return vec![first];
+            }
+            let rest = futures_util::future::join_all((1..cfg.workers).map(|_| pool.boot()));
+            std::iter::once(first).chain(rest.await).collect()
+        };
         // TERM/INT/QUIT during start-up stop at once; the booting workers are killed
         // when their handles drop.
         let boots = tokio::select! {
