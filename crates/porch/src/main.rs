@@ -1,9 +1,11 @@
-use std::process::ExitCode;
+//! The `porch` executable: start-up, signals, privileges and the supervision of worker
+//! processes. It links no Python: workers are the app's own interpreter running porch's
+//! worker extension (crates/porch-worker), started by [`supervisor`].
 
-fn main() -> ExitCode {
-    // Workers are this same binary, re-executed by the supervisor.
-    if std::env::args_os().nth(1).is_some_and(|a| a == "__worker") {
-        return porch::worker::main();
-    }
-    porch::server::main()
+mod interpreter;
+mod server;
+mod supervisor;
+
+fn main() -> std::process::ExitCode {
+    server::main()
 }

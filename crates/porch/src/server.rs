@@ -10,9 +10,11 @@ use clap::Parser;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::watch;
 
-use crate::cli::{self, Args};
-use crate::config::Config;
-use crate::front::{self, Front, Listener};
+use porch_config::cli::{self, Args};
+use porch_config::Config;
+use porch_front::{self as front, Front, Listener};
+
+use crate::interpreter::Interpreter;
 use crate::supervisor::Pool;
 
 pub fn main() -> ExitCode {
@@ -137,11 +139,26 @@ async fn run(cfg: Arc<Config>, args: &Args) -> ExitCode {
     let mut ttin = signal(SignalKind::from_raw(libc::SIGTTIN)).expect("signal handler");
     let mut ttou = signal(SignalKind::from_raw(libc::SIGTTOU)).expect("signal handler");
     let (queue_tx, queue_rx) = async_channel::bounded(cfg.limits.backlog);
-    let queue_stats = Arc::new(crate::dispatch::QueueStats::default());
-    let pool = cfg
-        .app
-        .as_ref()
-        .map(|app| Pool::new(&cfg, app, queue_rx, queue_tx.clone(), queue_stats.clone()));
+    let queue_stats = Arc::new(porch_front::dispatch::QueueStats::default());
+    // The workers' interpreter is checked before anything else starts: a missing or
+    // mismatched worker extension is a configuration error with its fix, not a boot loop.
+    let pool = match &cfg.app {
+        None => None,
+        Some(app) => match checked_interpreter(&cfg).await {
+            Ok(interpreter) => Some(Pool::new(
+                &cfg,
+                app,
+                interpreter,
+                queue_rx,
+                queue_tx.clone(),
+                queue_stats.clone(),
+            )),
+            Err(e) => {
+                eprintln!("porch: configuration error: {e}");
+                return ExitCode::from(2);
+            }
+        },
+    };
 
     // Certificates are read before anything starts, so a bad one stops start-up (and
     // fails `--check-config`) with the file named.
@@ -158,7 +175,7 @@ async fn run(cfg: Arc<Config>, args: &Args) -> ExitCode {
             println!("porch: configuration OK (no app)");
             return ExitCode::SUCCESS;
         };
-        let app = cfg.app.as_ref().map(|a| a.to_arg()).unwrap_or_default();
+        let app = cfg.app.as_ref().map(|a| a.to_string()).unwrap_or_default();
         return match pool.boot().await {
             Ok(w) => {
                 drop(w);
@@ -241,7 +258,8 @@ async fn run(cfg: Arc<Config>, args: &Args) -> ExitCode {
             .collect();
     }
 
-    let front = match Front::new(cfg.clone(), queue_tx, pool.clone(), queue_stats) {
+    let worker_stats = pool.as_ref().map(|p| p.stats.clone());
+    let front = match Front::new(cfg.clone(), queue_tx, worker_stats, queue_stats) {
         Ok(f) => f,
         Err(e) => {
             tracing::error!("cannot start the front: {e}");
@@ -278,7 +296,7 @@ async fn run(cfg: Arc<Config>, args: &Args) -> ExitCode {
         Some(app) => tracing::info!(
             "porch {} serving {} with {} worker(s) x {} thread(s)",
             env!("CARGO_PKG_VERSION"),
-            app.to_arg(),
+            app,
             cfg.workers,
             cfg.threads
         ),
@@ -307,7 +325,14 @@ async fn run(cfg: Arc<Config>, args: &Args) -> ExitCode {
                         }
                         Ok(new) => match &new.app {
                             Some(app) => {
-                                let changed = pool.update_spec(&new, app);
+                                let interpreter = match checked_interpreter(&new).await {
+                                    Ok(i) => i,
+                                    Err(e) => {
+                                        tracing::error!("HUP: {e}; nothing reloaded");
+                                        continue;
+                                    }
+                                };
+                                let changed = pool.update_spec(&new, app, interpreter);
                                 if !changed.is_empty() {
                                     tracing::info!("HUP: new settings for workers: {}", changed.join(", "));
                                 }
@@ -366,6 +391,18 @@ async fn run(cfg: Arc<Config>, args: &Args) -> ExitCode {
     let _ = admin_stop_tx.send(true);
     tracing::info!("stopped");
     ExitCode::SUCCESS
+}
+
+/// The interpreter the configuration names, once it proved it can run porch's workers.
+async fn checked_interpreter(cfg: &Config) -> Result<Interpreter, String> {
+    let interpreter = Interpreter::resolve(cfg)?;
+    let found = interpreter.probe().await?;
+    tracing::debug!(
+        "workers run {} (Python {})",
+        interpreter.path.display(),
+        found.python_version
+    );
+    Ok(interpreter)
 }
 
 fn stopped_during_startup() -> ExitCode {

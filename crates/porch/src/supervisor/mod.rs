@@ -9,7 +9,7 @@
 use std::os::fd::AsRawFd;
 use std::os::unix::process::ExitStatusExt;
 use std::process::{ExitStatus, Stdio};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -19,10 +19,12 @@ use tokio::net::UnixStream;
 use tokio::process::{Child, Command};
 use tokio::sync::{watch, Notify};
 
-use crate::config::Config;
-use crate::dispatch::{Link, LinkConfig, LinkEnd, Queue};
-use crate::ipc::{Decoder, Kind};
-use crate::worker::{WorkerSpec, EXIT_IMPORT_FAILED, SOCKET_FD, SPEC_ENV};
+use porch_config::Config;
+use porch_front::dispatch::{Link, LinkConfig, LinkEnd, Queue, WorkerStats};
+use porch_ipc::spawn::{self, WorkerSpec, EXIT_IMPORT_FAILED, EXIT_MISMATCH, SOCKET_FD, SPEC_ENV};
+use porch_ipc::{Decoder, Kind};
+
+use crate::interpreter::Interpreter;
 
 /// A booted worker process: its app is imported and it waits for requests.
 pub struct Worker {
@@ -42,47 +44,42 @@ pub enum BootError {
     Spawn(#[from] std::io::Error),
     #[error("the worker sent no ready message within {0:?}")]
     Slow(Duration),
-}
-
-/// Counters for /metrics and the logs.
-#[derive(Default)]
-pub struct WorkerStats {
-    pub restarts_crashed: AtomicU64,
-    pub restarts_timeout: AtomicU64,
-    pub restarts_recycled: AtomicU64,
-    pub restarts_reloaded: AtomicU64,
-    pub restarts_memory: AtomicU64,
-    pub alive: AtomicU64,
+    #[error("the worker is from another porch release: {0}")]
+    Mismatch(String),
 }
 
 /// Everything the slots share.
 pub struct Pool {
     /// Replaced on SIGHUP when the configuration changed what workers import.
     spec: std::sync::Mutex<WorkerSpec>,
+    /// Replaced on SIGHUP with the spec (another `--venv` or `--python`).
+    interpreter: std::sync::Mutex<Interpreter>,
     link: LinkConfig,
     max_requests: u64,
     jitter: u64,
     boot_timeout: Duration,
     graceful_timeout: Duration,
     queue: Queue,
-    requeue: async_channel::Sender<crate::dispatch::Job>,
+    requeue: async_channel::Sender<porch_front::dispatch::Job>,
     /// Bumped by SIGHUP: every slot boots a fresh worker.
     pub generation: watch::Sender<u64>,
     /// `--max-worker-memory` in bytes.
     max_memory: Option<u64>,
-    pub stats: WorkerStats,
+    pub stats: Arc<WorkerStats>,
 }
 
 impl Pool {
     pub fn new(
         cfg: &Config,
-        app: &crate::config::AppSpec,
+        app: &porch_config::AppSpec,
+        interpreter: Interpreter,
         queue: Queue,
-        requeue: async_channel::Sender<crate::dispatch::Job>,
-        queue_stats: Arc<crate::dispatch::QueueStats>,
+        requeue: async_channel::Sender<porch_front::dispatch::Job>,
+        queue_stats: Arc<porch_front::dispatch::QueueStats>,
     ) -> Arc<Pool> {
         Arc::new(Pool {
             spec: std::sync::Mutex::new(worker_spec(cfg, app)),
+            interpreter: std::sync::Mutex::new(interpreter),
             link: LinkConfig {
                 threads: cfg.threads,
                 prefetch: cfg.prefetch,
@@ -98,7 +95,7 @@ impl Pool {
             requeue,
             generation: watch::channel(0).0,
             max_memory: cfg.max_worker_memory,
-            stats: WorkerStats::default(),
+            stats: Arc::default(),
         })
     }
 
@@ -106,15 +103,21 @@ impl Pool {
     pub async fn boot(&self) -> Result<Worker, BootError> {
         let (ours, theirs) = std::os::unix::net::UnixStream::pair()?;
         let theirs_fd = theirs.as_raw_fd();
-        let mut cmd = Command::new(worker_program()?);
-        cmd.arg("__worker")
+        let interpreter = self.lock_interpreter().clone();
+        let mut cmd = Command::new(&interpreter.path);
+        cmd.args(["-m", spawn::WORKER_MODULE])
             .env(
                 SPEC_ENV,
-                serde_json::to_string(&*self.spec.lock().unwrap_or_else(|e| e.into_inner()))
-                    .expect("spec serializes"),
+                self.spec
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .to_json(),
             )
             .stdin(Stdio::null())
             .kill_on_drop(true);
+        if let Some(venv) = &interpreter.venv {
+            cmd.env("VIRTUAL_ENV", venv);
+        }
         // SAFETY: the closure runs in the forked child before exec and only calls dup2 and
         // fcntl, which are async-signal-safe; it touches no memory shared with the parent.
         unsafe {
@@ -141,7 +144,14 @@ impl Pool {
                     Decoder::next(&mut buf).map_err(|e| BootError::Exited(e.to_string()))?
                 {
                     if frame.kind == Kind::Ready {
-                        return Ok(());
+                        return match spawn::parse_ready(&frame.payload) {
+                            Some((_, spawn::PROTOCOL)) => Ok(()),
+                            other => Err(BootError::Mismatch(format!(
+                                "it speaks protocol {:?}, this porch {}",
+                                other.map(|(_, p)| p),
+                                spawn::PROTOCOL
+                            ))),
+                        };
                     }
                     return Err(BootError::Exited(format!(
                         "unexpected {:?} frame",
@@ -151,10 +161,12 @@ impl Pool {
                 match conn.read_buf(&mut buf).await {
                     Ok(0) | Err(_) => {
                         let status = child.wait().await?;
-                        return Err(if status.code() == Some(EXIT_IMPORT_FAILED.into()) {
-                            BootError::ImportFailed
-                        } else {
-                            BootError::Exited(describe_exit(status))
+                        return Err(match status.code().map(|c| c as u8) {
+                            Some(EXIT_IMPORT_FAILED) => BootError::ImportFailed,
+                            Some(EXIT_MISMATCH) => {
+                                BootError::Mismatch("see its message above".into())
+                            }
+                            _ => BootError::Exited(describe_exit(status)),
                         });
                     }
                     Ok(_) => {}
@@ -426,14 +438,6 @@ impl Pool {
 /// The binary a worker runs: porch's own file, or, once that file has been replaced or
 /// removed since porch started (an upgrade in place), the running binary itself through
 /// /proc, so workers can still be started and never run a different version than the front.
-fn worker_program() -> std::io::Result<std::path::PathBuf> {
-    let exe = std::env::current_exe()?;
-    if exe.exists() {
-        return Ok(exe);
-    }
-    Ok(format!("/proc/{}/exe", std::process::id()).into())
-}
-
 /// Resident memory of a process, from /proc.
 fn rss_bytes(pid: u32) -> Option<u64> {
     let statm = std::fs::read_to_string(format!("/proc/{pid}/statm")).ok()?;
@@ -444,14 +448,14 @@ fn rss_bytes(pid: u32) -> Option<u64> {
 }
 
 /// What a worker is told at exec time.
-fn worker_spec(cfg: &Config, app: &crate::config::AppSpec) -> WorkerSpec {
+fn worker_spec(cfg: &Config, app: &porch_config::AppSpec) -> WorkerSpec {
     WorkerSpec {
-        app: app.to_arg(),
+        protocol: spawn::PROTOCOL,
+        app: app.clone(),
         threads: cfg.threads,
         multiprocess: cfg.workers > 1,
         chdir: cfg.chdir.clone(),
         pythonpath: cfg.pythonpath.clone(),
-        venv: cfg.venv.clone(),
         script_name: cfg.script_name.clone(),
     }
 }
@@ -459,7 +463,14 @@ fn worker_spec(cfg: &Config, app: &crate::config::AppSpec) -> WorkerSpec {
 impl Pool {
     /// Takes the app settings of a re-read configuration for the next workers (the
     /// thread count stays: the links are sized for it). Returns what changed.
-    pub fn update_spec(&self, cfg: &Config, app: &crate::config::AppSpec) -> Vec<&'static str> {
+    /// The interpreter is resolved and checked by the caller, so a HUP naming a broken one
+    /// changes nothing.
+    pub fn update_spec(
+        &self,
+        cfg: &Config,
+        app: &porch_config::AppSpec,
+        interpreter: Interpreter,
+    ) -> Vec<&'static str> {
         let mut new = worker_spec(cfg, app);
         let mut spec = self.spec.lock().unwrap_or_else(|e| e.into_inner());
         new.threads = spec.threads;
@@ -474,14 +485,22 @@ impl Pool {
         if new.pythonpath != spec.pythonpath {
             changed.push("pythonpath");
         }
-        if new.venv != spec.venv {
-            changed.push("venv");
+        let mut current = self.lock_interpreter();
+        if *current != interpreter {
+            changed.push("python");
+            *current = interpreter;
         }
         if new.script_name != spec.script_name {
             changed.push("script_name");
         }
         *spec = new;
         changed
+    }
+}
+
+impl Pool {
+    fn lock_interpreter(&self) -> std::sync::MutexGuard<'_, Interpreter> {
+        self.interpreter.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 

@@ -24,7 +24,7 @@ use tokio_rustls::TlsAcceptor;
 use super::body::ResponseBody;
 use super::strict::{Activity, ActivityGuard, HeadLimits, StrictIo, Timeouts, Verdict};
 use super::{error, Front};
-use crate::config::{strip_port, BindAddr};
+use porch_config::{strip_port, BindAddr};
 
 /// How long a client may take to complete the TLS handshake.
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -183,7 +183,7 @@ macro_rules! http1_settings {
 }
 
 /// The most a request head may take: its line and fields within the configured limits.
-fn head_size(limits: &crate::config::Limits) -> usize {
+fn head_size(limits: &porch_config::Limits) -> usize {
     (limits.request_line + limits.request_field_size * 4).max(16 * 1024)
 }
 

@@ -18,7 +18,7 @@ use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use tokio_rustls::TlsAcceptor;
 
-use crate::config::{CertKey, ListenerConfig, TlsConfig};
+use porch_config::{CertKey, ListenerConfig, TlsConfig};
 
 /// ALPN protocol names, in the server's order of preference.
 pub const ALPN_H2: &[u8] = b"h2";

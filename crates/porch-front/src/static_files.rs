@@ -58,7 +58,7 @@ use tokio::task::JoinHandle;
 
 use super::body::ResponseBody;
 use super::error;
-use crate::config::StaticMount;
+use porch_config::StaticMount;
 
 /// `Cache-Control` for names without a content hash when the mount sets none.
 pub const DEFAULT_CACHE_CONTROL: &str = "public, max-age=60";

@@ -17,7 +17,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::UnixStream;
 use tokio::sync::{mpsc, watch, Notify};
 
-use crate::ipc::{self, Decoder, Kind};
+use porch_ipc::{self as ipc, Decoder, Kind};
 
 /// One request waiting for, or running on, a worker.
 pub struct Job {
@@ -67,6 +67,17 @@ struct InFlight {
     request: Option<ipc::Request>,
     queued_at: Instant,
     body_file: Option<tempfile::TempPath>,
+}
+
+/// The worker pool's counters, for /metrics, /healthz and the logs.
+#[derive(Default)]
+pub struct WorkerStats {
+    pub restarts_crashed: std::sync::atomic::AtomicU64,
+    pub restarts_timeout: std::sync::atomic::AtomicU64,
+    pub restarts_recycled: std::sync::atomic::AtomicU64,
+    pub restarts_reloaded: std::sync::atomic::AtomicU64,
+    pub restarts_memory: std::sync::atomic::AtomicU64,
+    pub alive: std::sync::atomic::AtomicU64,
 }
 
 /// How long requests waited in the queue before a worker took them.

@@ -1,7 +1,12 @@
 //! The front: accepts connections, speaks HTTP with hyper, checks each request, and either
 //! answers it itself (static files, health) or reads it whole and queues it for a worker.
 
+// A rejected request is answered with a whole `Response` on a cold path; boxing it would
+// only add an allocation.
+#![allow(clippy::result_large_err)]
+
 pub mod body;
+pub mod dispatch;
 pub mod listener;
 pub mod log;
 pub mod proxy;
@@ -27,12 +32,12 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 
-use crate::config::{Config, RouteAction};
 use crate::dispatch::{Job, Reply};
-use crate::ipc;
 use body::{ResponseBody, WorkerBody};
 pub use listener::{Listener, Peer};
 use log::{AccessLog, AccessRecord};
+use porch_config::{Config, RouteAction};
+use porch_ipc as ipc;
 
 /// Counters the admin listener exposes.
 #[derive(Default)]
@@ -147,7 +152,7 @@ pub struct Front {
     pub metrics: Metrics,
     /// False while draining: /healthz answers 503 so load balancers stop sending.
     pub ready: AtomicBool,
-    pub pool: Option<Arc<crate::supervisor::Pool>>,
+    pub workers: Option<Arc<dispatch::WorkerStats>>,
     pub upstreams: proxy::Upstreams,
     rate_limiter: Option<RateLimiter>,
     per_ip: Arc<listener::PerIp>,
@@ -156,7 +161,7 @@ pub struct Front {
 
 type RateLimiter = governor::DefaultKeyedRateLimiter<std::net::IpAddr>;
 
-fn rate_limiter(limit: &crate::config::RateLimit) -> RateLimiter {
+fn rate_limiter(limit: &porch_config::RateLimit) -> RateLimiter {
     let period = Duration::from_secs_f64(1.0 / limit.per_second).max(Duration::from_nanos(1));
     let burst = std::num::NonZeroU32::new(limit.burst).unwrap_or(std::num::NonZeroU32::MIN);
     let quota = governor::Quota::with_period(period)
@@ -169,7 +174,7 @@ impl Front {
     pub fn new(
         cfg: Arc<Config>,
         queue: async_channel::Sender<Job>,
-        pool: Option<Arc<crate::supervisor::Pool>>,
+        workers: Option<Arc<dispatch::WorkerStats>>,
         queue_stats: Arc<crate::dispatch::QueueStats>,
     ) -> std::io::Result<Arc<Front>> {
         let access_log = match &cfg.access_log {
@@ -186,7 +191,7 @@ impl Front {
                 ..Metrics::default()
             },
             ready: AtomicBool::new(true),
-            pool,
+            workers,
             upstreams: proxy::Upstreams::new(&cfg.upstreams)?,
             rate_limiter: cfg.rate_limit.as_ref().map(rate_limiter),
             per_ip: listener::PerIp::new(cfg.limits.connections_per_ip),
@@ -425,7 +430,7 @@ impl Front {
 
     async fn to_app(
         self: &Arc<Self>,
-        listener: &crate::config::ListenerConfig,
+        listener: &porch_config::ListenerConfig,
         req: Request<Incoming>,
         peer: Peer,
         started: Instant,
@@ -758,7 +763,7 @@ fn accel_redirect(head: &ipc::Head) -> Option<String> {
 /// never streams the file. The app's body is dropped; the headers nginx keeps from such a
 /// response (`Content-Disposition`, `Set-Cookie`, `Cache-Control`, `Expires`) are kept.
 fn x_accel_redirect(
-    listener: &crate::config::ListenerConfig,
+    listener: &porch_config::ListenerConfig,
     parts: &http::request::Parts,
     head: &ipc::Head,
     target: &str,
@@ -899,11 +904,11 @@ pub async fn serve_admin(
 }
 
 fn admin(front: &Front, req: Request<Incoming>) -> Response<ResponseBody> {
-    let no_stats = crate::supervisor::WorkerStats::default();
-    let stats = front.pool.as_ref().map_or(&no_stats, |p| &p.stats);
+    let no_stats = dispatch::WorkerStats::default();
+    let stats = front.workers.as_deref().unwrap_or(&no_stats);
     match req.uri().path() {
         "/healthz" => {
-            let has_workers = front.pool.is_none() || stats.alive.load(Ordering::Relaxed) > 0;
+            let has_workers = front.workers.is_none() || stats.alive.load(Ordering::Relaxed) > 0;
             if front.ready.load(Ordering::Relaxed) && has_workers {
                 Response::new(ResponseBody::full("ok\n"))
             } else {

@@ -15,8 +15,8 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList, PyString, PyTuple};
 use pyo3::{intern, Py};
 
-use crate::ipc::{self, Kind};
 pub use input::Input;
+use porch_ipc::{self as ipc, Kind};
 pub use response::{FileWrapper, Output, Sink};
 
 /// What a worker thread needs besides the request: the app and the per-thread constants.
@@ -260,7 +260,7 @@ fn native_bytes(v: &Bound<'_, PyAny>, what: &str) -> PyResult<Vec<u8>> {
     let s = v
         .cast::<PyString>()
         .map_err(|_| PyTypeError::new_err(format!("{what} must be a str")))?;
-    let s = s.to_str()?;
+    let s = s.to_cow()?;
     s.chars()
         .map(|c| u8::try_from(u32::from(c)).ok())
         .collect::<Option<Vec<u8>>>()

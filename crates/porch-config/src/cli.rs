@@ -118,9 +118,14 @@ pub struct Args {
     #[arg(long, env = "PORCH_PYTHONPATH", value_delimiter = ',')]
     pub pythonpath: Vec<String>,
 
-    /// Virtualenv whose site-packages the app uses [default: $VIRTUAL_ENV].
+    /// Virtualenv whose interpreter runs the workers [default: $VIRTUAL_ENV].
     #[arg(long, env = "VIRTUAL_ENV")]
     pub venv: Option<String>,
+
+    /// Python interpreter that runs the workers [default: the --venv's, else the python3
+    /// beside porch, else python3 on PATH].
+    #[arg(long, env = "PORCH_PYTHON")]
+    pub python: Option<String>,
 
     /// Access log file, `-` for stdout [default: none].
     #[arg(long = "access-logfile", env = "PORCH_ACCESS_LOGFILE")]

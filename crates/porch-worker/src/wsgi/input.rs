@@ -8,7 +8,7 @@ use bytes::Bytes;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList};
 
-use crate::ipc::RequestBody;
+use porch_ipc::RequestBody;
 
 enum Source {
     Memory {

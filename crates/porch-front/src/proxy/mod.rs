@@ -32,8 +32,8 @@ use tokio::sync::oneshot;
 
 use super::body::{BodyError, ResponseBody};
 use super::{error, Peer};
-use crate::config::UpstreamConfig;
 use pool::{Lease, Pool, Sender, Server};
+use porch_config::UpstreamConfig;
 
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
@@ -97,10 +97,7 @@ impl Upstreams {
         let upgrade = wants_upgrade(&req);
         let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
         let (parts, body) = req.into_parts();
-        let verdict = parts
-            .extensions
-            .get::<crate::front::strict::Verdict>()
-            .cloned();
+        let verdict = parts.extensions.get::<crate::strict::Verdict>().cloned();
         let headers = upstream_headers(&parts.headers, &parts.uri, peer, tls, upgrade);
         let uri: Uri = parts
             .uri
@@ -442,7 +439,7 @@ pub enum ReqBody {
         body: Incoming,
         done: Option<oneshot::Sender<()>>,
         /// Set when the client's body broke the framing rules: never end it cleanly then.
-        verdict: Option<crate::front::strict::Verdict>,
+        verdict: Option<crate::strict::Verdict>,
     },
     Empty,
 }
@@ -673,7 +670,7 @@ mod tests {
         let cfg = UpstreamConfig {
             name: "web".into(),
             servers: vec!["127.0.0.1:1".into(), "unix:/tmp/x.sock".into()],
-            balance: crate::config::Balance::RoundRobin,
+            balance: porch_config::Balance::RoundRobin,
             connect_timeout: Duration::from_secs(1),
             header_timeout: Duration::from_secs(1),
             idle_timeout: Duration::from_secs(1),

@@ -5,7 +5,7 @@ use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
-use crate::config::AccessLogFormat;
+use porch_config::AccessLogFormat;
 
 /// Where access lines go. Lines are written whole under a lock, so they never interleave.
 pub struct AccessLog {

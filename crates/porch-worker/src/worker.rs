@@ -1,4 +1,4 @@
-//! A worker process: porch re-executed with `__worker`, embedding CPython.
+//! The worker loop, inside the app's own interpreter (`python -m porch.worker`).
 //!
 //! The main thread reads frames from the front. `threads` Python threads each take the GIL
 //! once and give it up only while waiting for the next request (so an idle worker costs
@@ -9,78 +9,67 @@ use std::collections::HashMap;
 use std::io::{BufReader, Read, Write};
 use std::os::fd::FromRawFd;
 use std::os::unix::net::UnixStream;
-use std::path::PathBuf;
-use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
 
 use bytes::BytesMut;
+use porch_ipc::spawn::{self, WorkerSpec, EXIT_IMPORT_FAILED, EXIT_MISMATCH, SOCKET_FD, SPEC_ENV};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList};
-use serde::{Deserialize, Serialize};
 
-use crate::ipc::{self, Decoder, Kind};
 use crate::wsgi::{self, App, EnvironBuilder, Output, Sink};
-
-/// The environment variable carrying a [`WorkerSpec`] as JSON.
-pub const SPEC_ENV: &str = "PORCH_WORKER_SPEC";
-/// The descriptor number of the worker's socket to the front.
-pub const SOCKET_FD: i32 = 3;
-/// Exit status of a worker whose app could not be imported (Gunicorn uses 3 as well).
-pub const EXIT_IMPORT_FAILED: u8 = 3;
-
-/// What a worker needs to know, passed from the supervisor at exec time.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct WorkerSpec {
-    pub app: String,
-    pub threads: usize,
-    pub multiprocess: bool,
-    pub chdir: Option<PathBuf>,
-    pub pythonpath: Vec<PathBuf>,
-    pub venv: Option<PathBuf>,
-    pub script_name: String,
-}
+use porch_ipc::{self as ipc, Decoder, Kind};
 
 /// Request id → the Python thread id running it, for stack dumps of stuck requests.
 type Running = Arc<Mutex<HashMap<u32, u64>>>;
 
-pub fn main() -> ExitCode {
-    // If the front dies, its workers must not outlive it.
-    // SAFETY: prctl with PR_SET_PDEATHSIG only sets a flag on this process.
-    unsafe {
-        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-    }
-    let spec: WorkerSpec = match std::env::var(SPEC_ENV)
-        .map_err(|e| e.to_string())
-        .and_then(|s| serde_json::from_str(&s).map_err(|e| e.to_string()))
+/// Runs the worker until the front closes its socket; returns the exit status.
+/// Called from Python's main thread, with the GIL held.
+pub fn main(py: Python<'_>) -> u8 {
+    let spec = match std::env::var(SPEC_ENV)
+        .map_err(|e| format!("{SPEC_ENV}: {e}"))
+        .and_then(|s| WorkerSpec::from_json(&s))
     {
         Ok(s) => s,
         Err(e) => {
-            eprintln!("porch worker: bad {SPEC_ENV}: {e}");
-            return ExitCode::from(2);
+            eprintln!("porch worker: cannot work with this porch: {e}");
+            return EXIT_MISMATCH;
         }
     };
+    // SAFETY: prctl with PR_SET_PDEATHSIG only sets a flag on this process; signal() with
+    // SIG_DFL restores the default action of SIGINT, which Python replaced at start-up.
+    unsafe {
+        // If the front dies, its workers must not outlive it.
+        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+        // Ctrl-C in a terminal reaches the whole process group: a worker stops like the
+        // front does, instead of raising KeyboardInterrupt inside a view.
+        libc::signal(libc::SIGINT, libc::SIG_DFL);
+    }
     // SAFETY: the supervisor placed our end of the socket pair on SOCKET_FD before exec
     // and nothing else in this process owns that descriptor.
     let stream = unsafe { UnixStream::from_raw_fd(SOCKET_FD) };
-    match run(spec, stream) {
+    match run(py, spec, stream) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("porch worker: {e:#}");
-            ExitCode::from(1)
+            1
         }
     }
 }
 
-fn run(spec: WorkerSpec, stream: UnixStream) -> anyhow::Result<ExitCode> {
+fn run(py: Python<'_>, spec: WorkerSpec, stream: UnixStream) -> anyhow::Result<u8> {
     if let Some(dir) = &spec.chdir {
         std::env::set_current_dir(dir)?;
     }
     block_dump_signal();
-    Python::initialize();
-    let app = match Python::attach(|py| import_app(py, &spec)) {
+    let app = match import_app(py, &spec) {
         Ok(app) => app,
-        Err(()) => return Ok(ExitCode::from(EXIT_IMPORT_FAILED)),
+        Err(()) => return Ok(EXIT_IMPORT_FAILED),
     };
+    // The rest runs without the GIL: the loop takes it per request, as threads do.
+    py.detach(|| serve_all(spec, stream, app))
+}
+
+fn serve_all(spec: WorkerSpec, stream: UnixStream, app: App) -> anyhow::Result<u8> {
     let app = Arc::new(app);
 
     let sink = Arc::new(Sink::new(stream.try_clone()?, spec.threads > 1));
@@ -89,7 +78,7 @@ fn run(spec: WorkerSpec, stream: UnixStream) -> anyhow::Result<ExitCode> {
         &mut ready,
         Kind::Ready,
         0,
-        &std::process::id().to_le_bytes(),
+        &spawn::ready_payload(std::process::id()),
     );
     (&stream).write_all(&ready)?;
 
@@ -100,7 +89,7 @@ fn run(spec: WorkerSpec, stream: UnixStream) -> anyhow::Result<ExitCode> {
     }
     if spec.threads == 1 {
         serve_inline(stream, &app, &sink, &running);
-        return Ok(ExitCode::SUCCESS);
+        return Ok(0);
     }
 
     let (tx, rx) = crossbeam_channel::unbounded::<(u32, ipc::Request)>();
@@ -135,7 +124,7 @@ fn run(spec: WorkerSpec, stream: UnixStream) -> anyhow::Result<ExitCode> {
     for t in threads {
         let _ = t.join();
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(0)
 }
 
 /// The next request frame in `buf`; `Err` when the stream ended the worker's work (a
@@ -244,37 +233,11 @@ fn import_app(py: Python<'_>, spec: &WorkerSpec) -> Result<App, ()> {
         for (i, p) in spec.pythonpath.iter().enumerate() {
             path.insert(i + 1, p.to_string_lossy().as_ref())?;
         }
-        if let Some(venv) = &spec.venv {
-            let site = py.import("site")?;
-            let version = sys.getattr("version_info")?;
-            let (major, minor): (u32, u32) = (
-                version.getattr("major")?.extract()?,
-                version.getattr("minor")?.extract()?,
-            );
-            let site_packages = venv.join(format!("lib/python{major}.{minor}/site-packages"));
-            if !site_packages.is_dir() {
-                return Err(pyo3::exceptions::PyRuntimeError::new_err(format!(
-                    "virtualenv {} has no {} (was it made with Python {major}.{minor}?)",
-                    venv.display(),
-                    site_packages.display()
-                )));
-            }
-            site.call_method1("addsitedir", (site_packages.to_string_lossy().as_ref(),))?;
-            // Packages from the venv must win over the system's.
-            let n = path.len();
-            let added = path.get_item(n - 1)?;
-            if n > 0 && added.extract::<String>()? == site_packages.to_string_lossy() {
-                path.del_item(n - 1)?;
-                path.insert(1 + spec.pythonpath.len(), added)?;
-            }
-            std::env::set_var("VIRTUAL_ENV", venv);
-        }
         sys.setattr("argv", vec!["porch"])?;
         // Fatal errors (segfaults in C extensions) print the Python stack before dying.
         py.import("faulthandler")?.call_method0("enable")?;
 
-        let spec_app = crate::config::AppSpec::parse(&spec.app)
-            .map_err(|e| pyo3::exceptions::PyValueError::new_err(e.to_string()))?;
+        let spec_app = &spec.app;
         let module = py.import(spec_app.module.as_str())?;
         let mut callable = module.getattr(spec_app.callable.as_str()).map_err(|_| {
             pyo3::exceptions::PyAttributeError::new_err(format!(
@@ -288,7 +251,7 @@ fn import_app(py: Python<'_>, spec: &WorkerSpec) -> Result<App, ()> {
         if !callable.is_callable() {
             return Err(pyo3::exceptions::PyTypeError::new_err(format!(
                 "{} is not callable",
-                spec_app.to_arg()
+                spec_app
             )));
         }
         Ok(App {

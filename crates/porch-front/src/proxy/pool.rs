@@ -14,7 +14,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpStream, UnixStream};
 
 use super::ReqBody;
-use crate::config::{Balance, UpstreamConfig};
+use porch_config::{Balance, UpstreamConfig};
 
 /// Idle keep-alive connections kept per server at most; more are closed.
 const MAX_IDLE_PER_SERVER: usize = 256;

@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use pyo3::prelude::*;
 use pyo3::{intern, Py};
 
-use crate::ipc::{self, Kind};
+use porch_ipc::{self as ipc, Kind};
 
 /// Flush buffered body frames once this much is pending.
 const FLUSH_AT: usize = 256 * 1024;

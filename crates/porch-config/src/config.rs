@@ -12,60 +12,42 @@ use serde::Deserialize;
 
 use crate::cli::Args;
 
-/// The WSGI callable to import.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AppSpec {
-    pub module: String,
-    pub callable: String,
-    /// `MODULE:factory()`: call the attribute to get the app.
-    pub factory: bool,
-}
+pub use porch_ipc::spawn::AppSpec;
 
-impl AppSpec {
-    pub fn parse(s: &str) -> Result<AppSpec, ConfigError> {
-        let bad = |why: &str| ConfigError::value("app", s, why);
-        let (module, callable) = match s.split_once(':') {
-            Some((m, c)) => (m, c),
-            None => (s, "application"),
-        };
-        let (callable, factory) = match callable.strip_suffix("()") {
-            Some(c) => (c, true),
-            None => (callable, false),
-        };
-        let is_dotted_name = |x: &str| {
-            !x.is_empty()
-                && x.split('.').all(|part| {
-                    !part.is_empty()
-                        && !part.starts_with(|c: char| c.is_ascii_digit())
-                        && part.chars().all(|c| c.is_alphanumeric() || c == '_')
-                })
-        };
-        if !is_dotted_name(module) {
-            return Err(bad(
-                "MODULE:CALLABLE with a dotted Python module name, e.g. mysite.wsgi:application",
-            ));
-        }
-        if !is_dotted_name(callable) {
-            return Err(bad(
-                "a Python name after ':', e.g. application or create_app()",
-            ));
-        }
-        Ok(AppSpec {
-            module: module.into(),
-            callable: callable.into(),
-            factory,
-        })
+/// Reads `MODULE`, `MODULE:CALLABLE` or `MODULE:factory()`.
+pub fn parse_app(s: &str) -> Result<AppSpec, ConfigError> {
+    let bad = |why: &str| ConfigError::value("app", s, why);
+    let (module, callable) = match s.split_once(':') {
+        Some((m, c)) => (m, c),
+        None => (s, "application"),
+    };
+    let (callable, factory) = match callable.strip_suffix("()") {
+        Some(c) => (c, true),
+        None => (callable, false),
+    };
+    let is_dotted_name = |x: &str| {
+        !x.is_empty()
+            && x.split('.').all(|part| {
+                !part.is_empty()
+                    && !part.starts_with(|c: char| c.is_ascii_digit())
+                    && part.chars().all(|c| c.is_alphanumeric() || c == '_')
+            })
+    };
+    if !is_dotted_name(module) {
+        return Err(bad(
+            "MODULE:CALLABLE with a dotted Python module name, e.g. mysite.wsgi:application",
+        ));
     }
-
-    /// Back to the `MODULE:CALLABLE` form, for the worker's command line and logs.
-    pub fn to_arg(&self) -> String {
-        format!(
-            "{}:{}{}",
-            self.module,
-            self.callable,
-            if self.factory { "()" } else { "" }
-        )
+    if !is_dotted_name(callable) {
+        return Err(bad(
+            "a Python name after ':', e.g. application or create_app()",
+        ));
     }
+    Ok(AppSpec {
+        module: module.into(),
+        callable: callable.into(),
+        factory,
+    })
 }
 
 /// A listening address.
@@ -402,7 +384,10 @@ pub struct Config {
     pub run_as: Option<(u32, u32)>,
     pub chdir: Option<PathBuf>,
     pub pythonpath: Vec<PathBuf>,
+    /// The virtualenv whose interpreter runs the workers (`--venv`, `$VIRTUAL_ENV`).
     pub venv: Option<PathBuf>,
+    /// The interpreter that runs the workers, when named (`--python`); it wins over `venv`.
+    pub python: Option<PathBuf>,
     pub access_log: Option<String>,
     pub access_log_format: AccessLogFormat,
     pub error_log: Option<String>,
@@ -472,6 +457,7 @@ pub struct FileConfig {
     #[serde(default)]
     pub pythonpath: Vec<String>,
     pub venv: Option<String>,
+    pub python: Option<String>,
     pub access_logfile: Option<String>,
     pub access_logformat: Option<String>,
     pub error_logfile: Option<String>,
@@ -843,7 +829,7 @@ impl Config {
             .app
             .clone()
             .or(file.app.take())
-            .map(|a| AppSpec::parse(&a))
+            .map(|a| parse_app(&a))
             .transpose()?;
         let source = config_file
             .as_ref()
@@ -925,11 +911,26 @@ impl Config {
             .filter(|v| !v.is_empty())
             .map(PathBuf::from);
         if let Some(v) = &venv {
-            if !v.join("pyvenv.cfg").is_file() && !v.join("lib").is_dir() {
+            if !v.join("bin/python").is_file() {
                 return Err(ConfigError::value(
                     "venv",
                     v.display(),
-                    "a virtualenv directory (with pyvenv.cfg and lib/)",
+                    "a virtualenv directory (with bin/python)",
+                ));
+            }
+        }
+        let python = args
+            .python
+            .clone()
+            .or(file.python)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from);
+        if let Some(p) = &python {
+            if !p.is_file() {
+                return Err(ConfigError::value(
+                    "python",
+                    p.display(),
+                    "the path of a Python interpreter (e.g. /srv/venv/bin/python)",
                 ));
             }
         }
@@ -1203,6 +1204,7 @@ impl Config {
             chdir,
             pythonpath,
             venv,
+            python,
             access_log: args.access_logfile.clone().or(file.access_logfile),
             access_log_format,
             error_log: args.error_logfile.clone().or(file.error_logfile),
@@ -1227,13 +1229,13 @@ mod tests {
 
     #[test]
     fn app_specs() {
-        assert_eq!(AppSpec::parse("a.b").unwrap().callable, "application");
-        let f = AppSpec::parse("pkg.mod:create_app()").unwrap();
+        assert_eq!(parse_app("a.b").unwrap().callable, "application");
+        let f = parse_app("pkg.mod:create_app()").unwrap();
         assert!(f.factory);
         assert_eq!(f.callable, "create_app");
         assert_eq!(f.to_arg(), "pkg.mod:create_app()");
         for bad in ["", ":app", "a:", "a b:app", "a:1x", "a..b:app"] {
-            assert!(AppSpec::parse(bad).is_err(), "{bad:?} must be refused");
+            assert!(parse_app(bad).is_err(), "{bad:?} must be refused");
         }
     }
 

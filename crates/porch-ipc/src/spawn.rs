@@ -1,0 +1,136 @@
+//! How the front starts a worker, and what each side may expect of the other.
+//!
+//! A worker is the app's own Python interpreter running `python -m porch.worker`, with its
+//! end of a socket pair on [`SOCKET_FD`] and a [`WorkerSpec`] as JSON in [`SPEC_ENV`]. It
+//! answers with a `Ready` frame carrying its pid and [`PROTOCOL`], or exits with one of the
+//! `EXIT_*` statuses.
+
+use std::fmt;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+/// The environment variable carrying a [`WorkerSpec`] as JSON.
+pub const SPEC_ENV: &str = "PORCH_WORKER_SPEC";
+/// The descriptor number of the worker's socket to the front.
+pub const SOCKET_FD: i32 = 3;
+/// Exit status of a worker whose app could not be imported (Gunicorn uses 3 as well).
+pub const EXIT_IMPORT_FAILED: u8 = 3;
+/// Exit status of a worker that cannot work with this front: a spec it cannot read, or
+/// another protocol version.
+pub const EXIT_MISMATCH: u8 = 4;
+/// The Python module a worker interpreter runs (`python -m porch.worker`).
+pub const WORKER_MODULE: &str = "porch.worker";
+/// Bumped whenever frames or the spec change meaning; the front and the worker extension
+/// must agree on it, so a front never talks to an extension from another release.
+pub const PROTOCOL: u32 = 1;
+/// porch's release; the front and the worker extension come from one.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// The WSGI callable to import: `MODULE:CALLABLE` or `MODULE:factory()`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AppSpec {
+    pub module: String,
+    pub callable: String,
+    /// `MODULE:factory()`: call the attribute to get the app.
+    pub factory: bool,
+}
+
+impl fmt::Display for AppSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let call = if self.factory { "()" } else { "" };
+        write!(f, "{}:{}{call}", self.module, self.callable)
+    }
+}
+
+/// What a worker needs to know, passed from the supervisor at exec time.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorkerSpec {
+    /// Must equal the worker's own [`PROTOCOL`].
+    pub protocol: u32,
+    pub app: AppSpec,
+    pub threads: usize,
+    pub multiprocess: bool,
+    pub chdir: Option<PathBuf>,
+    pub pythonpath: Vec<PathBuf>,
+    pub script_name: String,
+}
+
+impl WorkerSpec {
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).expect("a spec always serializes")
+    }
+
+    /// Reads a spec, refusing one from another protocol version by name.
+    pub fn from_json(s: &str) -> Result<WorkerSpec, String> {
+        #[derive(Deserialize)]
+        struct Version {
+            protocol: u32,
+        }
+        let v: Version = serde_json::from_str(s).map_err(|e| e.to_string())?;
+        if v.protocol != PROTOCOL {
+            return Err(format!(
+                "the front speaks protocol {}, this worker extension (porch {VERSION}) speaks {PROTOCOL}",
+                v.protocol
+            ));
+        }
+        serde_json::from_str(s).map_err(|e| e.to_string())
+    }
+}
+
+/// The payload of a `Ready` frame: the worker's pid and protocol version.
+pub fn ready_payload(pid: u32) -> [u8; 8] {
+    let mut out = [0u8; 8];
+    out[..4].copy_from_slice(&pid.to_le_bytes());
+    out[4..].copy_from_slice(&PROTOCOL.to_le_bytes());
+    out
+}
+
+/// Reads a `Ready` payload: `(pid, protocol)`.
+pub fn parse_ready(payload: &[u8]) -> Option<(u32, u32)> {
+    let pid = u32::from_le_bytes(payload.get(..4)?.try_into().ok()?);
+    let protocol = u32::from_le_bytes(payload.get(4..8)?.try_into().ok()?);
+    Some((pid, protocol))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec() -> WorkerSpec {
+        WorkerSpec {
+            protocol: PROTOCOL,
+            app: AppSpec {
+                module: "pkg.mod".into(),
+                callable: "create".into(),
+                factory: true,
+            },
+            threads: 2,
+            multiprocess: true,
+            chdir: Some("/srv".into()),
+            pythonpath: vec!["/a".into()],
+            script_name: "/site".into(),
+        }
+    }
+
+    #[test]
+    fn spec_round_trips_without_reparsing_the_app() {
+        let s = spec();
+        assert_eq!(WorkerSpec::from_json(&s.to_json()).unwrap(), s);
+        assert_eq!(s.app.to_string(), "pkg.mod:create()");
+    }
+
+    #[test]
+    fn another_protocol_is_refused_by_name() {
+        let mut s = spec();
+        s.protocol = PROTOCOL + 1;
+        let err = WorkerSpec::from_json(&s.to_json()).unwrap_err();
+        assert!(err.contains("protocol"), "{err}");
+    }
+
+    #[test]
+    fn ready_round_trips() {
+        assert_eq!(parse_ready(&ready_payload(42)), Some((42, PROTOCOL)));
+        assert_eq!(parse_ready(&[1, 2, 3]), None);
+    }
+}
