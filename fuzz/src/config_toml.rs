@@ -6,8 +6,8 @@
 use std::path::PathBuf;
 use std::sync::OnceLock;
 
-use porch::cli::Args;
-use porch::config::{Config, FileConfig, RouteAction};
+use porch_config::cli::Args;
+use porch_config::{Config, FileConfig, RouteAction};
 
 /// One scratch file per fuzzing process; `Config::from_args` reads the file it names.
 fn scratch() -> &'static PathBuf {

@@ -3,7 +3,7 @@
 
 use bytes::{Bytes, BytesMut};
 use arbitrary::{Result, Unstructured};
-use porch::ipc::{self, Decoder, Head, Kind, Request, RequestBody};
+use porch_ipc::{self as ipc, Decoder, Head, Kind, Request, RequestBody};
 
 const PROTOCOLS: [&str; 3] = ["HTTP/1.0", "HTTP/1.1", "HTTP/2"];
 

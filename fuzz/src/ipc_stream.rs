@@ -5,7 +5,7 @@
 //! into reads; whatever decodes re-encodes to something that decodes to the same value.
 
 use bytes::{Bytes, BytesMut};
-use porch::ipc::{self, DecodeError, Decoder, Frame, Head, Kind, Request};
+use porch_ipc::{self as ipc, DecodeError, Decoder, Frame, Head, Kind, Request};
 
 /// Frames and the error that stopped decoding, feeding `stream` in reads of the sizes
 /// `cuts` gives (cycled), or all at once when `cuts` is empty.

@@ -11,9 +11,9 @@ use std::path::{Component, Path, PathBuf};
 use std::sync::OnceLock;
 
 use http::{header, HeaderMap, HeaderName, HeaderValue, Method};
-use porch::config::StaticMount;
-use porch::front::body::ResponseBody;
-use porch::front::static_files::{relative_path, serve_path};
+use porch_config::StaticMount;
+use porch_front::body::ResponseBody;
+use porch_front::static_files::{relative_path, serve_path};
 
 const SECRET: &[u8] = b"XXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXX";
 

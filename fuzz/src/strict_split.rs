@@ -5,7 +5,7 @@
 //! unreleased rest plus each new read), it accepts or rejects alike and releases the
 //! same number of bytes.
 
-use porch::front::strict::{Checker, HeadLimits, Reject};
+use porch_front::strict::{Checker, HeadLimits, Reject};
 
 /// Feeds `input` in reads of the sizes `cuts` gives (the rest at once when they run out),
 /// the way `StrictIo` does. Returns the bytes released and the rejection, if any.

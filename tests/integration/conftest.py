@@ -19,7 +19,9 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 APPS = ROOT / "tests" / "apps"
-PORCH_BIN = Path(os.environ.get("PORCH_BIN", ROOT / "target" / "release" / "porch"))
+# porch as pip installs it: the executable in the venv's bin/, beside the interpreter that
+# has the worker extension (scripts/test builds the wheel and installs it there).
+PORCH_BIN = Path(os.environ.get("PORCH_BIN", ROOT / ".venv" / "bin" / "porch"))
 
 
 def free_port() -> int:
@@ -49,7 +51,7 @@ class Porch:
     base URL; ``log()`` returns everything it wrote to stderr so far (the error log).
     """
 
-    def __init__(self, args, *, cwd=None, env=None, bind=True, wait=True, timeout=30.0):
+    def __init__(self, args, *, cwd=None, env=None, bind=True, wait=True, timeout=30.0, bin=None):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self._stderr = tempfile.NamedTemporaryFile(prefix="porch-stderr-", delete=False)
@@ -60,7 +62,7 @@ class Porch:
         full_env["PYTHONPATH"] = str(APPS)
         if env:
             full_env.update(env)
-        cmd = [str(PORCH_BIN)]
+        cmd = [str(bin or PORCH_BIN)]
         if bind:
             cmd += ["--bind", f"127.0.0.1:{self.port}"]
         cmd += [str(a) for a in args]
@@ -372,7 +374,7 @@ def _kill_group(pgid: int) -> None:
         pass
 
 
-def run_porch(args, *, timeout: float = 20.0, env=None, cwd=None) -> subprocess.CompletedProcess:
+def run_porch(args, *, timeout: float = 20.0, env=None, cwd=None, bin=None) -> subprocess.CompletedProcess:
     """Run porch to completion (``--version``, ``--check-config``, startup failures) with
     the same environment the ``porch`` fixture uses; stdout and stderr as text. A porch
     still running after ``timeout`` fails the test (its process group is killed)."""
@@ -382,7 +384,7 @@ def run_porch(args, *, timeout: float = 20.0, env=None, cwd=None) -> subprocess.
     full_env["PYTHONPATH"] = str(APPS)
     if env:
         full_env.update(env)
-    cmd = [str(PORCH_BIN), *[str(a) for a in args]]
+    cmd = [str(bin or PORCH_BIN), *[str(a) for a in args]]
     proc = subprocess.Popen(
         cmd,
         cwd=cwd or APPS,

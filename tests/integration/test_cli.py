@@ -6,6 +6,7 @@ import json
 import os
 import re
 import socket
+import shutil
 import subprocess
 import sys
 import time
@@ -246,6 +247,11 @@ def venv_dir(tmp_path_factory):
             capture_output=True, text=True, check=True, timeout=30,
         ).stdout.strip()
     )
+    # porch installed into it, as `pip install porch` leaves it: the package with its
+    # extension (the venv's python runs the workers).
+    import porch as installed
+
+    shutil.copytree(Path(installed.__file__).parent, site / "porch")
     (site / "localpkg").mkdir()
     (site / "localpkg" / "__init__.py").write_text("GREETING = 'hello from the venv'\n")
     extra = root / "editable-src"

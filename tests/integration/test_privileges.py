@@ -45,11 +45,19 @@ def application(environ, start_response):
 def test_serves_as_the_given_user_after_binding(tmp_path):
     nobody = pwd.getpwnam("nobody")
     port = free_privileged_port()
-    # The user must be able to reach the binary and the app: put both where it can.
+    # The user must be able to reach the binary, the workers' interpreter with porch's
+    # extension, and the app: put them all where it can.
     shared = Path(tempfile.mkdtemp(prefix="porch-priv-"))
     try:
         shared.chmod(0o755)
-        binary = shared / "porch"
+        venv = shared / "env"
+        subprocess.run(["/usr/bin/python3", "-m", "venv", "--without-pip", str(venv)], check=True, timeout=60)
+        site = subprocess.run([str(venv / "bin" / "python"), "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"],
+                              capture_output=True, text=True, check=True).stdout.strip()
+        import porch as installed
+
+        shutil.copytree(Path(installed.__file__).parent, Path(site) / "porch")
+        binary = venv / "bin" / "porch"
         shutil.copy(PORCH_BIN, binary)
         (shared / "privapp.py").write_text(APP)
         err = tmp_path / "err.log"

@@ -570,6 +570,10 @@ def test_workers_still_start_after_the_binary_is_replaced_on_disk(porch, tmp_pat
     exe = tmp_path / "bin" / "porch"
     exe.parent.mkdir()
     shutil.copy2(conftest.PORCH_BIN, exe)
+    # As in a venv's bin/: the workers' python3 beside porch.
+    beside = exe.with_name("python3")
+    beside.write_text(f'#!/bin/sh\nexec {conftest.PORCH_BIN.parent / "python"} "$@"\n')
+    beside.chmod(0o755)
     monkeypatch.setattr(conftest, "PORCH_BIN", exe)
     p = start_app(porch, tmp_path, "-w", "1")
     pid = get_json(p)["pid"]

@@ -28,12 +28,14 @@ def alive(pid: int) -> bool:
         return False
 
 
-def test_workers_are_the_porch_binary_itself(porch):
+def test_workers_are_the_python_beside_porch_running_porch_worker(porch):
     p = porch("-w", "2", "wsgiapp:application")
     assert wait_until(lambda: len(p.worker_pids()) == 2, 5), p.worker_pids()
-    pids = p.worker_pids()
-    for pid in pids:
-        assert os.path.realpath(f"/proc/{pid}/exe") == os.path.realpath(PORCH_BIN)
+    python = os.path.realpath(PORCH_BIN.parent / "python3")
+    for pid in p.worker_pids():
+        assert os.path.realpath(f"/proc/{pid}/exe") == python
+        argv = open(f"/proc/{pid}/cmdline", "rb").read().split(b"\0")
+        assert argv[1:3] == [b"-m", b"porch.worker"], argv
 
 
 @pytest.mark.parametrize("how", ["exit", "kill"])

@@ -1,6 +1,6 @@
 //! The command line, shaped like Gunicorn's so `gunicorn ARGS` becomes `porch ARGS`.
 //!
-//! Values here are "as typed": every field is optional so that [`crate::config`] can layer
+//! Values here are "as typed": every field is optional so that [`crate::Config`] can layer
 //! flags over `PORCH_*` variables over `porch.toml` over defaults, and validate once.
 
 use std::ffi::OsString;
@@ -46,6 +46,14 @@ pub struct Args {
     /// Seconds a request may run in the app before it gets 504 and its worker is replaced [default: 30].
     #[arg(short = 't', long, env = "PORCH_TIMEOUT")]
     pub timeout: Option<f64>,
+
+    /// Seconds a worker may take to import the app and be ready [default: --timeout, at least 120].
+    #[arg(long = "boot-timeout", env = "PORCH_BOOT_TIMEOUT")]
+    pub boot_timeout: Option<f64>,
+
+    /// Seconds a request may wait for a free worker before it gets 503 [default: twice --timeout: 60].
+    #[arg(long = "queue-timeout", env = "PORCH_QUEUE_TIMEOUT")]
+    pub queue_timeout: Option<f64>,
 
     /// Seconds to finish in-flight requests on TERM/INT or when a worker is retired [default: 30].
     #[arg(long, env = "PORCH_GRACEFUL_TIMEOUT")]
@@ -313,6 +321,23 @@ mod tests {
             assert_eq!(find_unsupported(&os(&args)).unwrap().flag, flag);
         }
         assert!(find_unsupported(&os(&["porch", "-w", "2", "--bind", "x", "app"])).is_none());
+    }
+
+    #[test]
+    fn each_timeout_has_its_own_flag() {
+        let args = Args::try_parse_from([
+            "porch",
+            "-t",
+            "10",
+            "--boot-timeout",
+            "300",
+            "--queue-timeout=2.5",
+            "a:b",
+        ])
+        .unwrap();
+        assert_eq!(args.timeout, Some(10.0));
+        assert_eq!(args.boot_timeout, Some(300.0));
+        assert_eq!(args.queue_timeout, Some(2.5));
     }
 
     #[test]

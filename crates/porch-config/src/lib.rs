@@ -1,8 +1,40 @@
 //! porch's one configuration model: command-line flags ([`cli`]), `PORCH_*` variables and
 //! `porch.toml` become one validated [`Config`]. No Python and no sockets here: the same
 //! checks serve `--check-config`, start-up and SIGHUP reloads.
+//!
+//! Every error names the key, the value and what was expected; file errors also carry
+//! the line.
 
+// Only the user database lookups need `unsafe` (see `users`).
+#![deny(unsafe_code)]
+
+mod app;
+mod bind;
+mod build;
 pub mod cli;
 mod config;
+mod error;
+mod file;
+mod forwarded;
+mod limits;
+mod listener;
+mod log;
+mod static_mount;
+mod upstream;
+mod upstream_addr;
+#[allow(unsafe_code)]
+mod users;
+mod values;
 
-pub use config::*;
+pub use app::{parse_app, AppSpec};
+pub use bind::BindAddr;
+pub use config::Config;
+pub use error::ConfigError;
+pub use file::{FileConfig, ListenerFile, RouteFile, TlsFile, UpstreamFile};
+pub use forwarded::TrustedProxies;
+pub use limits::{Limits, RateLimit};
+pub use listener::{strip_port, CertKey, ListenerConfig, Route, RouteAction, TlsConfig};
+pub use log::AccessLogFormat;
+pub use static_mount::StaticMount;
+pub use upstream::{Balance, HealthCheck, UpstreamConfig};
+pub use upstream_addr::UpstreamAddr;

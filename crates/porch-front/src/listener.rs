@@ -22,8 +22,10 @@ use tokio::sync::{mpsc, watch};
 use tokio_rustls::TlsAcceptor;
 
 use super::body::ResponseBody;
-use super::strict::{Activity, ActivityGuard, HeadLimits, StrictIo, Timeouts, Verdict};
-use super::{error, Front};
+use super::strict::{Activity, ActivityGuard, HeadLimits, StrictIo, Timeouts};
+use crate::http_util::request_host;
+use crate::reject::{Rejection, Verdict};
+use crate::Front;
 use porch_config::{strip_port, BindAddr};
 
 /// How long a client may take to complete the TLS handshake.
@@ -351,9 +353,9 @@ impl Connections {
         let metrics = &self.front.metrics;
         metrics.requests.fetch_add(1, Ordering::Relaxed);
         let resp = match self.front.check(req) {
-            Err(resp) => resp,
+            Err(rejection) => rejection.response(),
             Ok(()) => {
-                let host = super::request_host(req)
+                let host = request_host(req)
                     .filter(|h| !h.is_empty())
                     .map(|h| strip_port(h).to_string())
                     .or_else(|| {
@@ -376,7 +378,9 @@ impl Connections {
                         r.headers_mut().insert(header::LOCATION, v);
                         r
                     }
-                    Err(_) => error(StatusCode::BAD_REQUEST, "invalid Host header"),
+                    Err(_) => {
+                        Rejection::client(StatusCode::BAD_REQUEST, "invalid Host header").response()
+                    }
                 }
             }
         };

@@ -12,7 +12,9 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::{Bytes, BytesMut};
+use tokio::time::Instant as TokioInstant;
+
+use bytes::{Buf, Bytes, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::UnixStream;
 use tokio::sync::{mpsc, watch, Notify};
@@ -59,7 +61,8 @@ pub enum LinkEnd {
 struct InFlight {
     reply: mpsc::UnboundedSender<Reply>,
     /// When a worker thread took it; `None` while it waits in the worker's own queue.
-    started: Option<Instant>,
+    /// Tokio's clock, the one the timeout sleeps on (and that tests can pause).
+    started: Option<TokioInstant>,
     line: String,
     head_sent: bool,
     /// Kept until the request starts, so a request the worker never began can be
@@ -112,6 +115,23 @@ pub struct Link {
     requeue: async_channel::Sender<Job>,
     next_id: u32,
     served: u64,
+    /// Asks the worker for the stack of a stuck request; whether the asking went out.
+    ask_stack: AskStack,
+}
+
+/// How a link asks its worker for the Python stacks of its running requests: SIGUSR1
+/// to the worker process ([`signal_stack_dump`]); tests watch the asking instead.
+pub type AskStack = Box<dyn Fn(u32) -> bool + Send>;
+
+/// Sends SIGUSR1 to worker `pid`, which answers with a [`Kind::Stack`] frame for each
+/// running request. Returns whether the signal was sent.
+pub fn signal_stack_dump(pid: u32) -> bool {
+    if pid == 0 || pid > i32::MAX as u32 {
+        return false; // kill(0) or kill(-n) would signal a whole process group
+    }
+    // SAFETY: kill(2) with a pid this link started; a stale pid at worst signals
+    // nothing (the worker is ours until its link reaps it).
+    unsafe { libc::kill(pid as libc::pid_t, libc::SIGUSR1) == 0 }
 }
 
 impl Link {
@@ -130,7 +150,15 @@ impl Link {
             requeue,
             next_id: 1,
             served: 0,
+            ask_stack: Box::new(signal_stack_dump),
         }
+    }
+
+    /// Replaces how this link asks its worker for stacks (see [`AskStack`]).
+    #[cfg(test)]
+    pub(crate) fn with_ask_stack(mut self, ask_stack: AskStack) -> Link {
+        self.ask_stack = ask_stack;
+        self
     }
 
     /// Runs until drained (after `drain` turns true), the worker dies, or a timeout.
@@ -144,6 +172,10 @@ impl Link {
         retire: Arc<Notify>,
     ) -> (LinkEnd, u64, Vec<String>) {
         let mut draining = *drain.borrow();
+        // Request frames not yet taken by the socket. They are written as it takes them
+        // while the worker's frames keep being read: a one-thread worker writing a long
+        // response reads nothing meanwhile, so a link blocked in writing a long request
+        // to it would never read that response, and both would wait for ever.
         let mut out = BytesMut::with_capacity(16 * 1024);
         let mut retire_notified = false;
         let end = loop {
@@ -159,18 +191,28 @@ impl Link {
                 .map(|s| s + cfg.timeout);
             tokio::select! {
                 biased;
-                read = self.conn.read_buf(&mut self.buf) => {
-                    match read {
-                        Ok(0) | Err(_) => break LinkEnd::WorkerGone,
+                ready = self.conn.readable() => {
+                    if ready.is_err() {
+                        break LinkEnd::WorkerGone;
+                    }
+                    match self.conn.try_read_buf(&mut self.buf) {
+                        Ok(0) => break LinkEnd::WorkerGone,
                         Ok(_) => {
                             if let Err(e) = self.route_frames(&cfg, &retire, &mut retire_notified) {
                                 break LinkEnd::Corrupt(e.to_string());
                             }
                         }
+                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                        Err(_) => break LinkEnd::WorkerGone,
+                    }
+                }
+                ready = self.conn.writable(), if !out.is_empty() => {
+                    if ready.is_err() || self.write_some(&mut out).is_err() {
+                        break LinkEnd::WorkerGone;
                     }
                 }
                 _ = sleep_until(next_deadline) => {
-                    let now = Instant::now();
+                    let now = TokioInstant::now();
                     if let Some((&id, _)) = self.inflight.iter().find(|(_, f)| f.started.is_some_and(|s| s + cfg.timeout <= now)) {
                         let line = self.time_out(id, &cfg).await;
                         break LinkEnd::TimedOut { line };
@@ -181,7 +223,6 @@ impl Link {
                         draining = true;
                         continue;
                     };
-                    out.clear();
                     self.start(job, &cfg, &mut out);
                     // Take what else is queued while there is room: one write, one wake-up.
                     while self.inflight.len() < cfg.threads + cfg.prefetch {
@@ -191,7 +232,7 @@ impl Link {
                         }
                     }
                     self.mark_started(&cfg);
-                    if self.conn.write_all(&out).await.is_err() {
+                    if self.write_some(&mut out).is_err() {
                         break LinkEnd::WorkerGone;
                     }
                 }
@@ -232,6 +273,18 @@ impl Link {
         (end, self.served, running)
     }
 
+    /// Writes as much of `out` as the socket takes now; the rest waits for it to drain.
+    fn write_some(&self, out: &mut BytesMut) -> std::io::Result<()> {
+        match self.conn.try_write(out) {
+            Ok(n) => {
+                out.advance(n);
+                Ok(())
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
     fn start(&mut self, job: Job, cfg: &LinkConfig, out: &mut BytesMut) {
         if job.reply.is_closed() {
             return; // the client went away while the request was queued
@@ -264,7 +317,7 @@ impl Link {
 
     /// The first `threads` unfinished requests are running: start their clocks.
     fn mark_started(&mut self, cfg: &LinkConfig) {
-        let now = Instant::now();
+        let now = TokioInstant::now();
         for id in self.order.iter().take(cfg.threads) {
             if let Some(f) = self.inflight.get_mut(id) {
                 if f.started.is_none() {
@@ -348,9 +401,7 @@ impl Link {
             Reply::Fail(504)
         });
         let mut stack = None;
-        // SAFETY: kill(2) with a pid this link started; a stale pid at worst signals
-        // nothing (the worker is ours until its link reaps it).
-        let asked = unsafe { libc::kill(self.pid as libc::pid_t, libc::SIGUSR1) } == 0;
+        let asked = (self.ask_stack)(self.pid);
         if asked {
             let wait = tokio::time::sleep(Duration::from_secs(2));
             tokio::pin!(wait);
@@ -397,9 +448,12 @@ fn kind_name(k: Kind) -> &'static str {
     }
 }
 
-async fn sleep_until(deadline: Option<Instant>) {
+async fn sleep_until(deadline: Option<TokioInstant>) {
     match deadline {
-        Some(d) => tokio::time::sleep_until(d.into()).await,
+        Some(d) => tokio::time::sleep_until(d).await,
         None => std::future::pending().await,
     }
 }
+
+#[cfg(test)]
+mod tests;

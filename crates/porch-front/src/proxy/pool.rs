@@ -14,7 +14,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpStream, UnixStream};
 
 use super::ReqBody;
-use porch_config::{Balance, UpstreamConfig};
+use porch_config::{Balance, UpstreamAddr, UpstreamConfig};
 
 /// Idle keep-alive connections kept per server at most; more are closed.
 const MAX_IDLE_PER_SERVER: usize = 256;
@@ -37,43 +37,12 @@ impl std::fmt::Display for Target {
     }
 }
 
-/// One entry of `servers` in the configuration.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(super) enum Spec {
-    Fixed(Target),
-    /// A host name, resolved now and every `resolve_interval`; each address is a server.
-    Name {
-        host: String,
-        port: u16,
-    },
-}
-
-impl Spec {
-    pub(super) fn parse(s: &str) -> Option<Spec> {
-        if let Some(path) = s.strip_prefix("unix:") {
-            return (!path.is_empty()).then(|| Spec::Fixed(Target::Unix(path.into())));
-        }
-        if let Ok(a) = s.parse::<SocketAddr>() {
-            return Some(Spec::Fixed(Target::Tcp(a)));
-        }
-        let (host, port) = s.rsplit_once(':')?;
-        let port = port.parse().ok()?;
-        if host.is_empty() || host.contains(['[', ']', '/', ' ']) {
-            return None;
-        }
-        Some(Spec::Name {
-            host: host.to_string(),
-            port,
-        })
-    }
-
-    /// The `Host` header health checks send.
-    fn host_header(&self) -> String {
-        match self {
-            Spec::Fixed(Target::Tcp(a)) => a.to_string(),
-            Spec::Fixed(Target::Unix(_)) => "localhost".into(),
-            Spec::Name { host, port } => format!("{host}:{port}"),
-        }
+/// The `Host` header health checks send: the address as configured (a name, not what it
+/// resolves to).
+fn host_header(addr: &UpstreamAddr) -> String {
+    match addr {
+        UpstreamAddr::Unix(_) => "localhost".into(),
+        ip_or_name => ip_or_name.to_string(),
     }
 }
 
@@ -224,8 +193,8 @@ impl Drop for Lease {
 }
 
 pub(super) struct Pool {
+    /// `cfg.servers` were checked with the configuration: nothing is parsed here.
     pub(super) cfg: UpstreamConfig,
-    specs: Vec<Spec>,
     /// The current servers, in a stable order; replaced whole when names resolve anew.
     servers: RwLock<Arc<Vec<Arc<Server>>>>,
     rr: AtomicUsize,
@@ -235,32 +204,22 @@ pub(super) struct Pool {
 
 impl Pool {
     /// Resolves the names once (a name that does not resolve yet is tried again later).
-    pub(super) fn new(cfg: &UpstreamConfig) -> io::Result<Pool> {
-        let specs = cfg
-            .servers
-            .iter()
-            .map(|s| {
-                Spec::parse(s).ok_or_else(|| {
-                    io::Error::new(
-                        io::ErrorKind::InvalidInput,
-                        format!("upstream {}: bad server {s:?}", cfg.name),
-                    )
-                })
-            })
-            .collect::<io::Result<Vec<_>>>()?;
+    pub(super) fn new(cfg: &UpstreamConfig) -> Pool {
         let pool = Pool {
             cfg: cfg.clone(),
-            specs,
             servers: RwLock::new(Arc::new(Vec::new())),
             rr: AtomicUsize::new(0),
             started: AtomicBool::new(false),
         };
         let resolved = pool
-            .specs
+            .cfg
+            .servers
             .iter()
-            .map(|spec| match spec {
-                Spec::Fixed(t) => Some(vec![t.clone()]),
-                Spec::Name { host, port } => match (host.as_str(), *port).to_socket_addrs() {
+            .map(|addr| match addr {
+                UpstreamAddr::Ip(a) => Some(vec![Target::Tcp(*a)]),
+                UpstreamAddr::Unix(p) => Some(vec![Target::Unix(p.clone())]),
+                UpstreamAddr::Name { host, port } => match (host.as_str(), *port).to_socket_addrs()
+                {
                     Ok(addrs) => Some(addrs.map(Target::Tcp).collect()),
                     Err(e) => {
                         tracing::warn!(
@@ -273,7 +232,7 @@ impl Pool {
             })
             .collect();
         pool.update(resolved);
-        Ok(pool)
+        pool
     }
 
     pub(super) fn servers(&self) -> Arc<Vec<Arc<Server>>> {
@@ -284,16 +243,20 @@ impl Pool {
     }
 
     pub(super) fn has_names(&self) -> bool {
-        self.specs.iter().any(|s| matches!(s, Spec::Name { .. }))
+        self.cfg
+            .servers
+            .iter()
+            .any(|a| matches!(a, UpstreamAddr::Name { .. }))
     }
 
     /// Resolves every name again, keeping the state of servers whose address stays.
     pub(super) async fn resolve(&self) {
-        let mut resolved = Vec::with_capacity(self.specs.len());
-        for spec in &self.specs {
-            resolved.push(match spec {
-                Spec::Fixed(t) => Some(vec![t.clone()]),
-                Spec::Name { host, port } => {
+        let mut resolved = Vec::with_capacity(self.cfg.servers.len());
+        for addr in &self.cfg.servers {
+            resolved.push(match addr {
+                UpstreamAddr::Ip(a) => Some(vec![Target::Tcp(*a)]),
+                UpstreamAddr::Unix(p) => Some(vec![Target::Unix(p.clone())]),
+                UpstreamAddr::Name { host, port } => {
                     match tokio::net::lookup_host((host.as_str(), *port)).await {
                         Ok(addrs) => Some(addrs.map(Target::Tcp).collect()),
                         Err(e) => {
@@ -310,12 +273,12 @@ impl Pool {
         self.update(resolved);
     }
 
-    /// `resolved[i]`: the targets of `specs[i]`, or `None` to keep what it had.
+    /// `resolved[i]`: the targets of `cfg.servers[i]`, or `None` to keep what it had.
     fn update(&self, resolved: Vec<Option<Vec<Target>>>) {
         let old = self.servers();
         let mut next: Vec<Arc<Server>> = Vec::new();
-        for (spec, targets) in self.specs.iter().zip(resolved) {
-            let check_host = spec.host_header();
+        for (addr, targets) in self.cfg.servers.iter().zip(resolved) {
+            let check_host = host_header(addr);
             let targets: Vec<Target> = match targets {
                 Some(mut t) => {
                     // Stable order whatever order the resolver answers in.
@@ -425,7 +388,7 @@ mod tests {
     fn cfg(servers: &[&str], balance: Balance) -> UpstreamConfig {
         UpstreamConfig {
             name: "t".into(),
-            servers: servers.iter().map(|s| s.to_string()).collect(),
+            servers: servers.iter().map(|s| s.parse().unwrap()).collect(),
             balance,
             connect_timeout: Duration::from_secs(1),
             header_timeout: Duration::from_secs(1),
@@ -439,34 +402,30 @@ mod tests {
     }
 
     #[test]
-    fn specs() {
+    fn addresses_become_servers_as_configured() {
+        let pool = Pool::new(&cfg(
+            &["127.0.0.1:80", "[::1]:80", "unix:/run/a.sock"],
+            Balance::RoundRobin,
+        ));
+        let servers: Vec<(String, String)> = pool
+            .servers()
+            .iter()
+            .map(|s| (s.target.to_string(), s.check_host.clone()))
+            .collect();
         assert_eq!(
-            Spec::parse("127.0.0.1:80"),
-            Some(Spec::Fixed(Target::Tcp("127.0.0.1:80".parse().unwrap())))
+            servers,
+            [
+                ("127.0.0.1:80".into(), "127.0.0.1:80".into()),
+                ("[::1]:80".into(), "[::1]:80".into()),
+                ("unix:/run/a.sock".into(), "localhost".into()),
+            ]
         );
-        assert_eq!(
-            Spec::parse("[::1]:80"),
-            Some(Spec::Fixed(Target::Tcp("[::1]:80".parse().unwrap())))
-        );
-        assert_eq!(
-            Spec::parse("unix:/run/a.sock"),
-            Some(Spec::Fixed(Target::Unix("/run/a.sock".into())))
-        );
-        assert_eq!(
-            Spec::parse("web:8000"),
-            Some(Spec::Name {
-                host: "web".into(),
-                port: 8000
-            })
-        );
-        for bad in ["web", ":80", "web:x", "unix:", "a/b:80"] {
-            assert_eq!(Spec::parse(bad), None, "{bad}");
-        }
+        assert!(!pool.has_names());
     }
 
     #[test]
     fn a_name_counts_as_each_of_its_addresses() {
-        let pool = Pool::new(&cfg(&["localhost:9", "127.0.0.1:9"], Balance::RoundRobin)).unwrap();
+        let pool = Pool::new(&cfg(&["localhost:9", "127.0.0.1:9"], Balance::RoundRobin));
         let servers = pool.servers();
         // localhost gives 127.0.0.1 (and maybe ::1); the literal duplicate is not added twice.
         assert!(servers
@@ -484,7 +443,7 @@ mod tests {
             &["127.0.0.1:1", "127.0.0.1:2", "127.0.0.1:3"],
             Balance::RoundRobin,
         );
-        let pool = Pool::new(&c).unwrap();
+        let pool = Pool::new(&c);
         let picks: Vec<String> = (0..6)
             .map(|_| pool.pick(&[]).unwrap().target.to_string())
             .collect();
@@ -519,7 +478,7 @@ mod tests {
     #[test]
     fn least_connections_prefers_the_idlest() {
         let c = cfg(&["127.0.0.1:1", "127.0.0.1:2"], Balance::LeastConnections);
-        let pool = Pool::new(&c).unwrap();
+        let pool = Pool::new(&c);
         let a = pool.servers()[0].clone();
         let b = pool.servers()[1].clone();
         let _l1 = Lease::new(a.clone());
@@ -540,7 +499,7 @@ mod tests {
     #[test]
     fn failing_health_checks_take_a_server_out() {
         let c = cfg(&["127.0.0.1:1", "127.0.0.1:2"], Balance::RoundRobin);
-        let pool = Pool::new(&c).unwrap();
+        let pool = Pool::new(&c);
         let a = pool.servers()[0].clone();
         a.healthy.store(false, Ordering::Relaxed);
         for _ in 0..4 {

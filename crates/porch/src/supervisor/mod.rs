@@ -138,48 +138,13 @@ impl Pool {
         ours.set_nonblocking(true)?;
         let mut conn = UnixStream::from_std(ours)?;
         let mut buf = BytesMut::with_capacity(64 * 1024);
-        let ready = async {
-            loop {
-                if let Some(frame) =
-                    Decoder::next(&mut buf).map_err(|e| BootError::Exited(e.to_string()))?
-                {
-                    if frame.kind == Kind::Ready {
-                        return match spawn::parse_ready(&frame.payload) {
-                            Some((_, spawn::PROTOCOL)) => Ok(()),
-                            other => Err(BootError::Mismatch(format!(
-                                "it speaks protocol {:?}, this porch {}",
-                                other.map(|(_, p)| p),
-                                spawn::PROTOCOL
-                            ))),
-                        };
-                    }
-                    return Err(BootError::Exited(format!(
-                        "unexpected {:?} frame",
-                        frame.kind
-                    )));
-                }
-                match conn.read_buf(&mut buf).await {
-                    Ok(0) | Err(_) => {
-                        let status = child.wait().await?;
-                        return Err(match status.code().map(|c| c as u8) {
-                            Some(EXIT_IMPORT_FAILED) => BootError::ImportFailed,
-                            Some(EXIT_MISMATCH) => {
-                                BootError::Mismatch("see its message above".into())
-                            }
-                            _ => BootError::Exited(describe_exit(status)),
-                        });
-                    }
-                    Ok(_) => {}
-                }
-            }
-        };
-        match tokio::time::timeout(self.boot_timeout, ready).await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => return Err(e),
-            Err(_) => {
+        match await_ready(&mut conn, &mut buf, self.boot_timeout, child.wait()).await {
+            Ok(()) => {}
+            Err(e @ BootError::Slow(_)) => {
                 let _ = child.start_kill();
-                return Err(BootError::Slow(self.boot_timeout));
+                return Err(e);
             }
+            Err(e) => return Err(e),
         }
         tracing::info!("booted worker {pid}");
         Ok(Worker {
@@ -191,15 +156,8 @@ impl Pool {
 
     fn link_config(&self, slot: usize) -> LinkConfig {
         let mut link = self.link.clone();
-        if self.max_requests > 0 {
-            // Spread recycling so workers do not all restart at once.
-            let jitter = if self.jitter > 0 {
-                (std::process::id() as u64 * 31 + slot as u64 * 7919 + nanos()) % (self.jitter + 1)
-            } else {
-                0
-            };
-            link.max_requests = Some(self.max_requests + jitter);
-        }
+        let noise = (std::process::id() as u64 * 31).wrapping_add(nanos());
+        link.max_requests = max_requests_limit(self.max_requests, self.jitter, slot, noise);
         link
     }
 
@@ -504,6 +462,67 @@ impl Pool {
     }
 }
 
+/// Waits for a just-started worker's `Ready` frame on `conn`, for at most `boot_timeout`.
+/// `exited` is the worker's exit status, awaited only once it closed its socket, to say
+/// why it did. Bytes after the `Ready` frame stay in `buf` for the link.
+async fn await_ready(
+    conn: &mut UnixStream,
+    buf: &mut BytesMut,
+    boot_timeout: Duration,
+    exited: impl std::future::Future<Output = std::io::Result<ExitStatus>>,
+) -> Result<(), BootError> {
+    let ready = async {
+        loop {
+            if let Some(frame) = Decoder::next(buf).map_err(|e| BootError::Exited(e.to_string()))? {
+                if frame.kind == Kind::Ready {
+                    return match spawn::parse_ready(&frame.payload) {
+                        Some((_, spawn::PROTOCOL)) => Ok(()),
+                        other => Err(BootError::Mismatch(format!(
+                            "it speaks protocol {:?}, this porch {}",
+                            other.map(|(_, p)| p),
+                            spawn::PROTOCOL
+                        ))),
+                    };
+                }
+                return Err(BootError::Exited(format!(
+                    "unexpected {:?} frame",
+                    frame.kind
+                )));
+            }
+            match conn.read_buf(buf).await {
+                Ok(0) | Err(_) => {
+                    let status = exited.await?;
+                    return Err(match status.code().map(|c| c as u8) {
+                        Some(EXIT_IMPORT_FAILED) => BootError::ImportFailed,
+                        Some(EXIT_MISMATCH) => BootError::Mismatch("see its message above".into()),
+                        _ => BootError::Exited(describe_exit(status)),
+                    });
+                }
+                Ok(_) => {}
+            }
+        }
+    };
+    match tokio::time::timeout(boot_timeout, ready).await {
+        Ok(result) => result,
+        Err(_) => Err(BootError::Slow(boot_timeout)),
+    }
+}
+
+/// The requests after which the worker of `slot` is recycled: `--max-requests` plus up to
+/// `--max-requests-jitter` more, spread by slot and `noise` so workers do not all restart
+/// at once. `None` when recycling is off.
+fn max_requests_limit(max_requests: u64, jitter: u64, slot: usize, noise: u64) -> Option<u64> {
+    if max_requests == 0 {
+        return None;
+    }
+    let spread = noise.wrapping_add(slot as u64 * 7919);
+    let extra = match jitter.checked_add(1) {
+        Some(n) => spread % n,
+        None => spread, // any u64 is within 0..=u64::MAX
+    };
+    Some(max_requests.saturating_add(extra))
+}
+
 fn backoff(failures: u32) -> Duration {
     Duration::from_millis((100u64 << failures.min(7)).min(10_000))
 }
@@ -539,3 +558,6 @@ pub fn describe_exit(status: ExitStatus) -> String {
         format!("exited with status {}", status.code().unwrap_or(-1))
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,439 @@
+//! Layering: command-line flags, `PORCH_*` environment variables (both through
+//! [`Args`]), the `porch.toml` file, then defaults, into one [`Config`].
+//!
+//! Each group of settings has its own function; `build` calls them in a fixed order so
+//! that, of several mistakes, the same one is always reported first.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::cli::Args;
+use crate::file::Lines;
+use crate::limits::{limits, rate_limit};
+use crate::listener::{file_listeners, flag_listeners};
+use crate::log::log_level;
+use crate::upstream::upstreams;
+use crate::users::run_as;
+use crate::values::{positive, seconds, seconds_or};
+use crate::{
+    parse_app, AccessLogFormat, BindAddr, Config, ConfigError, FileConfig, StaticMount,
+    TrustedProxies,
+};
+
+impl Config {
+    /// Layers flags and environment (`args`) over the file named by `-c` over defaults.
+    pub fn from_args(args: &Args) -> Result<Config, ConfigError> {
+        let config_file = args.config.as_ref().map(PathBuf::from);
+        let file = match &config_file {
+            Some(p) => FileConfig::load(p)?,
+            None => FileConfig::default(),
+        };
+        Self::build(args, file, config_file)
+    }
+
+    pub(crate) fn build(
+        args: &Args,
+        mut file: FileConfig,
+        config_file: Option<PathBuf>,
+    ) -> Result<Config, ConfigError> {
+        let app = args
+            .app
+            .clone()
+            .or(file.app.take())
+            .map(|a| parse_app(&a))
+            .transpose()?;
+        let lines = Lines::read(config_file.as_deref());
+        let binds = binds(args, &file)?;
+        let listener_tables = std::mem::take(&mut file.listener);
+        let upstream_tables = std::mem::take(&mut file.upstream);
+        let workers = positive("workers", args.workers.or(file.workers), cores())?;
+        let threads = positive("threads", args.threads.or(file.threads), 1)?;
+        let t = Timeouts::new(args, &file)?;
+        let py = Python::new(args, &file)?;
+        let log = Logging::new(args, &file)?;
+        let forwarded_allow_ips = TrustedProxies::parse(
+            args.forwarded_allow_ips
+                .as_deref()
+                .or(file.forwarded_allow_ips.as_deref())
+                .unwrap_or("127.0.0.1,::1"),
+        )?;
+        let limits = limits(args, &file)?;
+        let statics = statics(args, &file)?;
+        let upstreams = upstreams(upstream_tables, &lines)?;
+        let listeners = if listener_tables.is_empty() || !args.bind.is_empty() {
+            flag_listeners(&binds, &statics, app.is_some())?
+        } else {
+            file_listeners(listener_tables, app.is_some(), &upstreams, &lines)?
+        };
+        let admin_bind = admin_bind(args, &file)?;
+        let script_name = script_name(&file)?;
+        let max_worker_memory = max_worker_memory(args, &file)?;
+        let rate_limit = rate_limit(args, &file)?;
+        let run_as = run_as(
+            args.user.clone().or(file.user.clone()),
+            args.group.clone().or(file.group.clone()),
+        )?;
+
+        Ok(Config {
+            app,
+            listeners,
+            upstreams,
+            workers,
+            threads,
+            prefetch: args.prefetch.or(file.prefetch).unwrap_or(16),
+            timeout: t.timeout,
+            boot_timeout: t.boot,
+            queue_timeout: t.queue,
+            graceful_timeout: t.graceful,
+            keep_alive: t.keep_alive,
+            header_timeout: t.header,
+            body_timeout: t.body,
+            send_timeout: t.send,
+            max_requests: args.max_requests.or(file.max_requests).unwrap_or(0),
+            max_requests_jitter: args
+                .max_requests_jitter
+                .or(file.max_requests_jitter)
+                .unwrap_or(0),
+            max_worker_memory,
+            rate_limit,
+            run_as,
+            chdir: py.chdir,
+            pythonpath: py.pythonpath,
+            venv: py.venv,
+            python: py.python,
+            access_log: log.access_log,
+            access_log_format: log.access_log_format,
+            error_log: log.error_log,
+            log_level: log.log_level,
+            forwarded_allow_ips,
+            limits,
+            admin_bind,
+            script_name,
+            config_file,
+        })
+    }
+}
+
+fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// Parsed even when `[[listener]]` tables will be used instead, so a bad `bind` in the
+/// file never goes unnoticed.
+fn binds(args: &Args, file: &FileConfig) -> Result<Vec<BindAddr>, ConfigError> {
+    let strings = if !args.bind.is_empty() {
+        &args.bind
+    } else if !file.bind.is_empty() {
+        &file.bind
+    } else {
+        return Ok(vec![BindAddr::Tcp(SocketAddr::from((
+            [127, 0, 0, 1],
+            8000,
+        )))]);
+    };
+    strings.iter().map(|b| BindAddr::parse("bind", b)).collect()
+}
+
+struct Timeouts {
+    timeout: Duration,
+    boot: Duration,
+    queue: Duration,
+    graceful: Duration,
+    keep_alive: Duration,
+    header: Duration,
+    body: Duration,
+    send: Duration,
+}
+
+impl Timeouts {
+    fn new(args: &Args, file: &FileConfig) -> Result<Timeouts, ConfigError> {
+        let timeout = seconds("timeout", args.timeout.or(file.timeout), 30.0)?;
+        Ok(Timeouts {
+            timeout,
+            // Unset, these keep what `timeout` alone used to give: a boot time of at
+            // least 120 s, a queue wait of twice the run time (60 s by default).
+            boot: seconds_or(
+                "boot_timeout",
+                args.boot_timeout.or(file.boot_timeout),
+                timeout.max(Duration::from_secs(120)),
+            )?,
+            queue: seconds_or(
+                "queue_timeout",
+                args.queue_timeout.or(file.queue_timeout),
+                timeout * 2,
+            )?,
+            graceful: seconds(
+                "graceful_timeout",
+                args.graceful_timeout.or(file.graceful_timeout),
+                30.0,
+            )?,
+            keep_alive: seconds("keep_alive", args.keep_alive.or(file.keep_alive), 5.0)?,
+            header: seconds(
+                "header_timeout",
+                args.header_timeout.or(file.header_timeout),
+                30.0,
+            )?,
+            body: seconds(
+                "body_timeout",
+                args.body_timeout.or(file.body_timeout),
+                60.0,
+            )?,
+            send: seconds(
+                "send_timeout",
+                args.send_timeout.or(file.send_timeout),
+                60.0,
+            )?,
+        })
+    }
+}
+
+/// Where the workers' Python comes from. Paths are checked now: a missing one would
+/// otherwise surface as an import error in every worker.
+struct Python {
+    chdir: Option<PathBuf>,
+    pythonpath: Vec<PathBuf>,
+    venv: Option<PathBuf>,
+    python: Option<PathBuf>,
+}
+
+impl Python {
+    fn new(args: &Args, file: &FileConfig) -> Result<Python, ConfigError> {
+        let pythonpath = if args.pythonpath.is_empty() {
+            &file.pythonpath
+        } else {
+            &args.pythonpath
+        };
+        let chdir = args.chdir.clone().or(file.chdir.clone()).map(PathBuf::from);
+        if let Some(dir) = &chdir {
+            if !dir.is_dir() {
+                return Err(ConfigError::value(
+                    "chdir",
+                    dir.display(),
+                    "an existing directory",
+                ));
+            }
+        }
+        let venv = non_empty_path(&args.venv, &file.venv);
+        if let Some(v) = &venv {
+            if !v.join("bin/python").is_file() {
+                return Err(ConfigError::value(
+                    "venv",
+                    v.display(),
+                    "a virtualenv directory (with bin/python)",
+                ));
+            }
+        }
+        let python = non_empty_path(&args.python, &file.python);
+        if let Some(p) = &python {
+            if !p.is_file() {
+                return Err(ConfigError::value(
+                    "python",
+                    p.display(),
+                    "the path of a Python interpreter (e.g. /srv/venv/bin/python)",
+                ));
+            }
+        }
+        Ok(Python {
+            chdir,
+            pythonpath: pythonpath.iter().map(PathBuf::from).collect(),
+            venv,
+            python,
+        })
+    }
+}
+
+/// An empty value (e.g. `VIRTUAL_ENV=`) means unset, as shells treat it.
+fn non_empty_path(flag: &Option<String>, file: &Option<String>) -> Option<PathBuf> {
+    flag.clone()
+        .or(file.clone())
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+}
+
+struct Logging {
+    access_log: Option<String>,
+    access_log_format: AccessLogFormat,
+    error_log: Option<String>,
+    log_level: tracing::Level,
+}
+
+impl Logging {
+    fn new(args: &Args, file: &FileConfig) -> Result<Logging, ConfigError> {
+        Ok(Logging {
+            access_log_format: AccessLogFormat::parse(
+                args.access_logformat
+                    .as_deref()
+                    .or(file.access_logformat.as_deref()),
+            )?,
+            log_level: log_level(
+                args.log_level
+                    .as_deref()
+                    .or(file.log_level.as_deref())
+                    .unwrap_or("info"),
+            )?,
+            access_log: args.access_logfile.clone().or(file.access_logfile.clone()),
+            error_log: args.error_logfile.clone().or(file.error_logfile.clone()),
+        })
+    }
+}
+
+/// `--static` mounts, then the file's `[static]` table.
+fn statics(args: &Args, file: &FileConfig) -> Result<Vec<StaticMount>, ConfigError> {
+    let mut statics = args
+        .statics
+        .iter()
+        .map(|s| StaticMount::parse("static", s))
+        .collect::<Result<Vec<_>, _>>()?;
+    for (prefix, dir) in &file.statics {
+        statics.push(StaticMount::new("static", prefix, dir)?);
+    }
+    Ok(statics)
+}
+
+/// TCP only: the admin endpoints are for probes and scrapers on the network.
+fn admin_bind(args: &Args, file: &FileConfig) -> Result<Option<SocketAddr>, ConfigError> {
+    let Some(s) = args.admin_bind.clone().or(file.admin_bind.clone()) else {
+        return Ok(None);
+    };
+    match BindAddr::parse("admin_bind", &s)? {
+        BindAddr::Tcp(a) => Ok(Some(a)),
+        BindAddr::Unix(_) => Err(ConfigError::value("admin_bind", s, "HOST:PORT")),
+    }
+}
+
+/// `SCRIPT_NAME` from the environment, as Gunicorn reads it, else from the file.
+fn script_name(file: &FileConfig) -> Result<String, ConfigError> {
+    let script_name = std::env::var("SCRIPT_NAME")
+        .ok()
+        .or(file.script_name.clone())
+        .unwrap_or_default();
+    let script_name = script_name.trim_end_matches('/').to_string();
+    if !script_name.is_empty() && !script_name.starts_with('/') {
+        return Err(ConfigError::value(
+            "script_name",
+            &script_name,
+            "a URL path starting with '/'",
+        ));
+    }
+    Ok(script_name)
+}
+
+/// MiB as typed, bytes as used; a value that would wrap is refused, not shrunk.
+fn max_worker_memory(args: &Args, file: &FileConfig) -> Result<Option<u64>, ConfigError> {
+    args.max_worker_memory
+        .or(file.max_worker_memory)
+        .map(|mib| {
+            mib.checked_mul(1 << 20).ok_or_else(|| {
+                ConfigError::value("max_worker_memory", mib, "a size in MiB below 2^44")
+            })
+        })
+        .transpose()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::RouteAction;
+    use clap::Parser;
+
+    fn args(v: &[&str]) -> Args {
+        Args::try_parse_from(std::iter::once("porch").chain(v.iter().copied())).unwrap()
+    }
+
+    #[test]
+    fn flags_win_over_the_file_and_defaults_fill_the_rest() {
+        let file =
+            FileConfig::parse("app = 'x:y'\nworkers = 3\nthreads = 2\n[static]\n'/media' = 'm'\n")
+                .unwrap();
+        let c = Config::build(&args(&["-w", "5"]), file, None).unwrap();
+        assert_eq!(c.workers, 5);
+        assert_eq!(c.threads, 2);
+        assert_eq!(c.app.unwrap().module, "x");
+        let l = &c.listeners[0];
+        assert_eq!(l.bind, BindAddr::Tcp("127.0.0.1:8000".parse().unwrap()));
+        assert!(
+            matches!(&l.route(None, "/media/a.png").unwrap().action, RouteAction::Static(m) if m.prefix == "/media/")
+        );
+        assert_eq!(l.route(None, "/api").unwrap().action, RouteAction::App);
+        assert_eq!(c.timeout, Duration::from_secs(30));
+    }
+
+    #[test]
+    fn bad_values_name_key_and_expectation() {
+        let err = Config::build(&args(&["-w", "0", "a:b"]), FileConfig::default(), None)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("`workers`") && err.contains("at least 1"),
+            "{err}"
+        );
+        let err = Config::build(
+            &args(&["--timeout", "-1", "a:b"]),
+            FileConfig::default(),
+            None,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("`timeout`"), "{err}");
+        let err = Config::build(&args(&[]), FileConfig::default(), None)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("`app`"), "{err}");
+    }
+
+    #[test]
+    fn boot_and_queue_timeouts_default_to_what_timeout_alone_gave() {
+        let c = Config::build(&args(&["a:b"]), FileConfig::default(), None).unwrap();
+        assert_eq!(c.boot_timeout, Duration::from_secs(120));
+        assert_eq!(c.queue_timeout, Duration::from_secs(60));
+        let c = Config::build(&args(&["-t", "200", "a:b"]), FileConfig::default(), None).unwrap();
+        assert_eq!(c.boot_timeout, Duration::from_secs(200));
+        assert_eq!(c.queue_timeout, Duration::from_secs(400));
+        // Near the largest timeout the derived defaults are not refused.
+        let c = Config::build(&args(&["-t", "9e8", "a:b"]), FileConfig::default(), None).unwrap();
+        assert_eq!(c.queue_timeout, Duration::from_secs(1_800_000_000));
+    }
+
+    #[test]
+    fn boot_and_queue_timeouts_are_their_own_settings() {
+        let file = FileConfig::parse("boot_timeout = 300\nqueue_timeout = 5.5\n").unwrap();
+        let c = Config::build(&args(&["-t", "10", "a:b"]), file, None).unwrap();
+        assert_eq!(c.timeout, Duration::from_secs(10));
+        assert_eq!(c.boot_timeout, Duration::from_secs(300));
+        assert_eq!(c.queue_timeout, Duration::from_millis(5500));
+        let file = FileConfig::parse("boot_timeout = 300\n").unwrap();
+        let c = Config::build(&args(&["--boot-timeout", "7", "a:b"]), file, None).unwrap();
+        assert_eq!(c.boot_timeout, Duration::from_secs(7));
+        for (flag, key) in [
+            ("--boot-timeout", "`boot_timeout`"),
+            ("--queue-timeout", "`queue_timeout`"),
+        ] {
+            for bad in ["0", "-1", "inf"] {
+                let err = Config::build(&args(&[flag, bad, "a:b"]), FileConfig::default(), None)
+                    .unwrap_err()
+                    .to_string();
+                assert!(
+                    err.contains(key) && err.contains("positive"),
+                    "{flag} {bad}: {err}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn a_bad_upstream_server_fails_the_whole_configuration() {
+        let file = FileConfig::parse(
+            "app = 'a:b'\n[upstream.web]\nservers = ['[x]:80']\n[[listener]]\nbind = ':80'\n\
+             [[listener.route]]\nproxy = 'web'\n",
+        )
+        .unwrap();
+        let err = Config::build(&args(&[]), file, None)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("`upstream.web.servers`") && err.contains("[x]:80"),
+            "{err}"
+        );
+    }
+}

@@ -1,0 +1,94 @@
+//! Bounds on what clients may send and how fast, so one client cannot exhaust the
+//! memory, connections or workers every other client needs.
+
+use crate::cli::Args;
+use crate::values::positive;
+use crate::{ConfigError, FileConfig};
+
+/// A per-client-IP token bucket, like nginx's `limit_req`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RateLimit {
+    pub per_second: f64,
+    pub burst: u32,
+}
+
+/// Limits on what a client may send.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limits {
+    pub request_line: usize,
+    pub request_fields: usize,
+    pub request_field_size: usize,
+    pub request_body: u64,
+    /// Request bodies larger than this go to a temporary file instead of memory.
+    pub body_memory: usize,
+    /// Requests waiting for a worker before porch answers 503.
+    pub backlog: usize,
+    /// Open client connections per listener; more wait in the kernel's accept queue.
+    pub connections: usize,
+    /// Open connections per client IP; more are answered 429 and closed. 0 = no limit.
+    pub connections_per_ip: usize,
+}
+
+pub(crate) fn limits(args: &Args, file: &FileConfig) -> Result<Limits, ConfigError> {
+    let limits = Limits {
+        request_line: positive(
+            "limit_request_line",
+            args.limit_request_line.or(file.limit_request_line),
+            4094,
+        )?,
+        request_fields: positive(
+            "limit_request_fields",
+            args.limit_request_fields.or(file.limit_request_fields),
+            100,
+        )?,
+        request_field_size: positive(
+            "limit_request_field_size",
+            args.limit_request_field_size
+                .or(file.limit_request_field_size),
+            8190,
+        )?,
+        request_body: args
+            .limit_request_body
+            .or(file.limit_request_body)
+            .unwrap_or(1 << 30),
+        body_memory: file.body_memory.unwrap_or(1 << 20),
+        backlog: positive("backlog", args.backlog.or(file.backlog), 1024)?,
+        connections: positive(
+            "limit_connections",
+            args.limit_connections.or(file.limit_connections),
+            10_000,
+        )?,
+        connections_per_ip: args
+            .limit_connections_per_ip
+            .or(file.limit_connections_per_ip)
+            .unwrap_or(0),
+    };
+    if limits.request_fields > 32768 {
+        return Err(ConfigError::value(
+            "limit_request_fields",
+            limits.request_fields,
+            "at most 32768",
+        ));
+    }
+    Ok(limits)
+}
+
+/// `None` without `limit_rate`; the burst defaults to one second's worth.
+pub(crate) fn rate_limit(args: &Args, file: &FileConfig) -> Result<Option<RateLimit>, ConfigError> {
+    match args.limit_rate.or(file.limit_rate) {
+        None => Ok(None),
+        Some(r) if r.is_finite() && r > 0.0 => Ok(Some(RateLimit {
+            per_second: r,
+            burst: args
+                .limit_burst
+                .or(file.limit_burst)
+                .unwrap_or((r.ceil() as u32).max(1))
+                .max(1),
+        })),
+        Some(r) => Err(ConfigError::value(
+            "limit_rate",
+            r,
+            "a positive number of requests per second",
+        )),
+    }
+}

@@ -1,0 +1,115 @@
+//! The ipc request a worker turns into a WSGI environ: headers joined as CGI wants them,
+//! server name and port, the client's address, the body inline or as a file.
+
+use std::net::SocketAddr;
+
+use bytes::{Bytes, BytesMut};
+use http::header;
+
+use super::read::Body;
+use crate::http_util::protocol;
+use crate::{Front, Peer};
+use porch_ipc as ipc;
+
+impl Front {
+    pub(super) fn ipc_request(
+        &self,
+        parts: &http::request::Parts,
+        peer: Peer,
+        body: Body,
+    ) -> (ipc::Request, Option<tempfile::TempPath>) {
+        let mut headers: Vec<(Bytes, Bytes)> = Vec::with_capacity(parts.headers.keys_len());
+        let mut forwarded_https = false;
+        let trusted = peer
+            .remote
+            .is_none_or(|a| self.cfg.forwarded_allow_ips.trusts(a.ip()));
+        for name in parts.headers.keys() {
+            // Underscores would alias dashes in the environ (X_Auth vs X-Auth): drop them,
+            // as nginx and Gunicorn do, so a client cannot spoof a header a proxy set.
+            if name.as_str().contains('_') {
+                continue;
+            }
+            let mut values = parts.headers.get_all(name).iter();
+            let first = values.next().expect("a key has a value");
+            let mut joined = Bytes::copy_from_slice(first.as_bytes());
+            let sep: &[u8] = if name == header::COOKIE { b"; " } else { b", " };
+            for v in values {
+                let mut b = BytesMut::from(&joined[..]);
+                b.extend_from_slice(sep);
+                b.extend_from_slice(v.as_bytes());
+                joined = b.freeze();
+            }
+            if trusted && name.as_str() == "x-forwarded-proto" {
+                forwarded_https = joined.eq_ignore_ascii_case(b"https");
+            }
+            headers.push((Bytes::copy_from_slice(name.as_str().as_bytes()), joined));
+        }
+        if !parts.headers.contains_key(header::HOST) {
+            if let Some(auth) = parts.uri.authority() {
+                headers.push((
+                    Bytes::from_static(b"host"),
+                    Bytes::copy_from_slice(auth.as_str().as_bytes()),
+                ));
+            }
+        }
+        let local = peer.local;
+        let (server_name, server_port) = host_and_port(&parts.headers, &parts.uri, local);
+        let (remote_addr, remote_port) = match peer.remote {
+            Some(a) => (a.ip().to_string(), a.port()),
+            None => (String::new(), 0),
+        };
+        let (body, file) = match body {
+            Body::Memory(b) => (ipc::RequestBody::Inline(b), None),
+            Body::File(path, len) => (
+                ipc::RequestBody::File {
+                    path: path.to_string_lossy().into_owned(),
+                    len,
+                },
+                Some(path),
+            ),
+        };
+        let target = parts
+            .uri
+            .path_and_query()
+            .map_or(Bytes::from_static(b"/"), |p| {
+                Bytes::copy_from_slice(p.as_str().as_bytes())
+            });
+        (
+            ipc::Request {
+                method: parts.method.to_string(),
+                target,
+                protocol: protocol(parts.version),
+                https: peer.tls || forwarded_https,
+                remote_addr,
+                remote_port,
+                server_name,
+                server_port,
+                headers,
+                body,
+            },
+            file,
+        )
+    }
+}
+
+fn host_and_port(
+    headers: &http::HeaderMap,
+    uri: &http::Uri,
+    local: Option<SocketAddr>,
+) -> (String, u16) {
+    let default_port = local.map_or(80, |a| a.port());
+    // HTTP/2 carries the host in `:authority` (the URI) rather than a Host header.
+    let host = headers.get(header::HOST).and_then(|h| h.to_str().ok());
+    if let Some(host) = host.or_else(|| uri.authority().map(|a| a.as_str())) {
+        if let Ok(auth) = host.parse::<http::uri::Authority>() {
+            return (
+                auth.host().trim_matches(['[', ']']).to_string(),
+                auth.port_u16().unwrap_or(default_port),
+            );
+        }
+    }
+    (
+        local.map_or("localhost".to_string(), |a| a.ip().to_string()),
+        default_port,
+    )
+}

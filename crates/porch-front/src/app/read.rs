@@ -1,0 +1,92 @@
+//! Reading a request body whole before any worker is involved: in memory, or spilled
+//! to a temporary file past the configured size.
+
+use bytes::{Bytes, BytesMut};
+use http::StatusCode;
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use tokio::io::AsyncWriteExt;
+
+use crate::reject::Rejection;
+use crate::Front;
+
+impl Front {
+    /// Reads the whole body: in memory up to the configured size, then into a temporary
+    /// file. A body cut short by the client never reaches the app.
+    pub(super) async fn read_body(&self, mut incoming: Incoming) -> Result<Body, Rejection> {
+        let limits = &self.cfg.limits;
+        let mut mem = BytesMut::new();
+        let mut file: Option<(tokio::fs::File, tempfile::TempPath)> = None;
+        let mut total: u64 = 0;
+        loop {
+            let next = tokio::time::timeout(self.cfg.body_timeout, incoming.frame());
+            let Ok(next) = next.await else {
+                return Err(Rejection::client(
+                    StatusCode::REQUEST_TIMEOUT,
+                    "request body not received in time",
+                )
+                .closing());
+            };
+            let Some(frame) = next else { break };
+            let frame = frame.map_err(|e| {
+                tracing::debug!("request body not received in full: {e}");
+                Rejection::client(
+                    StatusCode::BAD_REQUEST,
+                    "request body incomplete or malformed",
+                )
+            })?;
+            let Ok(data) = frame.into_data() else {
+                continue;
+            };
+            total += data.len() as u64;
+            if total > limits.request_body {
+                return Err(
+                    Rejection::client(StatusCode::PAYLOAD_TOO_LARGE, "request body too large")
+                        .closing(),
+                );
+            }
+            if file.is_none() && mem.len() + data.len() > limits.body_memory {
+                let spill = tempfile::Builder::new()
+                    .prefix("porch-body-")
+                    .tempfile_in(&self.spill_dir)
+                    .map_err(|e| {
+                        tracing::error!("cannot create a temporary file for a request body: {e}");
+                        Rejection::porch(
+                            StatusCode::INTERNAL_SERVER_ERROR,
+                            "cannot buffer the request body",
+                        )
+                    })?;
+                let (f, path) = spill.into_parts();
+                let mut f = tokio::fs::File::from_std(f);
+                f.write_all(&mem).await.map_err(spill_error)?;
+                mem.clear();
+                file = Some((f, path));
+            }
+            match &mut file {
+                Some((f, _)) => f.write_all(&data).await.map_err(spill_error)?,
+                None => mem.extend_from_slice(&data),
+            }
+        }
+        match file {
+            Some((mut f, path)) => {
+                f.flush().await.map_err(spill_error)?;
+                Ok(Body::File(path, total))
+            }
+            None => Ok(Body::Memory(mem.freeze())),
+        }
+    }
+}
+
+/// A body read whole; a spilled file is removed when the job holding it is dropped.
+pub(super) enum Body {
+    Memory(Bytes),
+    File(tempfile::TempPath, u64),
+}
+
+fn spill_error(e: std::io::Error) -> Rejection {
+    tracing::error!("cannot write a request body to its temporary file: {e}");
+    Rejection::porch(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "cannot buffer the request body",
+    )
+}

@@ -1,0 +1,29 @@
+//! Small facts about a request that routing, logging and the app environ all need.
+
+use http::header::{self, HeaderName};
+use http::{Request, Version};
+
+/// A header's value as text, empty when absent or not visible ASCII (for the access log).
+pub(crate) fn header_str(h: &http::HeaderMap, name: HeaderName) -> String {
+    h.get(name)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string()
+}
+
+/// The protocol as CGI's `SERVER_PROTOCOL` and the access log spell it.
+pub fn protocol(v: Version) -> &'static str {
+    match v {
+        Version::HTTP_10 | Version::HTTP_09 => "HTTP/1.0",
+        Version::HTTP_2 => "HTTP/2",
+        _ => "HTTP/1.1",
+    }
+}
+
+/// The host a request is for: its Host header, or the authority of an HTTP/2 request.
+pub fn request_host<B>(req: &Request<B>) -> Option<&str> {
+    req.headers()
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .or_else(|| req.uri().host())
+}

@@ -1,0 +1,104 @@
+//! The core of request handling: a request passes admission, is matched to a route of
+//! its listener, and the route's action answers it; every answer is counted and logged.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Instant;
+
+use http::header::{self, HeaderValue};
+use http::{Request, Response, StatusCode};
+use hyper::body::Incoming;
+
+use crate::body::ResponseBody;
+use crate::http_util::{header_str, protocol, request_host};
+use crate::log::AccessRecord;
+use crate::metrics::{route_index, ROUTES};
+use crate::reject::{self, Rejection};
+use crate::{static_files, Front, Peer};
+use porch_config::RouteAction;
+
+impl Front {
+    pub(crate) async fn handle(
+        self: &Arc<Self>,
+        index: usize,
+        req: Request<Incoming>,
+        peer: Peer,
+    ) -> Response<ResponseBody> {
+        self.metrics.requests.fetch_add(1, Ordering::Relaxed);
+        let started = Instant::now();
+        let listener = &self.cfg.listeners[index];
+        if let Some(rejection) = reject::carried_by(&req) {
+            self.metrics.count_status(rejection.status.as_u16());
+            return rejection.response();
+        }
+        let mut route = route_index(None);
+        // App responses are logged by their body when it completes; the rest here.
+        let record = self.access_log.as_ref().map(|log| AccessRecord {
+            log: log.clone(),
+            remote: peer.remote.map(|a| a.ip()),
+            method: req.method().to_string(),
+            target: req
+                .uri()
+                .path_and_query()
+                .map_or("/", |p| p.as_str())
+                .to_string(),
+            protocol: protocol(req.version()),
+            status: 0,
+            bytes: 0,
+            referer: header_str(req.headers(), header::REFERER),
+            user_agent: header_str(req.headers(), header::USER_AGENT),
+            route: "",
+            started,
+            queue_wait: None,
+            aborted: false,
+        });
+        let resp = match self.check(&req).and_then(|()| self.check_rate(&req, peer)) {
+            Err(rejection) => rejection.response(),
+            Ok(()) => {
+                let action = listener
+                    .route(request_host(&req), req.uri().path())
+                    .map(|r| &r.action);
+                route = route_index(action);
+                match action {
+                    None => Rejection::client(
+                        StatusCode::NOT_FOUND,
+                        "no route for this host and path",
+                    )
+                    .response(),
+                    Some(RouteAction::App) => self.to_app(listener, req, peer, started).await,
+                    Some(RouteAction::Static(mount)) => static_files::serve(mount, &req).await,
+                    Some(RouteAction::Proxy(name)) => {
+                        self.upstreams
+                            .forward(name, req, peer, listener.tls.is_some())
+                            .await
+                    }
+                    Some(RouteAction::Redirect { to, status }) => {
+                        let mut r = Response::new(ResponseBody::empty());
+                        *r.status_mut() =
+                            StatusCode::from_u16(*status).unwrap_or(StatusCode::MOVED_PERMANENTLY);
+                        if let Ok(v) = HeaderValue::from_str(to) {
+                            r.headers_mut().insert(header::LOCATION, v);
+                        }
+                        r
+                    }
+                    Some(RouteAction::Return { status, body }) => {
+                        let mut r = Response::new(ResponseBody::full(body.clone()));
+                        *r.status_mut() = StatusCode::from_u16(*status).unwrap_or(StatusCode::OK);
+                        r
+                    }
+                }
+            }
+        };
+        self.metrics.count_status(resp.status().as_u16());
+        self.metrics
+            .observe(route, resp.status().as_u16(), started.elapsed());
+        if let Some(mut record) = record.filter(|_| !matches!(resp.body(), ResponseBody::Worker(_)))
+        {
+            record.status = resp.status().as_u16();
+            record.route = ROUTES[route];
+            record.bytes = http_body::Body::size_hint(resp.body()).exact().unwrap_or(0);
+            record.emit();
+        }
+        resp
+    }
+}

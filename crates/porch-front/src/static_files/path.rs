@@ -1,0 +1,122 @@
+//! From a URL path to a path below the root: split on `/` first, then decode each
+//! segment, so no escape adds a separator or climbs out.
+
+use std::borrow::Cow;
+
+/// Why a URL path names no file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PathError {
+    /// Malformed: a bad `%` escape, `%00`, or bytes that are not UTF-8 (400).
+    Invalid,
+    /// Well-formed but not servable: `..`, `.`, a dotfile, an encoded separator (404).
+    Refused,
+}
+
+/// The path below the root that the percent-encoded URL path `rel` (what follows the
+/// mount's prefix) names: plain segments joined by `/`, empty for the root itself. Each
+/// segment is decoded on its own, so no escape can add a separator or climb out.
+pub fn relative_path(rel: &str, allow_dotfiles: bool) -> Result<String, PathError> {
+    let mut out = String::with_capacity(rel.len());
+    for raw in rel.split('/') {
+        if raw.is_empty() {
+            continue; // `a//b` is `a/b`, as nginx merges slashes
+        }
+        let seg = percent_decode(raw)?;
+        if seg == "." || seg == ".." || seg.contains(['/', '\\']) {
+            return Err(PathError::Refused);
+        }
+        if seg.starts_with('.') && !allow_dotfiles {
+            return Err(PathError::Refused);
+        }
+        if !out.is_empty() {
+            out.push('/');
+        }
+        out.push_str(&seg);
+    }
+    Ok(out)
+}
+
+fn percent_decode(seg: &str) -> Result<Cow<'_, str>, PathError> {
+    if !seg.contains('%') {
+        return Ok(Cow::Borrowed(seg));
+    }
+    fn hex(b: Option<&u8>) -> Result<u8, PathError> {
+        match b {
+            Some(b @ b'0'..=b'9') => Ok(b - b'0'),
+            Some(b @ b'a'..=b'f') => Ok(b - b'a' + 10),
+            Some(b @ b'A'..=b'F') => Ok(b - b'A' + 10),
+            _ => Err(PathError::Invalid),
+        }
+    }
+    let b = seg.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' {
+            let v = hex(b.get(i + 1))? << 4 | hex(b.get(i + 2))?;
+            if v == 0 {
+                return Err(PathError::Invalid);
+            }
+            out.push(v);
+            i += 3;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out)
+        .map(Cow::Owned)
+        .map_err(|_| PathError::Invalid)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_are_split_before_decoding() {
+        assert_eq!(
+            relative_path("css/app.css", false),
+            Ok("css/app.css".into())
+        );
+        assert_eq!(relative_path("", false), Ok("".into()));
+        assert_eq!(relative_path("a//b/", false), Ok("a/b".into()));
+        assert_eq!(relative_path("caf%C3%A9.txt", false), Ok("café.txt".into()));
+        assert_eq!(relative_path("a%20b", false), Ok("a b".into()));
+        for refused in [
+            "../secret",
+            "a/../../secret",
+            "%2e%2e/secret",
+            "%2E%2E/secret",
+            ".%2e/secret",
+            "..%2fsecret",
+            "a%2f..%2f..%2fsecret",
+            "a%5c..%5csecret",
+            "a\\..\\secret",
+            "./a",
+            "%2e/a",
+            ".env",
+            "a/.git/config",
+            "%2egit/config",
+        ] {
+            assert_eq!(
+                relative_path(refused, false),
+                Err(PathError::Refused),
+                "{refused}"
+            );
+        }
+        for invalid in ["a%00b", "%00", "a%zz", "a%2", "a%", "%ff%fe", "%c3"] {
+            assert_eq!(
+                relative_path(invalid, false),
+                Err(PathError::Invalid),
+                "{invalid}"
+            );
+        }
+        assert_eq!(
+            relative_path(".well-known/x", true),
+            Ok(".well-known/x".into())
+        );
+        assert_eq!(relative_path("..", true), Err(PathError::Refused));
+        assert_eq!(relative_path("a/%2e%2e/b", true), Err(PathError::Refused));
+    }
+}

@@ -1,0 +1,358 @@
+//! Answering a request for a file: method, mount prefix, directory index, then the
+//! validators, conditional requests, the range and the body.
+
+use std::borrow::Cow;
+use std::io;
+use std::os::unix::fs::MetadataExt;
+
+use http::{header, HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
+
+use super::conditional::{etag, if_range_holds, preconditions, Precondition};
+use super::encoding::accepted_encodings;
+use super::file_body::{read_at_most, FileBody};
+use super::open::{open_beneath, root_dir};
+use super::path::{relative_path, PathError};
+use super::range::{parse_range, ByteRange};
+use super::types::{content_type, is_hashed_name};
+use super::{DEFAULT_CACHE_CONTROL, IMMUTABLE, SMALL_FILE};
+use crate::body::ResponseBody;
+use crate::reject::{plain, Rejection};
+use porch_config::StaticMount;
+
+
+/// Serves a request routed to `mount`. Internal mounts (reachable only through
+/// `X-Accel-Redirect` from the app) answer clients 404.
+pub async fn serve<B>(mount: &StaticMount, req: &Request<B>) -> Response<ResponseBody> {
+    if mount.internal {
+        return not_found();
+    }
+    serve_path(
+        mount,
+        req.method(),
+        req.headers(),
+        req.uri().path(),
+        req.uri().query(),
+    )
+}
+
+/// Serves the file the URL `path` (percent-encoded, starting with the mount's prefix)
+/// names, honouring the conditional, range and encoding headers in `headers`. This is
+/// also the entry point for an internal redirect, where `path` comes from the app.
+pub fn serve_path(
+    mount: &StaticMount,
+    method: &Method,
+    headers: &HeaderMap,
+    path: &str,
+    query: Option<&str>,
+) -> Response<ResponseBody> {
+    if method != Method::GET && method != Method::HEAD {
+        let mut r = Rejection::client(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "static files answer GET and HEAD",
+        ).response();
+        r.headers_mut()
+            .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
+        return r;
+    }
+    let raw_rel = match path.strip_prefix(mount.prefix.as_str()) {
+        Some(rel) => rel,
+        // `/static` routed to the `/static/` mount: the root directory without its slash.
+        None if path == mount.prefix.trim_end_matches('/') => "",
+        None => return not_found(),
+    };
+    let wants_dir = path.ends_with('/');
+    let rel = match relative_path(raw_rel, mount.allow_dotfiles) {
+        Ok(rel) => rel,
+        Err(PathError::Invalid) => return Rejection::client(StatusCode::BAD_REQUEST, "invalid path encoding").response(),
+        Err(PathError::Refused) => return not_found(),
+    };
+    let root = match root_dir(&mount.dir) {
+        Ok(root) => root,
+        Err(e) => {
+            tracing::warn!("static root {} cannot be opened: {e}", mount.dir.display());
+            return not_found();
+        }
+    };
+    let (mut file, mut meta) = match open_beneath(&root.fd, &rel) {
+        Ok(x) => x,
+        Err(e) => return open_failed(e),
+    };
+    let mut rel: Cow<str> = Cow::Borrowed(&rel);
+    if meta.is_dir() {
+        let Some(index) = &mount.index else {
+            return not_found();
+        };
+        if !wants_dir {
+            return redirect_to_dir(path, query);
+        }
+        let index_rel = if rel.is_empty() {
+            index.clone()
+        } else {
+            format!("{rel}/{index}")
+        };
+        (file, meta) = match open_beneath(&root.fd, &index_rel) {
+            Ok(x) => x,
+            Err(e) => return open_failed(e),
+        };
+        rel = Cow::Owned(index_rel);
+    } else if wants_dir {
+        return not_found(); // `file.css/`
+    }
+    if !meta.is_file() {
+        return not_found(); // devices, sockets, FIFOs, a directory as index
+    }
+
+    let name = rel.rsplit('/').next().unwrap_or(&rel);
+    let (content_type, compressible) = content_type(name);
+    let mut encoding = None;
+    if compressible {
+        for enc in accepted_encodings(headers).into_iter().flatten() {
+            let sibling = format!("{rel}.{}", enc.suffix());
+            if let Ok((f, m)) = open_beneath(&root.fd, &sibling) {
+                if m.is_file() && m.mtime() >= meta.mtime() {
+                    (file, meta, encoding) = (f, m, Some(enc));
+                    break;
+                }
+            }
+        }
+    }
+    let len = meta.len();
+    let etag = etag(&meta);
+    let modified = meta.modified().ok();
+    let last_modified = modified.map(httpdate::fmt_http_date);
+
+    let mut out = HeaderMap::with_capacity(12);
+    let cache_control = if is_hashed_name(name) {
+        HeaderValue::from_static(IMMUTABLE)
+    } else {
+        match &mount.cache_control {
+            None => HeaderValue::from_static(DEFAULT_CACHE_CONTROL),
+            Some(cc) => HeaderValue::from_str(cc)
+                .unwrap_or_else(|_| HeaderValue::from_static(DEFAULT_CACHE_CONTROL)),
+        }
+    };
+    out.insert(header::CACHE_CONTROL, cache_control);
+    if let Ok(v) = HeaderValue::from_str(&etag) {
+        out.insert(header::ETAG, v);
+    }
+    if let Some(lm) = last_modified
+        .as_deref()
+        .and_then(|s| HeaderValue::from_str(s).ok())
+    {
+        out.insert(header::LAST_MODIFIED, lm);
+    }
+    if compressible {
+        out.insert(header::VARY, HeaderValue::from_static("Accept-Encoding"));
+    }
+
+    match preconditions(headers, &etag, modified) {
+        Precondition::Proceed => {}
+        Precondition::Failed => {
+            return Rejection::client(StatusCode::PRECONDITION_FAILED, "precondition failed").response();
+        }
+        Precondition::NotModified => {
+            let mut r = Response::new(ResponseBody::empty());
+            *r.status_mut() = StatusCode::NOT_MODIFIED;
+            *r.headers_mut() = out;
+            return r;
+        }
+    }
+
+    out.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    if let Some(enc) = encoding {
+        out.insert(
+            header::CONTENT_ENCODING,
+            HeaderValue::from_static(enc.token()),
+        );
+    }
+    out.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+    out.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+
+    // Range only for GET (RFC 9110 §14.2), and only when If-Range still matches.
+    let mut status = StatusCode::OK;
+    let (mut start, mut count) = (0, len);
+    if method == Method::GET {
+        if let Some(range) = headers.get(header::RANGE).and_then(|v| v.to_str().ok()) {
+            if if_range_holds(headers, &etag, modified) {
+                match parse_range(range, len) {
+                    ByteRange::Ignore => {}
+                    ByteRange::Unsatisfiable => {
+                        let mut r =
+                            Rejection::client(StatusCode::RANGE_NOT_SATISFIABLE, "range not satisfiable").response();
+                        r.headers_mut()
+                            .insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+                        r.headers_mut().insert(
+                            header::CONTENT_RANGE,
+                            HeaderValue::from_str(&format!("bytes */{len}")).expect("digits"),
+                        );
+                        return r;
+                    }
+                    ByteRange::Single(first, last) => {
+                        status = StatusCode::PARTIAL_CONTENT;
+                        start = first;
+                        count = last - first + 1;
+                        out.insert(
+                            header::CONTENT_RANGE,
+                            HeaderValue::from_str(&format!("bytes {first}-{last}/{len}"))
+                                .expect("digits"),
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    let body = if method == Method::HEAD || count == 0 {
+        ResponseBody::empty()
+    } else if count <= SMALL_FILE {
+        match read_at_most(&file, start, count as usize) {
+            // A file cut short since the stat: send what is there, with its true length.
+            Ok(data) => {
+                count = data.len() as u64;
+                ResponseBody::full(data)
+            }
+            Err(e) => {
+                tracing::warn!("reading static file {rel}: {e}");
+                return Rejection::porch(StatusCode::INTERNAL_SERVER_ERROR, "cannot read the file").response();
+            }
+        }
+    } else {
+        ResponseBody::File(FileBody::new(file, start, count))
+    };
+    out.insert(header::CONTENT_LENGTH, HeaderValue::from(count));
+    let mut r = Response::new(body);
+    *r.status_mut() = status;
+    *r.headers_mut() = out;
+    r
+}
+
+fn not_found() -> Response<ResponseBody> {
+    Rejection::client(StatusCode::NOT_FOUND, "not found").response()
+}
+
+fn open_failed(e: io::Error) -> Response<ResponseBody> {
+    match e.raw_os_error() {
+        Some(
+            libc::ENOENT
+            | libc::ENOTDIR
+            | libc::EXDEV
+            | libc::ELOOP
+            | libc::EACCES
+            | libc::EPERM
+            | libc::ENAMETOOLONG
+            | libc::ENXIO
+            | libc::ENODEV,
+        ) => not_found(),
+        _ => {
+            tracing::warn!("opening a static file failed: {e}");
+            Rejection::porch(StatusCode::INTERNAL_SERVER_ERROR, "cannot open the file").response()
+        }
+    }
+}
+
+/// `301` to the directory URL with its trailing slash (query kept), so the index file's
+/// relative links resolve.
+fn redirect_to_dir(path: &str, query: Option<&str>) -> Response<ResponseBody> {
+    let mut location = String::with_capacity(path.len() + 2);
+    location.push_str(path);
+    location.push('/');
+    if let Some(q) = query {
+        location.push('?');
+        location.push_str(q);
+    }
+    let mut r = plain(StatusCode::MOVED_PERMANENTLY, "moved");
+    match HeaderValue::from_str(&location) {
+        Ok(v) => {
+            r.headers_mut().insert(header::LOCATION, v);
+            r
+        }
+        Err(_) => not_found(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+
+    fn body_of(r: Response<ResponseBody>) -> (StatusCode, HeaderMap, Bytes) {
+        let (parts, body) = r.into_parts();
+        let bytes = match body {
+            ResponseBody::Full(b) => b.unwrap_or_default(),
+            _ => panic!("a small file is sent whole"),
+        };
+        (parts.status, parts.headers, bytes)
+    }
+
+    #[tokio::test]
+    async fn mount_options() {
+        let root = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(root.path().join("docs/.well-known")).unwrap();
+        std::fs::write(root.path().join("index.html"), "top").unwrap();
+        std::fs::write(root.path().join("docs/index.html"), "docs").unwrap();
+        std::fs::write(root.path().join("docs/.well-known/x"), "dot").unwrap();
+        let dir = root.path().to_str().unwrap();
+        let plain = StaticMount::new("static", "/s/", dir).unwrap();
+        let get = |m: &StaticMount, path: &str, query: Option<&str>| {
+            body_of(serve_path(m, &Method::GET, &HeaderMap::new(), path, query))
+        };
+
+        // Defaults: no index, no dotfiles, the default Cache-Control.
+        assert_eq!(get(&plain, "/s/docs/", None).0, StatusCode::NOT_FOUND);
+        assert_eq!(get(&plain, "/s/", None).0, StatusCode::NOT_FOUND);
+        assert_eq!(get(&plain, "/s", None).0, StatusCode::NOT_FOUND);
+        assert_eq!(
+            get(&plain, "/elsewhere/index.html", None).0,
+            StatusCode::NOT_FOUND
+        );
+        assert_eq!(
+            get(&plain, "/s/docs/.well-known/x", None).0,
+            StatusCode::NOT_FOUND
+        );
+        let (status, headers, body) = get(&plain, "/s/docs/index.html", None);
+        assert_eq!((status, &body[..]), (StatusCode::OK, &b"docs"[..]));
+        assert_eq!(headers[header::CACHE_CONTROL], DEFAULT_CACHE_CONTROL);
+
+        let mut opts = plain.clone();
+        opts.index = Some("index.html".into());
+        opts.allow_dotfiles = true;
+        opts.cache_control = Some("no-cache".into());
+        opts.validate("route.0").unwrap();
+        let (status, headers, body) = get(&opts, "/s/docs/", None);
+        assert_eq!((status, &body[..]), (StatusCode::OK, &b"docs"[..]));
+        assert_eq!(headers[header::CONTENT_TYPE], "text/html; charset=utf-8");
+        assert_eq!(headers[header::CACHE_CONTROL], "no-cache");
+        assert_eq!(get(&opts, "/s/", None).2, &b"top"[..]);
+        let (status, headers, _) = get(&opts, "/s/docs", Some("a=1"));
+        assert_eq!(status, StatusCode::MOVED_PERMANENTLY);
+        assert_eq!(headers[header::LOCATION], "/s/docs/?a=1");
+        assert_eq!(get(&opts, "/s", None).1[header::LOCATION], "/s/");
+        assert_eq!(get(&opts, "/s/docs/.well-known/x", None).2, &b"dot"[..]);
+        assert_eq!(
+            get(&opts, "/s/docs/../index.html", None).0,
+            StatusCode::NOT_FOUND
+        );
+
+        let mut internal = plain.clone();
+        internal.internal = true;
+        let req = Request::get("/s/docs/index.html").body(()).unwrap();
+        assert_eq!(serve(&internal, &req).await.status(), StatusCode::NOT_FOUND);
+        assert_eq!(serve(&plain, &req).await.status(), StatusCode::OK);
+        let path = "/s/docs/index.html";
+        assert_eq!(get(&internal, path, None).0, StatusCode::OK);
+
+        let mut bad = plain.clone();
+        bad.index = Some("../x".into());
+        assert!(bad
+            .validate("route.0")
+            .unwrap_err()
+            .to_string()
+            .contains("route.0.index"));
+        let mut bad = plain.clone();
+        bad.cache_control = Some("a\nb".into());
+        assert!(bad.validate("route.0").is_err());
+    }
+}

@@ -1,0 +1,79 @@
+//! The grammar of single lines (RFC 9112): request line, header field, Content-Length,
+//! chunk size. Stricter than httparse: token names, no obs-fold, no control characters.
+
+use super::checker::{reject, Reject};
+
+fn is_tchar(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
+
+pub(super) fn request_line(line: &[u8]) -> Result<(), Reject> {
+    let mut parts = line.split(|&b| b == b' ');
+    let (Some(method), Some(target), Some(version), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err(reject(400, "malformed request line"));
+    };
+    if method.is_empty() || !method.iter().all(|&b| is_tchar(b)) {
+        return Err(reject(400, "invalid method"));
+    }
+    if target.is_empty() || target.iter().any(|&b| b <= 0x20 || b == 0x7f) {
+        return Err(reject(400, "invalid request target"));
+    }
+    if !(version == b"HTTP/1.1" || version == b"HTTP/1.0") {
+        return Err(reject(
+            if version.starts_with(b"HTTP/") {
+                505
+            } else {
+                400
+            },
+            "unsupported HTTP version",
+        ));
+    }
+    Ok(())
+}
+
+pub(super) fn header(line: &[u8]) -> Result<(&[u8], &[u8]), Reject> {
+    if line[0] == b' ' || line[0] == b'\t' {
+        return Err(reject(400, "obsolete line folding in header"));
+    }
+    let colon = line
+        .iter()
+        .position(|&b| b == b':')
+        .ok_or(reject(400, "header line without a colon"))?;
+    let name = &line[..colon];
+    if name.is_empty() || !name.iter().all(|&b| is_tchar(b)) {
+        return Err(reject(400, "invalid header name"));
+    }
+    let value = trim_ows(&line[colon + 1..]);
+    if value.iter().any(|&b| (b < 0x20 && b != b'\t') || b == 0x7f) {
+        return Err(reject(400, "control character in header value"));
+    }
+    Ok((name, value))
+}
+
+fn trim_ows(mut v: &[u8]) -> &[u8] {
+    while let [b' ' | b'\t', rest @ ..] = v {
+        v = rest;
+    }
+    while let [rest @ .., b' ' | b'\t'] = v {
+        v = rest;
+    }
+    v
+}
+
+pub(super) fn content_length_value(v: &[u8]) -> Result<u64, Reject> {
+    if v.is_empty() || v.len() > 18 || !v.iter().all(u8::is_ascii_digit) {
+        return Err(reject(400, "invalid Content-Length"));
+    }
+    Ok(std::str::from_utf8(v).unwrap().parse().unwrap())
+}
+
+pub(super) fn chunk_size(line: &[u8]) -> Result<u64, Reject> {
+    let hex_end = line.iter().position(|&b| b == b';').unwrap_or(line.len());
+    let hex = &line[..hex_end];
+    if hex.is_empty() || hex.len() > 15 || !hex.iter().all(u8::is_ascii_hexdigit) {
+        return Err(reject(400, "invalid chunk size"));
+    }
+    Ok(u64::from_str_radix(std::str::from_utf8(hex).unwrap(), 16).unwrap())
+}
