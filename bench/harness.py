@@ -36,6 +36,9 @@ CONF = BENCH / "conf"
 VENV = BENCH / ".venv"
 RESULTS = BENCH / "results"
 PORCH = Path(os.environ.get("PORCH_BIN", ROOT / "target" / "release" / "porch"))
+# Another porch build to compare with in the same run (`--servers porch,porch-base`), e.g.
+# the previous commit's: PORCH_BASE_BIN=/path/to/old/porch bench/run ...
+PORCH_BASE = Path(os.environ["PORCH_BASE_BIN"]) if os.environ.get("PORCH_BASE_BIN") else None
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
 
 UPLOAD_SIZE = 1024 * 1024
@@ -64,8 +67,11 @@ STATIC_SCENARIOS = {
 SCENARIOS = list(APP_SCENARIOS) + list(STATIC_SCENARIOS) + ["proxy", "slow-clients", "memory", "ceiling"]
 
 APP_SERVERS = ["porch", "granian-bt4", "granian", "gunicorn-sync", "gunicorn-gthread", "uwsgi", "nginx+gunicorn"]
+if PORCH_BASE:
+    APP_SERVERS.insert(1, "porch-base")
 SERVER_LABELS = {
     "porch": "porch",
+    "porch-base": f"porch, another build ({PORCH_BASE})",
     "granian-bt4": "Granian (--blocking-threads 4)",
     "granian": "Granian (defaults)",
     "gunicorn-sync": "Gunicorn sync",
@@ -415,6 +421,8 @@ class Bench:
             if kind == "porch":
                 self.porch_check()
                 procs.append(self.start("porch", pin + [PORCH, "-w", workers, "-b", addr, module], env=env, cwd=APPS))
+            elif kind == "porch-base":
+                procs.append(self.start(kind, pin + [PORCH_BASE, "-w", workers, "-b", addr, module], env=env, cwd=APPS))
             elif kind in ("gunicorn-sync", "gunicorn-gthread"):
                 extra = ["-k", "sync"] if kind == "gunicorn-sync" else ["-k", "gthread", "--threads", "4"]
                 procs.append(self.start(kind, pin + [VENV / "bin/gunicorn", "-w", workers, *extra, "-b", addr,

@@ -39,7 +39,6 @@ for _minor in ("3.9", "3.10", "3.11", "3.12", "3.13"):
     if _py is not None:
         INTERPRETERS[f"pyenv-{_minor}"] = _py
 
-pytestmark = pytest.mark.skipif(not WHEEL, reason="PORCH_WHEEL not set (scripts/test builds the wheel)")
 
 
 def _version(python: Path) -> tuple[int, int]:
@@ -50,6 +49,8 @@ def _version(python: Path) -> tuple[int, int]:
 
 
 def _make_venv(python: Path, where: Path, *packages: str) -> Path:
+    if not WHEEL:
+        pytest.skip("PORCH_WHEEL not set (scripts/test builds the wheel and sets it)")
     subprocess.run([str(python), "-m", "venv", str(where)], check=True, timeout=180)
     pip = [str(where / "bin" / "python"), "-m", "pip", "install", "-q", "--disable-pip-version-check"]
     subprocess.run([*pip, "--no-deps", WHEEL], check=True, timeout=300)
@@ -178,3 +179,20 @@ def test_python_dash_m_porch_runs_the_front():
     python = PORCH_BIN.parent / "python"
     r = subprocess.run([str(python), "-m", "porch", "--version"], capture_output=True, text=True, timeout=30)
     assert r.returncode == 0 and "porch" in (r.stdout + r.stderr), r
+
+
+@pytest.mark.parametrize("crate", ["porch-ipc", "porch-config", "porch-front", "porch"])
+def test_no_front_side_crate_reaches_python(crate):
+    """The process boundary is the crate boundary: only porch-worker may depend on PyO3."""
+    out = subprocess.run(["cargo", "tree", "--offline", "-p", crate, "-e", "normal,build", "--prefix", "none"],
+                         cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    deps = {line.split()[0] for line in out.stdout.splitlines() if line.strip()}
+    assert crate in deps, deps  # the listing is real
+    assert not {d for d in deps if d.startswith("pyo3") or d == "porch-worker"}, sorted(deps)
+
+
+def test_worker_crate_is_the_one_that_uses_pyo3():
+    out = subprocess.run(["cargo", "tree", "--offline", "-p", "porch-worker", "-e", "normal", "--prefix", "none"],
+                         cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and "pyo3 " in out.stdout, out

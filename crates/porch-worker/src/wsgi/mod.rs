@@ -289,8 +289,16 @@ pub fn call_app(
     let outcome = match result {
         Ok(iterable) => {
             let sent = send_iterable(py, &start, &iterable);
-            // PEP 3333: close() is called whatever happened while iterating.
-            let closed = match iterable.getattr_opt(intern!(py, "close")) {
+            // PEP 3333: close() is called whatever happened while iterating. Plain lists
+            // and tuples (most apps' bodies) have none: skip the lookup, whose miss costs
+            // an exception under the stable ABI.
+            let plain = iterable.is_exact_instance_of::<PyList>()
+                || iterable.is_exact_instance_of::<PyTuple>();
+            let closed = match if plain {
+                Ok(None)
+            } else {
+                iterable.getattr_opt(intern!(py, "close"))
+            } {
                 Ok(Some(close)) => close.call0().map(drop),
                 Ok(None) => Ok(()),
                 Err(e) => Err(e),
