@@ -34,6 +34,10 @@ def _build_front() -> None:
     dest = DATA_SCRIPTS / "porch"
     shutil.copy2(exe, dest)
     os.chmod(dest, 0o755)
+    # The release profile keeps line tables for profiling target/release/porch; the copy
+    # users install needs only the symbols (33 MB -> 7 MB).
+    if shutil.which("strip"):
+        subprocess.run(["strip", "--strip-debug", str(dest)], check=True)
 
 
 def prepare_metadata_for_build_wheel(metadata_directory, config_settings=None):

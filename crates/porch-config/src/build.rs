@@ -152,7 +152,8 @@ impl Timeouts {
         Ok(Timeouts {
             timeout,
             // Unset, these keep what `timeout` alone used to give: a boot time of at
-            // least 120 s, a queue wait of twice the run time (60 s by default).
+            // least 120 s, and a queue wait of the run time (the front gives up on an
+            // answer after queue wait + run time: 60 s by default).
             boot: seconds_or(
                 "boot_timeout",
                 args.boot_timeout.or(file.boot_timeout),
@@ -161,7 +162,7 @@ impl Timeouts {
             queue: seconds_or(
                 "queue_timeout",
                 args.queue_timeout.or(file.queue_timeout),
-                timeout * 2,
+                timeout,
             )?,
             graceful: seconds(
                 "graceful_timeout",
@@ -386,13 +387,13 @@ mod tests {
     fn boot_and_queue_timeouts_default_to_what_timeout_alone_gave() {
         let c = Config::build(&args(&["a:b"]), FileConfig::default(), None).unwrap();
         assert_eq!(c.boot_timeout, Duration::from_secs(120));
-        assert_eq!(c.queue_timeout, Duration::from_secs(60));
+        assert_eq!(c.queue_timeout, Duration::from_secs(30));
         let c = Config::build(&args(&["-t", "200", "a:b"]), FileConfig::default(), None).unwrap();
         assert_eq!(c.boot_timeout, Duration::from_secs(200));
-        assert_eq!(c.queue_timeout, Duration::from_secs(400));
+        assert_eq!(c.queue_timeout, Duration::from_secs(200));
         // Near the largest timeout the derived defaults are not refused.
         let c = Config::build(&args(&["-t", "9e8", "a:b"]), FileConfig::default(), None).unwrap();
-        assert_eq!(c.queue_timeout, Duration::from_secs(1_800_000_000));
+        assert_eq!(c.queue_timeout, Duration::from_secs(900_000_000));
     }
 
     #[test]

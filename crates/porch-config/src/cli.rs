@@ -51,7 +51,8 @@ pub struct Args {
     #[arg(long = "boot-timeout", env = "PORCH_BOOT_TIMEOUT")]
     pub boot_timeout: Option<f64>,
 
-    /// Seconds a request may wait for a free worker before it gets 503 [default: twice --timeout: 60].
+    /// Seconds a request may wait for a free worker; with no answer begun after this plus
+    /// --timeout it gets 503 [default: --timeout].
     #[arg(long = "queue-timeout", env = "PORCH_QUEUE_TIMEOUT")]
     pub queue_timeout: Option<f64>,
 

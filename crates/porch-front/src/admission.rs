@@ -46,11 +46,10 @@ impl Front {
                 use governor::clock::Clock;
                 let wait = not_until.wait_time_from(governor::clock::DefaultClock::default().now());
                 let secs = wait.as_secs_f64().ceil().max(1.0) as u64;
-                Err(Rejection::client(
-                    StatusCode::TOO_MANY_REQUESTS,
-                    "request rate limit exceeded",
+                Err(
+                    Rejection::client(StatusCode::TOO_MANY_REQUESTS, "request rate limit exceeded")
+                        .retry_after(secs),
                 )
-                .retry_after(secs))
             }
         }
     }
@@ -87,7 +86,10 @@ impl Front {
         let limits = &self.cfg.limits;
         let target_len = req.uri().path_and_query().map_or(1, |p| p.as_str().len());
         if target_len + req.method().as_str().len() + 10 > limits.request_line {
-            return Err(Rejection::client(StatusCode::URI_TOO_LONG, "request line too long"));
+            return Err(Rejection::client(
+                StatusCode::URI_TOO_LONG,
+                "request line too long",
+            ));
         }
         let hosts = req.headers().get_all(header::HOST).iter().count();
         if req.version() == Version::HTTP_11 && hosts != 1 {
@@ -106,7 +108,10 @@ impl Front {
                     h.parse::<http::uri::Authority>().is_err() && !h.is_empty()
                 })
             {
-                return Err(Rejection::client(StatusCode::BAD_REQUEST, "invalid Host header"));
+                return Err(Rejection::client(
+                    StatusCode::BAD_REQUEST,
+                    "invalid Host header",
+                ));
             }
         }
         for (name, value) in req.headers() {
@@ -152,7 +157,12 @@ impl Front {
         }
         if let Some(cl) = cls.first() {
             match cl.to_str().ok().and_then(|s| s.parse::<u64>().ok()) {
-                None => return Err(Rejection::client(StatusCode::BAD_REQUEST, "invalid Content-Length")),
+                None => {
+                    return Err(Rejection::client(
+                        StatusCode::BAD_REQUEST,
+                        "invalid Content-Length",
+                    ))
+                }
                 Some(n) if n > limits.request_body => {
                     return Err(Rejection::client(
                         StatusCode::PAYLOAD_TOO_LARGE,

@@ -14,10 +14,6 @@
 //! 4. Errors anywhere are a [`reject::Rejection`]; `metrics` and `log` record the answer.
 //!    `admin` serves `/healthz` and `/metrics` on a separate listener.
 
-// A rejected request is answered with a whole `Response` on a cold path; boxing it would
-// only add an allocation.
-#![allow(clippy::result_large_err)]
-
 mod admin;
 mod admission;
 mod app;

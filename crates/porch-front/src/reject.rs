@@ -81,7 +81,10 @@ impl Rejection {
     /// anything else means the worker died.
     pub fn worker_failed(code: Option<u16>) -> Self {
         match code {
-            Some(504) => Self::app(StatusCode::GATEWAY_TIMEOUT, "the app did not answer in time"),
+            Some(504) => Self::app(
+                StatusCode::GATEWAY_TIMEOUT,
+                "the app did not answer in time",
+            ),
             _ => Self::app(
                 StatusCode::BAD_GATEWAY,
                 "the worker running this request died",

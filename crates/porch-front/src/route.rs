@@ -60,11 +60,10 @@ impl Front {
                     .map(|r| &r.action);
                 route = route_index(action);
                 match action {
-                    None => Rejection::client(
-                        StatusCode::NOT_FOUND,
-                        "no route for this host and path",
-                    )
-                    .response(),
+                    None => {
+                        Rejection::client(StatusCode::NOT_FOUND, "no route for this host and path")
+                            .response()
+                    }
                     Some(RouteAction::App) => self.to_app(listener, req, peer, started).await,
                     Some(RouteAction::Static(mount)) => static_files::serve(mount, &req).await,
                     Some(RouteAction::Proxy(name)) => {

@@ -69,13 +69,16 @@ impl Front {
                 .response();
             }
             Err(async_channel::TrySendError::Closed(_)) => {
-                return Rejection::porch(StatusCode::SERVICE_UNAVAILABLE, "shutting down").response();
+                return Rejection::porch(StatusCode::SERVICE_UNAVAILABLE, "shutting down")
+                    .response();
             }
         }
         self.metrics.in_flight.fetch_add(1, Ordering::Relaxed);
-        // A request waits for a worker at most `timeout` in the queue, then runs at most
-        // `timeout` (the link answers 504 past that): past both, no worker is coming.
-        let first = match tokio::time::timeout(self.cfg.timeout * 2, rx.recv()).await {
+        // A request waits for a worker up to `queue_timeout`, then runs at most `timeout`
+        // (its link answers 504 past that): with no answer's head after both, no worker
+        // is coming.
+        let wait = self.cfg.queue_timeout.saturating_add(self.cfg.timeout);
+        let first = match tokio::time::timeout(wait, rx.recv()).await {
             Ok(first) => first,
             Err(_) => {
                 self.metrics.in_flight.fetch_sub(1, Ordering::Relaxed);

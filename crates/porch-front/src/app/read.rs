@@ -40,10 +40,11 @@ impl Front {
             };
             total += data.len() as u64;
             if total > limits.request_body {
-                return Err(
-                    Rejection::client(StatusCode::PAYLOAD_TOO_LARGE, "request body too large")
-                        .closing(),
-                );
+                return Err(Rejection::client(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "request body too large",
+                )
+                .closing());
             }
             if file.is_none() && mem.len() + data.len() > limits.body_memory {
                 let spill = tempfile::Builder::new()

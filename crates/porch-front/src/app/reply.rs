@@ -45,7 +45,8 @@ pub(super) fn x_accel_redirect(
         return Rejection::app(
             StatusCode::INTERNAL_SERVER_ERROR,
             "X-Accel-Redirect names no static route",
-        ).response();
+        )
+        .response();
     };
     let mut resp = static_files::serve_path(mount, &parts.method, &parts.headers, path, query);
     const KEPT: [&[u8]; 4] = [
@@ -119,5 +120,7 @@ pub(super) fn build_response(
     };
     builder
         .body(ResponseBody::Worker(body))
-        .unwrap_or_else(|_| Rejection::app(StatusCode::BAD_GATEWAY, "invalid status from the app").response())
+        .unwrap_or_else(|_| {
+            Rejection::app(StatusCode::BAD_GATEWAY, "invalid status from the app").response()
+        })
 }

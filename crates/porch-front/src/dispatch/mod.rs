@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use tokio::time::Instant as TokioInstant;
 
 use bytes::{Buf, Bytes, BytesMut};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncReadExt;
 use tokio::net::UnixStream;
 use tokio::sync::{mpsc, watch, Notify};
 
@@ -126,12 +126,18 @@ pub type AskStack = Box<dyn Fn(u32) -> bool + Send>;
 /// Sends SIGUSR1 to worker `pid`, which answers with a [`Kind::Stack`] frame for each
 /// running request. Returns whether the signal was sent.
 pub fn signal_stack_dump(pid: u32) -> bool {
-    if pid == 0 || pid > i32::MAX as u32 {
-        return false; // kill(0) or kill(-n) would signal a whole process group
-    }
+    let Some(pid) = one_process(pid) else {
+        return false;
+    };
     // SAFETY: kill(2) with a pid this link started; a stale pid at worst signals
     // nothing (the worker is ours until its link reaps it).
-    unsafe { libc::kill(pid as libc::pid_t, libc::SIGUSR1) == 0 }
+    unsafe { libc::kill(pid, libc::SIGUSR1) == 0 }
+}
+
+/// `pid` as a kill(2) target naming one process: not 0 (our own process group, as an
+/// unknown pid is reported) nor one that wraps to -1 (every process) or to -n (a group).
+fn one_process(pid: u32) -> Option<libc::pid_t> {
+    libc::pid_t::try_from(pid).ok().filter(|&p| p > 0)
 }
 
 impl Link {

@@ -4,6 +4,7 @@
 
 use super::*;
 use std::sync::atomic::Ordering;
+use tokio::io::AsyncWriteExt;
 
 use tokio::task::JoinHandle;
 use tokio::time::{timeout, Instant as TokioInstant};
@@ -34,7 +35,10 @@ fn request(target: &str, body: Bytes) -> ipc::Request {
         remote_port: 40000,
         server_name: "localhost".into(),
         server_port: 8000,
-        headers: vec![(Bytes::from_static(b"host"), Bytes::from_static(b"localhost"))],
+        headers: vec![(
+            Bytes::from_static(b"host"),
+            Bytes::from_static(b"localhost"),
+        )],
         body: ipc::RequestBody::Inline(body),
     }
 }
@@ -101,9 +105,15 @@ impl FakeWorker {
     }
 
     async fn request(&mut self) -> (u32, ipc::Request) {
-        let f = self.frame_within(Duration::from_secs(1)).await.expect("a request frame");
+        let f = self
+            .frame_within(Duration::from_secs(1))
+            .await
+            .expect("a request frame");
         assert_eq!(f.kind, Kind::Request);
-        (f.id, ipc::Request::decode(&f.payload).expect("a valid request"))
+        (
+            f.id,
+            ipc::Request::decode(&f.payload).expect("a valid request"),
+        )
     }
 
     async fn send(&mut self, kind: Kind, id: u32, payload: &[u8]) {
@@ -116,7 +126,10 @@ impl FakeWorker {
         let mut payload = Vec::new();
         ipc::Head {
             status,
-            headers: vec![(Bytes::from_static(b"content-type"), Bytes::from_static(b"text/plain"))],
+            headers: vec![(
+                Bytes::from_static(b"content-type"),
+                Bytes::from_static(b"text/plain"),
+            )],
         }
         .encode_payload(&mut payload);
         self.send(Kind::Head, id, &payload).await;
@@ -241,7 +254,10 @@ async fn queued_job_reaches_the_worker_and_its_frames_come_back_in_order() {
     s.worker.body(id, b"lo").await;
     s.worker.end(id, true).await;
     settle().await;
-    assert_eq!(replies(&mut rx), ["head 201", "body hel", "body lo", "end true"]);
+    assert_eq!(
+        replies(&mut rx),
+        ["head 201", "body hel", "body lo", "end true"]
+    );
 
     s.drain.send(true).unwrap();
     let (end, served, running) = s.ended_within(AT_ONCE).await;
@@ -261,7 +277,10 @@ async fn frames_are_routed_by_id_when_a_threaded_worker_answers_out_of_order() {
     s.push(b).await;
     let (id_a, req_a) = s.worker.request().await;
     let (id_b, req_b) = s.worker.request().await;
-    assert_eq!((&req_a.target[..], &req_b.target[..]), (&b"/a"[..], &b"/b"[..]));
+    assert_eq!(
+        (&req_a.target[..], &req_b.target[..]),
+        (&b"/a"[..], &b"/b"[..])
+    );
     assert_ne!(id_a, id_b);
 
     s.worker.head(id_b, 404).await;
@@ -292,7 +311,10 @@ async fn outstanding_requests_are_bounded(threads: usize, prefetch: usize) {
         ids.push(id);
     }
     assert!(
-        s.worker.frame_within(Duration::from_secs(1)).await.is_none(),
+        s.worker
+            .frame_within(Duration::from_secs(1))
+            .await
+            .is_none(),
         "no more than threads + prefetch = {limit} requests on one worker"
     );
     assert_eq!(s.queue_rx.len(), 2, "the rest wait in the shared queue");
@@ -300,7 +322,11 @@ async fn outstanding_requests_are_bounded(threads: usize, prefetch: usize) {
     s.worker.respond(ids[0], "done").await;
     let (_, req) = s.worker.request().await;
     assert_eq!(&req.target[..], format!("/{limit}").as_bytes());
-    assert!(s.worker.frame_within(Duration::from_secs(1)).await.is_none());
+    assert!(s
+        .worker
+        .frame_within(Duration::from_secs(1))
+        .await
+        .is_none());
     assert_eq!(s.queue_rx.len(), 1);
 }
 
@@ -324,7 +350,11 @@ async fn a_job_whose_client_left_while_queued_is_never_sent() {
     s.push(kept).await;
     let (_, req) = s.worker.request().await;
     assert_eq!(&req.target[..], b"/kept");
-    assert!(s.worker.frame_within(Duration::from_secs(1)).await.is_none());
+    assert!(s
+        .worker
+        .frame_within(Duration::from_secs(1))
+        .await
+        .is_none());
     assert_eq!(s.stats.taken.load(Ordering::Relaxed), 1);
 }
 
@@ -347,7 +377,9 @@ async fn a_request_past_the_timeout_gets_504_and_its_stack_is_asked_for() {
     assert_eq!(replies(&mut rx), ["fail 504"]);
 
     // The worker answers with the stack: the link stops waiting for it at once.
-    s.worker.send(Kind::Stack, id, b"  File \"app.py\", line 3, in slow\n").await;
+    s.worker
+        .send(Kind::Stack, id, b"  File \"app.py\", line 3, in slow\n")
+        .await;
     let (end, served, running) = s.ended_within(Duration::from_millis(100)).await;
     assert_eq!(
         end,
@@ -356,7 +388,10 @@ async fn a_request_past_the_timeout_gets_504_and_its_stack_is_asked_for() {
         }
     );
     assert_eq!(served, 0);
-    assert!(running.is_empty(), "the timed-out request was already answered");
+    assert!(
+        running.is_empty(),
+        "the timed-out request was already answered"
+    );
     assert!(rx.recv().await.is_none(), "nothing after the 504");
 }
 
@@ -368,7 +403,9 @@ async fn a_stack_for_another_request_does_not_end_the_wait() {
     let (id, _) = s.worker.request().await;
     let t0 = TokioInstant::now();
     s.asked.recv().await.unwrap();
-    s.worker.send(Kind::Stack, id + 1, b"someone else's stack").await;
+    s.worker
+        .send(Kind::Stack, id + 1, b"someone else's stack")
+        .await;
     s.ended_within(Duration::from_secs(5)).await;
     assert_took(t0.elapsed(), TIMEOUT + Duration::from_secs(2));
 }
@@ -393,7 +430,12 @@ async fn a_worker_that_never_sends_the_stack_is_waited_for_two_seconds() {
     s.worker.request().await;
     let t0 = TokioInstant::now();
     let (end, _, _) = s.ended_within(Duration::from_secs(60)).await;
-    assert_eq!(end, LinkEnd::TimedOut { line: line("/stuck") });
+    assert_eq!(
+        end,
+        LinkEnd::TimedOut {
+            line: line("/stuck")
+        }
+    );
     assert_took(t0.elapsed(), TIMEOUT + Duration::from_secs(2));
 }
 
@@ -406,10 +448,41 @@ async fn no_wait_for_a_stack_when_the_signal_could_not_be_sent() {
     s.worker.request().await;
     let t0 = TokioInstant::now();
     let (end, _, _) = s.ended_within(Duration::from_secs(60)).await;
-    assert_eq!(end, LinkEnd::TimedOut { line: line("/stuck") });
+    assert_eq!(
+        end,
+        LinkEnd::TimedOut {
+            line: line("/stuck")
+        }
+    );
     assert_took(t0.elapsed(), TIMEOUT);
     assert_eq!(s.asked.recv().await, Some(PID));
     assert_eq!(replies(&mut rx), ["fail 504"]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_request_sent_ahead_starts_its_clock_when_the_one_before_it_ends() {
+    let (queue, queue_rx) = async_channel::bounded(8);
+    let mut s = Setup::on_queue(config(1, 1), queue, queue_rx, false);
+    let (a, _rx_a) = job("/a");
+    let (b, mut rx_b) = job("/b");
+    s.push(a).await;
+    s.push(b).await;
+    let (id_a, _) = s.worker.request().await;
+    s.worker.request().await;
+    // b waits inside the worker while a runs: its clock has not started.
+    tokio::time::sleep(Duration::from_secs(20)).await;
+    s.worker.respond(id_a, "a").await;
+    let t1 = TokioInstant::now();
+    // Now b runs and hangs: it times out a full timeout after a ended.
+    let (end, served, _) = s.ended_within(Duration::from_secs(60)).await;
+    assert_eq!(end, LinkEnd::TimedOut { line: line("/b") });
+    assert_eq!(served, 1);
+    assert_took(t1.elapsed(), TIMEOUT);
+    assert_eq!(replies(&mut rx_b), ["fail 504"]);
+    assert!(
+        s.queue_rx.is_empty(),
+        "b ran: it is not given to another worker"
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -430,7 +503,12 @@ async fn other_requests_keep_flowing_while_the_stack_is_awaited() {
     assert_eq!(replies(&mut rx_fast), ["head 200", "body ok", "end true"]);
     s.worker.send(Kind::Stack, id_slow, b"stack").await;
     let (end, served, running) = s.ended_within(Duration::from_millis(100)).await;
-    assert_eq!(end, LinkEnd::TimedOut { line: line("/slow") });
+    assert_eq!(
+        end,
+        LinkEnd::TimedOut {
+            line: line("/slow")
+        }
+    );
     assert_eq!(served, 1, "the other response counts as served");
     assert!(running.is_empty());
     assert_eq!(replies(&mut rx_slow), ["fail 504"]);
@@ -451,12 +529,20 @@ async fn on_timeout_the_other_running_request_fails_and_a_waiting_one_is_requeue
     s.worker.request().await;
 
     let (end, _, running) = s.ended_within(Duration::from_secs(60)).await;
-    assert_eq!(end, LinkEnd::TimedOut { line: line("/slow") });
+    assert_eq!(
+        end,
+        LinkEnd::TimedOut {
+            line: line("/slow")
+        }
+    );
     assert_eq!(running, [line("/other")]);
     assert_eq!(replies(&mut rx_slow), ["fail 504"]);
     assert_eq!(replies(&mut rx_other), ["fail 502"]);
     assert!(replies(&mut rx_waiting).is_empty());
-    let requeued = s.queue_rx.try_recv().expect("the waiting request is back in the queue");
+    let requeued = s
+        .queue_rx
+        .try_recv()
+        .expect("the waiting request is back in the queue");
     assert_eq!(requeued.line, line("/waiting"));
 }
 
@@ -496,7 +582,10 @@ async fn worker_dies_mid_request(head_sent: bool) {
     assert_eq!(req, request("/b", Bytes::from_static(b"payload")));
     next.worker.respond(id, "second worker").await;
     settle().await;
-    assert_eq!(replies(&mut rx_b), ["head 200", "body second worker", "end true"]);
+    assert_eq!(
+        replies(&mut rx_b),
+        ["head 200", "body second worker", "end true"]
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -536,7 +625,10 @@ async fn a_protocol_breach_ends_the_link_and_fails_the_running_request() {
     // Request frames only go to a worker, never come from one.
     s.worker.send(Kind::Request, id, b"").await;
     let (end, _, running) = s.ended_within(AT_ONCE).await;
-    assert!(matches!(&end, LinkEnd::Corrupt(e) if e.contains("request")), "{end:?}");
+    assert!(
+        matches!(&end, LinkEnd::Corrupt(e) if e.contains("request")),
+        "{end:?}"
+    );
     assert_eq!(running, [line("/a")]);
     assert_eq!(replies(&mut rx), ["fail 502"]);
 }
@@ -544,9 +636,16 @@ async fn a_protocol_breach_ends_the_link_and_fails_the_running_request() {
 #[tokio::test(start_paused = true)]
 async fn garbage_from_the_worker_ends_the_link() {
     let mut s = Setup::new(config(1, 0));
-    s.worker.conn.write_all(&[5, 0, 0, 0, 99, 0, 0, 0, 0]).await.unwrap();
+    s.worker
+        .conn
+        .write_all(&[5, 0, 0, 0, 99, 0, 0, 0, 0])
+        .await
+        .unwrap();
     let (end, _, _) = s.ended_within(AT_ONCE).await;
-    assert_eq!(end, LinkEnd::Corrupt(ipc::DecodeError::UnknownKind(99).to_string()));
+    assert_eq!(
+        end,
+        LinkEnd::Corrupt(ipc::DecodeError::UnknownKind(99).to_string())
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -559,8 +658,15 @@ async fn draining_finishes_running_requests_and_takes_no_new_ones() {
     settle().await; // the link has seen it
     let (b, _rx_b) = job("/b");
     s.push(b).await;
-    assert!(s.worker.frame_within(Duration::from_secs(1)).await.is_none());
-    assert!(!s.link.is_finished(), "a draining link waits for its running request");
+    assert!(s
+        .worker
+        .frame_within(Duration::from_secs(1))
+        .await
+        .is_none());
+    assert!(
+        !s.link.is_finished(),
+        "a draining link waits for its running request"
+    );
 
     s.worker.respond(id, "last").await;
     let (end, served, running) = s.ended_within(AT_ONCE).await;
@@ -586,7 +692,11 @@ async fn max_requests_notifies_retire_once_and_keeps_serving() {
     let mut s = Setup::new(cfg);
     let retired = |s: &Setup| {
         let retire = s.retire.clone();
-        async move { timeout(Duration::from_secs(1), retire.notified()).await.is_ok() }
+        async move {
+            timeout(Duration::from_secs(1), retire.notified())
+                .await
+                .is_ok()
+        }
     };
     for i in 1..=3 {
         let (j, mut rx) = job(&format!("/{i}"));
@@ -595,7 +705,11 @@ async fn max_requests_notifies_retire_once_and_keeps_serving() {
         s.worker.respond(id, "x").await;
         settle().await;
         assert_eq!(replies(&mut rx).len(), 3, "request {i} is served");
-        assert_eq!(retired(&s).await, i == 2, "retire notified after request {i}?");
+        assert_eq!(
+            retired(&s).await,
+            i == 2,
+            "retire notified after request {i}?"
+        );
     }
     s.drain.send(true).unwrap();
     let (end, served, _) = s.ended_within(AT_ONCE).await;
@@ -651,7 +765,27 @@ fn signal_stack_dump_sends_sigusr1_to_the_worker_pid() {
     assert!(signal_stack_dump(child.id()));
     let status = child.wait().unwrap();
     assert_eq!(status.signal(), Some(libc::SIGUSR1));
-    // A pid that would address a process group is refused, not signalled.
-    assert!(!signal_stack_dump(0));
-    assert!(!signal_stack_dump(u32::MAX));
+}
+
+#[test]
+fn only_a_single_process_is_ever_signalled() {
+    // Checked on the pure conversion: a test calling kill(2) with these would, on a
+    // regression, signal the test's process group or every process.
+    assert_eq!(one_process(4242), Some(4242));
+    assert_eq!(one_process(i32::MAX as u32), Some(i32::MAX));
+    assert_eq!(
+        one_process(0),
+        None,
+        "kill(0) signals our own process group"
+    );
+    assert_eq!(
+        one_process(u32::MAX),
+        None,
+        "kill(-1) signals every process"
+    );
+    assert_eq!(
+        one_process(1 << 31),
+        None,
+        "kill(-n) signals a process group"
+    );
 }

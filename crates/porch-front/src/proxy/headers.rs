@@ -11,7 +11,6 @@ static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-prot
 static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 static X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
 
-
 /// An HTTP/1.1 request asking to switch protocols (`Connection: upgrade` + `Upgrade`).
 pub(super) fn wants_upgrade(req: &Request<Incoming>) -> bool {
     req.version() == Version::HTTP_11
@@ -202,5 +201,4 @@ mod tests {
         );
         assert!(!out.contains_key(header::UPGRADE));
     }
-
 }

@@ -67,7 +67,10 @@ mod tests {
     fn metrics_name_each_server() {
         let cfg = UpstreamConfig {
             name: "web".into(),
-            servers: vec!["127.0.0.1:1".parse().unwrap(), "unix:/tmp/x.sock".parse().unwrap()],
+            servers: vec![
+                "127.0.0.1:1".parse().unwrap(),
+                "unix:/tmp/x.sock".parse().unwrap(),
+            ],
             balance: porch_config::Balance::RoundRobin,
             connect_timeout: Duration::from_secs(1),
             header_timeout: Duration::from_secs(1),

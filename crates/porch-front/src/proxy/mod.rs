@@ -10,7 +10,6 @@
 //! and the upstream's response only as fast as the client takes it. WebSocket (and any
 //! `Upgrade`) requests become a byte tunnel once both sides have switched protocols.
 
-
 mod body;
 mod headers;
 mod health;
@@ -26,10 +25,10 @@ use http::{Method, Request, Response, StatusCode, Uri};
 use http_body::Body;
 use hyper::body::Incoming;
 
-pub use body::{ReqBody, UpstreamBody};
 use crate::body::ResponseBody;
 use crate::reject::{Rejection, Verdict};
 use crate::Peer;
+pub use body::{ReqBody, UpstreamBody};
 use headers::{upstream_headers, wants_upgrade};
 use pool::{Lease, Pool, Server};
 use porch_config::UpstreamConfig;
@@ -87,7 +86,8 @@ impl Upstreams {
             return Rejection::porch(StatusCode::BAD_GATEWAY, "no such upstream").response();
         };
         if req.method() == Method::CONNECT {
-            return Rejection::client(StatusCode::METHOD_NOT_ALLOWED, "CONNECT is not proxied").response();
+            return Rejection::client(StatusCode::METHOD_NOT_ALLOWED, "CONNECT is not proxied")
+                .response();
         }
         let upgrade = wants_upgrade(&req);
         let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
@@ -167,7 +167,8 @@ impl Upstreams {
                     return Rejection::upstream(
                         StatusCode::GATEWAY_TIMEOUT,
                         "the upstream server did not answer in time",
-                    ).response();
+                    )
+                    .response();
                 }
                 Ok(Ok(resp)) => {
                     server.succeeded();
@@ -195,7 +196,8 @@ impl Upstreams {
                             return Rejection::upstream(
                                 StatusCode::BAD_GATEWAY,
                                 "the upstream server failed while handling the request",
-                            ).response()
+                            )
+                            .response()
                         }
                     };
                 }

@@ -26,7 +26,8 @@ pub(super) fn respond(
             return Rejection::upstream(
                 StatusCode::BAD_GATEWAY,
                 "the upstream server switched protocols unasked",
-            ).response();
+            )
+            .response();
         };
         let upstream_upgrade = hyper::upgrade::on(&mut resp);
         let target = lease.server.target.to_string();

@@ -5,7 +5,6 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use http::{header, HeaderMap};
 
-
 /// A strong ETag from size and modification time (to the nanosecond), like nginx's.
 /// A precompressed sibling is another file, so it gets another tag.
 pub(super) fn etag(meta: &std::fs::Metadata) -> String {
@@ -28,14 +27,21 @@ pub(super) enum Precondition {
     Failed,
 }
 
-pub(super) fn header_values(headers: &HeaderMap, name: header::HeaderName) -> impl Iterator<Item = &str> {
+pub(super) fn header_values(
+    headers: &HeaderMap,
+    name: header::HeaderName,
+) -> impl Iterator<Item = &str> {
     headers
         .get_all(name)
         .into_iter()
         .filter_map(|v| v.to_str().ok())
 }
 
-pub(super) fn preconditions(headers: &HeaderMap, etag: &str, modified: Option<SystemTime>) -> Precondition {
+pub(super) fn preconditions(
+    headers: &HeaderMap,
+    etag: &str,
+    modified: Option<SystemTime>,
+) -> Precondition {
     let mtime = modified.and_then(unix_secs);
     if headers.contains_key(header::IF_MATCH) {
         if !header_values(headers, header::IF_MATCH).any(|v| etag_list_matches(v, etag, false)) {
@@ -70,7 +76,11 @@ pub(super) fn preconditions(headers: &HeaderMap, etag: &str, modified: Option<Sy
 
 /// Whether the `If-Range` header (if any) lets the `Range` header apply: its ETag must
 /// match strongly, or its date equal `Last-Modified`.
-pub(super) fn if_range_holds(headers: &HeaderMap, etag: &str, modified: Option<SystemTime>) -> bool {
+pub(super) fn if_range_holds(
+    headers: &HeaderMap,
+    etag: &str,
+    modified: Option<SystemTime>,
+) -> bool {
     let Some(v) = headers.get(header::IF_RANGE) else {
         return true;
     };

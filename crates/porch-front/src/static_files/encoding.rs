@@ -4,7 +4,6 @@ use http::{header, HeaderMap};
 
 use super::conditional::header_values;
 
-
 /// A precompressed sibling's coding.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Encoding {

@@ -14,7 +14,6 @@ use std::time::{Duration, Instant};
 /// opened again (so a root replaced by a deploy, e.g. a swapped symlink, is picked up).
 const ROOT_REFRESH: Duration = Duration::from_secs(1);
 
-
 /// An open handle on a mount's root directory, shared by requests for a short while.
 pub(super) struct RootDir {
     pub(super) fd: OwnedFd,

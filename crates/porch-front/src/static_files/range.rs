@@ -1,6 +1,5 @@
 //! The `Range` header: one byte range, or the whole representation.
 
-
 /// What a `Range` header asks of a representation `len` bytes long.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ByteRange {

@@ -19,7 +19,6 @@ use crate::body::ResponseBody;
 use crate::reject::{plain, Rejection};
 use porch_config::StaticMount;
 
-
 /// Serves a request routed to `mount`. Internal mounts (reachable only through
 /// `X-Accel-Redirect` from the app) answer clients 404.
 pub async fn serve<B>(mount: &StaticMount, req: &Request<B>) -> Response<ResponseBody> {
@@ -49,7 +48,8 @@ pub fn serve_path(
         let mut r = Rejection::client(
             StatusCode::METHOD_NOT_ALLOWED,
             "static files answer GET and HEAD",
-        ).response();
+        )
+        .response();
         r.headers_mut()
             .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
         return r;
@@ -63,7 +63,9 @@ pub fn serve_path(
     let wants_dir = path.ends_with('/');
     let rel = match relative_path(raw_rel, mount.allow_dotfiles) {
         Ok(rel) => rel,
-        Err(PathError::Invalid) => return Rejection::client(StatusCode::BAD_REQUEST, "invalid path encoding").response(),
+        Err(PathError::Invalid) => {
+            return Rejection::client(StatusCode::BAD_REQUEST, "invalid path encoding").response()
+        }
         Err(PathError::Refused) => return not_found(),
     };
     let root = match root_dir(&mount.dir) {
@@ -148,7 +150,8 @@ pub fn serve_path(
     match preconditions(headers, &etag, modified) {
         Precondition::Proceed => {}
         Precondition::Failed => {
-            return Rejection::client(StatusCode::PRECONDITION_FAILED, "precondition failed").response();
+            return Rejection::client(StatusCode::PRECONDITION_FAILED, "precondition failed")
+                .response();
         }
         Precondition::NotModified => {
             let mut r = Response::new(ResponseBody::empty());
@@ -180,8 +183,11 @@ pub fn serve_path(
                 match parse_range(range, len) {
                     ByteRange::Ignore => {}
                     ByteRange::Unsatisfiable => {
-                        let mut r =
-                            Rejection::client(StatusCode::RANGE_NOT_SATISFIABLE, "range not satisfiable").response();
+                        let mut r = Rejection::client(
+                            StatusCode::RANGE_NOT_SATISFIABLE,
+                            "range not satisfiable",
+                        )
+                        .response();
                         r.headers_mut()
                             .insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
                         r.headers_mut().insert(
@@ -216,7 +222,8 @@ pub fn serve_path(
             }
             Err(e) => {
                 tracing::warn!("reading static file {rel}: {e}");
-                return Rejection::porch(StatusCode::INTERNAL_SERVER_ERROR, "cannot read the file").response();
+                return Rejection::porch(StatusCode::INTERNAL_SERVER_ERROR, "cannot read the file")
+                    .response();
             }
         }
     } else {

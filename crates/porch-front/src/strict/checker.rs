@@ -3,7 +3,6 @@
 
 use super::grammar::{chunk_size, content_length_value, header, request_line};
 
-
 /// The limits a head is checked against.
 #[derive(Debug, Clone, Copy)]
 pub struct HeadLimits {

@@ -32,7 +32,6 @@ pub struct StrictIo<T> {
     write_timer: Option<Pin<Box<tokio::time::Sleep>>>,
 }
 
-
 impl<T> StrictIo<T> {
     pub fn new(
         inner: T,
@@ -92,7 +91,6 @@ impl<T> StrictIo<T> {
         }
     }
 }
-
 
 impl<T: AsyncRead + AsyncWrite + Unpin> AsyncRead for StrictIo<T> {
     fn poll_read(

@@ -89,7 +89,7 @@ impl Pool {
             },
             max_requests: cfg.max_requests,
             jitter: cfg.max_requests_jitter,
-            boot_timeout: cfg.timeout.max(Duration::from_secs(120)),
+            boot_timeout: cfg.boot_timeout,
             graceful_timeout: cfg.graceful_timeout,
             queue,
             requeue,

@@ -48,23 +48,33 @@ where
 }
 
 #[tokio::test(start_paused = true)]
-async fn a_ready_frame_with_this_protocol_boots_and_keeps_what_follows() {
-    let after = frame(Kind::Head, 9, b"early");
-    let sent = [ready(spawn::PROTOCOL), after.clone()].concat();
-    let (result, mut buf) = handshake(exited(0), |mut s| async move {
-        // One byte at a time: the frame is read whole across short reads.
-        for b in sent {
+async fn a_ready_frame_with_this_protocol_boots_even_in_short_reads() {
+    let (result, buf) = handshake(exited(0), |mut s| async move {
+        for b in ready(spawn::PROTOCOL) {
             s.write_all(&[b]).await.unwrap();
-            tokio::task::yield_now().await;
+            tokio::time::sleep(Duration::from_millis(1)).await;
         }
         std::future::pending::<()>().await;
     })
     .await;
     result.expect("booted");
-    // The rest of the stream belongs to the link: nothing read past the Ready frame is lost.
+    assert!(buf.is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn bytes_read_past_the_ready_frame_are_left_for_the_link() {
+    let after = frame(Kind::Head, 9, b"early");
+    let sent = [ready(spawn::PROTOCOL), after.clone()].concat();
+    let (result, mut buf) = handshake(exited(0), |mut s| async move {
+        s.write_all(&sent).await.unwrap();
+        std::future::pending::<()>().await;
+    })
+    .await;
+    result.expect("booted");
     let next = Decoder::next(&mut buf).unwrap();
     let mut rest = BytesMut::from(&after[..]);
     assert_eq!(next, Decoder::next(&mut rest).unwrap());
+    assert!(next.is_some());
 }
 
 #[tokio::test(start_paused = true)]
@@ -78,7 +88,10 @@ async fn a_ready_frame_with_another_protocol_is_a_mismatch() {
     match result {
         Err(BootError::Mismatch(m)) => {
             assert!(m.contains(&format!("Some({other})")), "{m}");
-            assert!(m.contains(&format!("this porch {}", spawn::PROTOCOL)), "{m}");
+            assert!(
+                m.contains(&format!("this porch {}", spawn::PROTOCOL)),
+                "{m}"
+            );
         }
         other => panic!("{other:?}"),
     }
@@ -87,11 +100,16 @@ async fn a_ready_frame_with_another_protocol_is_a_mismatch() {
 #[tokio::test(start_paused = true)]
 async fn a_short_ready_payload_is_a_mismatch() {
     let (result, _) = handshake(exited(0), |mut s| async move {
-        s.write_all(&frame(Kind::Ready, 0, &[1, 2, 3])).await.unwrap();
+        s.write_all(&frame(Kind::Ready, 0, &[1, 2, 3]))
+            .await
+            .unwrap();
         std::future::pending::<()>().await;
     })
     .await;
-    assert!(matches!(&result, Err(BootError::Mismatch(m)) if m.contains("None")), "{result:?}");
+    assert!(
+        matches!(&result, Err(BootError::Mismatch(m)) if m.contains("None")),
+        "{result:?}"
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -110,7 +128,9 @@ async fn another_frame_before_ready_is_refused() {
 #[tokio::test(start_paused = true)]
 async fn garbage_before_ready_is_refused() {
     let (result, _) = handshake(exited(0), |mut s| async move {
-        s.write_all(b"Traceback (most recent call last):\n").await.unwrap();
+        s.write_all(b"Traceback (most recent call last):\n")
+            .await
+            .unwrap();
         std::future::pending::<()>().await;
     })
     .await;
@@ -136,7 +156,9 @@ async fn a_closed_socket_reports_why_the_worker_exited() {
         other => panic!("{other:?}"),
     }
     match closed_then(killed(libc::SIGKILL)).await {
-        BootError::Exited(m) => assert!(m.contains("SIGKILL") && m.contains("out-of-memory"), "{m}"),
+        BootError::Exited(m) => {
+            assert!(m.contains("SIGKILL") && m.contains("out-of-memory"), "{m}")
+        }
         other => panic!("{other:?}"),
     }
 }
@@ -154,7 +176,10 @@ async fn the_exit_status_is_awaited_only_once_the_socket_closed() {
     let boot = tokio::spawn(async move { await_ready(&mut ours, &mut buf, BOOT, status).await });
     let mut rx = rx;
     tokio::time::sleep(Duration::from_secs(1)).await;
-    assert!(rx.try_recv().is_err(), "exit status awaited while the socket is open");
+    assert!(
+        rx.try_recv().is_err(),
+        "exit status awaited while the socket is open"
+    );
     drop(theirs);
     let result = boot.await.unwrap();
     assert!(rx.try_recv().is_ok());
@@ -169,9 +194,15 @@ async fn a_worker_silent_past_the_boot_timeout_is_slow() {
         std::future::pending::<()>().await;
     })
     .await;
-    assert!(matches!(result, Err(BootError::Slow(d)) if d == BOOT), "{result:?}");
+    assert!(
+        matches!(result, Err(BootError::Slow(d)) if d == BOOT),
+        "{result:?}"
+    );
     let took = t0.elapsed();
-    assert!(took >= BOOT && took <= BOOT + Duration::from_millis(5), "{took:?}");
+    assert!(
+        took >= BOOT && took <= BOOT + Duration::from_millis(5),
+        "{took:?}"
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -216,10 +247,22 @@ fn describe_exit_names_signals_and_hints_at_their_cause() {
         describe_exit(ExitStatus::from_raw(libc::SIGABRT | 0x80)),
         "killed by signal 6 (SIGABRT) (crashed)"
     );
-    assert_eq!(describe_exit(killed(libc::SIGTERM)), "killed by signal 15 (SIGTERM)");
-    assert_eq!(describe_exit(killed(libc::SIGBUS)), "killed by signal 7 (SIGBUS)");
-    assert_eq!(describe_exit(killed(libc::SIGINT)), "killed by signal 2 (SIGINT)");
-    assert_eq!(describe_exit(killed(libc::SIGUSR1)), "killed by signal 10 (signal)");
+    assert_eq!(
+        describe_exit(killed(libc::SIGTERM)),
+        "killed by signal 15 (SIGTERM)"
+    );
+    assert_eq!(
+        describe_exit(killed(libc::SIGBUS)),
+        "killed by signal 7 (SIGBUS)"
+    );
+    assert_eq!(
+        describe_exit(killed(libc::SIGINT)),
+        "killed by signal 2 (SIGINT)"
+    );
+    assert_eq!(
+        describe_exit(killed(libc::SIGUSR1)),
+        "killed by signal 10 (signal)"
+    );
 }
 
 #[test]
@@ -249,8 +292,9 @@ fn max_requests_jitter_stays_within_its_bounds() {
         .collect();
     assert!(limits.len() > 4, "{limits:?}");
     // Every value of the range can be drawn.
-    let all: std::collections::HashSet<u64> =
-        (0..1000).map(|noise| max_requests_limit(10, 3, 0, noise).unwrap()).collect();
+    let all: std::collections::HashSet<u64> = (0..1000)
+        .map(|noise| max_requests_limit(10, 3, 0, noise).unwrap())
+        .collect();
     assert_eq!(all, (10..=13).collect());
 }
 
