@@ -222,6 +222,27 @@ def stream(environ, start_response):
     return gen()
 
 
+def drip(environ, start_response):
+    """``n`` pieces, each the time it was yielded (``%020.6f\\n``), ``delay`` seconds apart;
+    then ``after`` more seconds of work before the iteration ends. ``length=1`` declares
+    the Content-Length."""
+    q = _query(environ)
+    n, delay, after = int(q.get("n", "3")), float(q.get("delay", "0.3")), float(q.get("after", "0"))
+    headers = [("Content-Type", "text/plain")]
+    if q.get("length") == "1":
+        headers.append(("Content-Length", str(21 * n)))
+    start_response("200 OK", headers)
+
+    def gen():
+        for i in range(n):
+            if i:
+                time.sleep(delay)
+            yield b"%020.6f\n" % time.time()
+        time.sleep(after)
+
+    return gen()
+
+
 def big(environ, start_response):
     size = int(_query(environ).get("size", str(1 << 20)))
     start_response(
@@ -478,6 +499,7 @@ ROUTES = {
     "/write": write_view,
     "/stream": stream,
     "/big": big,
+    "/drip": drip,
     "/file": file_view,
     "/error": error,
     "/error-mid-body": error_mid_body,

@@ -350,10 +350,16 @@ def test_dotfiles_are_404(server, path):
     assert b"SECRET_KEY" not in r.body and b"dotdir" not in r.body
 
 
-@pytest.mark.parametrize("path", ["/static/", "/static/sub/", "/static/sub", "/static/hello.txt/"])
+@pytest.mark.parametrize("path", ["/static/", "/static/sub/", "/static/hello.txt/"])
 def test_no_directory_listing_or_index_by_default(server, path):
     r = request(server.port, path)
     assert r.status == 404
+    assert b"page.html" not in r.body
+
+
+def test_a_directory_without_its_slash_is_redirected_to_it_as_nginx_does(server):
+    r = request(server.port, "/static/sub?x=1")
+    assert r.status == 301 and r.header("location") == "/static/sub/?x=1", r
     assert b"page.html" not in r.body
 
 
@@ -424,3 +430,11 @@ def test_a_client_that_stops_reading_does_not_stop_others(server, tree):
         time.sleep(0.3)
         r = request(server.port, "/static/hello.txt")
         assert r.body == b"hello static\n"
+
+
+@pytest.mark.parametrize("path", ["/static/./hello.txt", "/static//hello.txt", "/static/sub/../hello.txt",
+                                  "/static/sub/%2e%2e/hello.txt", "/static/./sub/./../hello.txt"])
+def test_dot_segments_resolve_within_the_root_as_rfc_3986_says(server, path):
+    r = request(server.port, path)
+    assert r.status == 200, (path, r)
+    assert r.body and r.body == request(server.port, "/static/hello.txt").body

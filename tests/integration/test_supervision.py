@@ -249,3 +249,28 @@ def _swallow(fn):
         fn()
     except Exception:  # noqa: BLE001
         pass
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["TERM", "INT"])
+def test_a_signal_to_the_whole_process_group_answers_every_accepted_request(porch, sig):
+    """systemd's KillMode=control-group and Ctrl-C in a terminal signal every process of the
+    group: the workers finish what they run and wait for the front's word, the front drains."""
+    p = porch("-w", "2", "--graceful-timeout", "10", "wsgiapp:application")
+    results = []
+
+    def one():
+        try:
+            results.append(requests.get(p.url + "/sleep?s=1.5", timeout=30).status_code)
+        except requests.RequestException as e:
+            results.append(type(e).__name__)
+
+    clients = [threading.Thread(target=one) for _ in range(4)]
+    for t in clients:
+        t.start()
+    time.sleep(0.5)  # all four accepted: two running, two queued
+    os.killpg(p.proc.pid, sig)
+    for t in clients:
+        t.join(30)
+    assert results == [200] * 4, f"{results}\n{p.log()[-3000:]}"
+    assert p.wait(30) == 0, p.log()[-3000:]
+    assert "killed by signal" not in p.log(), p.log()[-3000:]

@@ -461,3 +461,11 @@ def test_unusable_certificates_are_explained(tmp_path, certs, case):
     err = r.stdout + r.stderr
     assert r.returncode != 0, err
     assert str(culprit) in err and why in err, err
+
+
+def test_startup_lines_name_each_listeners_scheme(server):
+    p, ports = server
+    log = p.log()
+    assert f"listening on https://127.0.0.1:{ports['tls']} (HTTP/2 and HTTP/1.1)" in log, log
+    assert f"listening on http://127.0.0.1:{ports['h2c']} (HTTP/1.1 and cleartext HTTP/2)" in log, log
+    assert f"http://127.0.0.1:{ports['tls']}" not in log, log

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import socket
 import time
@@ -86,3 +87,19 @@ def test_body_cut_short_never_reaches_the_app(server, tmp_path, framing, how):
     r = requests.post(server.url + "/sha256", data=b"next", timeout=10)
     assert r.status_code == 200 and r.json()["length"] == 4
     assert not marker.exists(), f"the app saw a truncated body: {marker.read_text()}"
+
+
+def test_after_dechunking_the_app_sees_the_length_and_no_transfer_encoding(server):
+    """The front removed the chunked framing: CONTENT_LENGTH holds, Transfer-Encoding does
+    not (apps that check it, such as httpbin, would refuse the request). Other hop-by-hop
+    headers reach the app as on Gunicorn."""
+    with RawConn(server.port) as c:
+        c.send(b"POST /env HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n"
+               b"Connection: keep-alive\r\nTE: trailers\r\n\r\n"
+               b"5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n")
+        r = c.read_response()
+    assert r.status == 200, r
+    env = json.loads(r.body)
+    assert env["CONTENT_LENGTH"] == "11" and env["_body"] == "hello world"
+    assert "HTTP_TRANSFER_ENCODING" not in env, env.get("HTTP_TRANSFER_ENCODING")
+    assert env["HTTP_CONNECTION"] == "keep-alive" and env["HTTP_TE"] == "trailers"

@@ -66,7 +66,17 @@ impl WorkerBody {
 
 impl Drop for WorkerBody {
     fn drop(&mut self) {
-        // The client went away before the end: still log what was sent.
+        // hyper stops polling once the declared length went out: that body is complete.
+        if !self.failed && self.declared.is_some_and(|d| d == self.sent) {
+            self.finish(true);
+            return;
+        }
+        // The client went away before the end: still log what was sent, as 499 (nginx's
+        // "client closed the request"), with the app's status beside it.
+        if let Some(r) = self.record.as_mut() {
+            r.app_status = Some(r.status);
+            r.status = 499;
+        }
         self.finish(false);
     }
 }

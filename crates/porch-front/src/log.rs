@@ -46,6 +46,8 @@ pub struct AccessRecord {
     pub target: String,
     pub protocol: &'static str,
     pub status: u16,
+    /// The app's status when the line says 499 (the client left during the answer).
+    pub app_status: Option<u16>,
     pub bytes: u64,
     pub referer: String,
     pub user_agent: String,
@@ -86,6 +88,7 @@ impl AccessRecord {
                     "target": self.target,
                     "protocol": self.protocol,
                     "status": self.status,
+                    "app_status": self.app_status,
                     "bytes": self.bytes,
                     "referer": self.referer,
                     "user_agent": self.user_agent,

@@ -18,6 +18,10 @@ pub struct Metrics {
     pub responses_5xx: AtomicU64,
     pub in_flight: AtomicU64,
     pub rejected_queue_full: AtomicU64,
+    /// App requests answered 503 because no worker took them within `queue_timeout`.
+    pub queue_timeouts: AtomicU64,
+    /// App requests whose client went away before the answer's head.
+    pub client_gone: AtomicU64,
     /// Responses by route kind ([`ROUTES`]) and status class (1xx..5xx).
     by_route: [[AtomicU64; 5]; ROUTES.len()],
     /// Time to the response head, per route kind: cumulative histogram buckets.
@@ -153,8 +157,12 @@ pub(crate) fn render(front: &Front) -> String {
         g(&s.restarts_reloaded),
     );
     text + &format!(
-        "porch_worker_restarts_total{{cause=\"memory\"}} {}\n",
-        g(&s.restarts_memory)
+        "porch_worker_restarts_total{{cause=\"memory\"}} {}\n\
+         # TYPE porch_queue_timeouts_total counter\nporch_queue_timeouts_total {}\n\
+         # TYPE porch_app_client_gone_total counter\nporch_app_client_gone_total {}\n",
+        g(&s.restarts_memory),
+        g(&m.queue_timeouts),
+        g(&m.client_gone),
     ) + &m.render_routes()
         + &front.upstreams.metrics()
 }

@@ -85,6 +85,12 @@ impl Rejection {
                 StatusCode::GATEWAY_TIMEOUT,
                 "the app did not answer in time",
             ),
+            // Not the app's doing: every worker stayed busy for the whole queue wait.
+            Some(503) => Self::porch(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "no worker became free in time",
+            )
+            .retry_after(1),
             _ => Self::app(
                 StatusCode::BAD_GATEWAY,
                 "the worker running this request died",

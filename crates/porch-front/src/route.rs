@@ -44,6 +44,7 @@ impl Front {
                 .to_string(),
             protocol: protocol(req.version()),
             status: 0,
+            app_status: None,
             bytes: 0,
             referer: header_str(req.headers(), header::REFERER),
             user_agent: header_str(req.headers(), header::USER_AGENT),

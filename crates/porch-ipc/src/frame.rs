@@ -39,6 +39,9 @@ pub enum Kind {
     End = 13,
     /// worker → front: the formatted Python stack asked for by [`Kind::DumpStack`].
     Stack = 14,
+    /// worker → front: request `id`, sent ahead, was not started and is given back (the
+    /// answer to SIGUSR2, see `porch_front::dispatch`); `id` 0 ends one such answer.
+    Returned = 15,
 }
 
 impl Kind {
@@ -52,6 +55,7 @@ impl Kind {
             12 => Kind::Body,
             13 => Kind::End,
             14 => Kind::Stack,
+            15 => Kind::Returned,
             _ => return None,
         })
     }

@@ -6,18 +6,18 @@
 //! response frames.
 
 use std::collections::HashMap;
-use std::io::{BufReader, Read, Write};
+use std::io::Write;
 use std::os::fd::FromRawFd;
 use std::os::unix::net::UnixStream;
 use std::sync::{Arc, Mutex};
 
-use bytes::BytesMut;
 use porch_ipc::spawn::{self, WorkerSpec, EXIT_IMPORT_FAILED, EXIT_MISMATCH, SOCKET_FD, SPEC_ENV};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList};
 
+use crate::inbox::{Inbox, Next};
 use crate::wsgi::{self, App, EnvironBuilder, Output, Sink};
-use porch_ipc::{self as ipc, Decoder, Kind};
+use porch_ipc::{self as ipc, Kind};
 
 /// Request id → the Python thread id running it, for stack dumps of stuck requests.
 type Running = Arc<Mutex<HashMap<u32, u64>>>;
@@ -35,15 +35,12 @@ pub fn main(py: Python<'_>) -> u8 {
             return EXIT_MISMATCH;
         }
     };
-    // SAFETY: prctl with PR_SET_PDEATHSIG only sets a flag on this process; signal() with
-    // SIG_DFL restores the default action of SIGINT, which Python replaced at start-up.
+    // SAFETY: prctl with PR_SET_PDEATHSIG only sets a flag on this process.
     unsafe {
         // If the front dies, its workers must not outlive it.
         libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-        // Ctrl-C in a terminal reaches the whole process group: a worker stops like the
-        // front does, instead of raising KeyboardInterrupt inside a view.
-        libc::signal(libc::SIGINT, libc::SIG_DFL);
     }
+    wait_for_the_front_on_term_and_int();
     // SAFETY: the supervisor placed our end of the socket pair on SOCKET_FD before exec
     // and nothing else in this process owns that descriptor.
     let stream = unsafe { UnixStream::from_raw_fd(SOCKET_FD) };
@@ -60,7 +57,7 @@ fn run(py: Python<'_>, spec: WorkerSpec, stream: UnixStream) -> anyhow::Result<u
     if let Some(dir) = &spec.chdir {
         std::env::set_current_dir(dir)?;
     }
-    block_dump_signal();
+    block_front_signals();
     let app = match import_app(py, &spec) {
         Ok(app) => app,
         Err(()) => return Ok(EXIT_IMPORT_FAILED),
@@ -83,87 +80,44 @@ fn serve_all(spec: WorkerSpec, stream: UnixStream, app: App) -> anyhow::Result<u
     (&stream).write_all(&ready)?;
 
     let running: Running = Arc::default();
+    let inbox = Arc::new(Inbox::default());
     {
-        let (sink, running) = (sink.clone(), running.clone());
-        std::thread::spawn(move || dump_on_signal(&sink, &running));
+        let (sink, running, inbox) = (sink.clone(), running.clone(), inbox.clone());
+        let stream = stream.try_clone()?;
+        std::thread::spawn(move || on_signals(&sink, &running, &inbox, &stream));
     }
     if spec.threads == 1 {
-        serve_inline(stream, &app, &sink, &running);
+        serve_inline(&stream, &app, &sink, &running, &inbox);
         return Ok(0);
     }
 
-    let (tx, rx) = crossbeam_channel::unbounded::<(u32, ipc::Request)>();
     let threads: Vec<_> = (0..spec.threads)
         .map(|_| {
-            let (rx, app, sink, running) = (rx.clone(), app.clone(), sink.clone(), running.clone());
-            std::thread::spawn(move || serve(rx, &app, &sink, &running))
+            let (inbox, app, sink, running) =
+                (inbox.clone(), app.clone(), sink.clone(), running.clone());
+            std::thread::spawn(move || serve(&inbox, &app, &sink, &running))
         })
         .collect();
-
-    let mut reader = BufReader::with_capacity(64 * 1024, stream);
-    let mut buf = BytesMut::with_capacity(64 * 1024);
-    let mut chunk = vec![0u8; 64 * 1024];
-    'read: loop {
-        let n = match reader.read(&mut chunk) {
-            Ok(0) | Err(_) => break,
-            Ok(n) => n,
-        };
-        buf.extend_from_slice(&chunk[..n]);
-        loop {
-            match next_request(&mut buf) {
-                Ok(Some(job)) => {
-                    let _ = tx.send(job);
-                }
-                Ok(None) => break,
-                Err(()) => break 'read,
-            }
-        }
-    }
+    while inbox.read_from(&stream) {}
     // Let running requests finish (the front bounds this with its graceful timeout).
-    drop(tx);
     for t in threads {
         let _ = t.join();
     }
     Ok(0)
 }
 
-/// The next request frame in `buf`; `Err` when the stream ended the worker's work (a
-/// stop frame or a corrupt stream).
-fn next_request(buf: &mut BytesMut) -> Result<Option<(u32, ipc::Request)>, ()> {
-    loop {
-        let frame = match Decoder::next(buf) {
-            Ok(Some(f)) => f,
-            Ok(None) => return Ok(None),
-            Err(e) => {
-                eprintln!("porch worker: corrupt frame from the front: {e}");
-                return Err(());
-            }
-        };
-        match frame.kind {
-            Kind::Request => {
-                return match ipc::Request::decode(&frame.payload) {
-                    Ok(req) => Ok(Some((frame.id, req))),
-                    Err(e) => {
-                        eprintln!("porch worker: corrupt request frame: {e}");
-                        Err(())
-                    }
-                };
-            }
-            Kind::Stop => return Err(()),
-            // Stacks are asked for by signal (see `dump_on_signal`).
-            Kind::DumpStack => {}
-            other => eprintln!("porch worker: unexpected {other:?} frame"),
-        }
-    }
-}
-
 /// One thread, the Python one, reads the socket itself: no hand-off between threads.
 /// Requests that arrived together are run back to back and their responses leave in one
 /// write (bounded in size and delay), so a batch costs one wake-up on each side.
-fn serve_inline(stream: UnixStream, app: &App, sink: &Arc<Sink>, running: &Running) {
+fn serve_inline(
+    stream: &UnixStream,
+    app: &App,
+    sink: &Arc<Sink>,
+    running: &Running,
+    inbox: &Inbox,
+) {
     // SAFETY: pthread_self has no preconditions. Python's thread ids are pthread_self().
     let thread_id = unsafe { libc::pthread_self() } as u64;
-    let mut stream = stream;
     Python::attach(|py| {
         let builder = match EnvironBuilder::new(py, app) {
             Ok(b) => b,
@@ -172,56 +126,40 @@ fn serve_inline(stream: UnixStream, app: &App, sink: &Arc<Sink>, running: &Runni
                 return;
             }
         };
-        let mut buf = BytesMut::with_capacity(64 * 1024);
-        let mut queue = std::collections::VecDeque::new();
         let mut held_since: Option<std::time::Instant> = None;
         loop {
-            loop {
-                match next_request(&mut buf) {
-                    Ok(Some(job)) => queue.push_back(job),
-                    Ok(None) => break,
-                    Err(()) => {
+            match inbox.next_or_read() {
+                Next::Job((id, req), more) => {
+                    // Hold this response if more requests wait, but not for long.
+                    let hold = more
+                        && held_since
+                            .is_none_or(|t| t.elapsed() < std::time::Duration::from_millis(2));
+                    sink.hold(hold);
+                    if !hold {
                         sink.flush_held();
-                        return;
+                        held_since = None;
+                    } else if held_since.is_none() {
+                        held_since = Some(std::time::Instant::now());
                     }
+                    run_request(py, app, &builder, sink, running, thread_id, id, &req);
                 }
-            }
-            if let Some((id, req)) = queue.pop_front() {
-                // Hold this response if more requests wait, but not for long.
-                let hold = !queue.is_empty()
-                    && held_since.is_none_or(|t| t.elapsed() < std::time::Duration::from_millis(2));
-                sink.hold(hold);
-                if !hold {
+                Next::Read => {
+                    sink.hold(false);
                     sink.flush_held();
                     held_since = None;
-                } else if held_since.is_none() {
-                    held_since = Some(std::time::Instant::now());
+                    py.detach(|| inbox.read_from(stream));
                 }
-                run_request(py, app, &builder, sink, running, thread_id, id, &req);
-                continue;
-            }
-            sink.hold(false);
-            sink.flush_held();
-            held_since = None;
-            buf.reserve(64 * 1024);
-            let read = py.detach(|| {
-                let spare = buf.spare_capacity_mut();
-                // SAFETY: reading into spare capacity: `read` only writes initialised
-                // bytes and reports how many; the length is set from that count below.
-                let spare =
-                    unsafe { &mut *(spare as *mut [std::mem::MaybeUninit<u8>] as *mut [u8]) };
-                stream.read(spare)
-            });
-            match read {
-                Ok(0) | Err(_) => return,
-                // SAFETY: `read` initialised `n` bytes of the spare capacity.
-                Ok(n) => unsafe { buf.set_len(buf.len() + n) },
+                Next::Closed => {
+                    sink.hold(false);
+                    sink.flush_held();
+                    return;
+                }
             }
         }
     });
 }
 
-/// Puts the venv and extra paths on `sys.path`, imports the app and resolves the callable.
+/// Puts the working directory and extra paths on `sys.path`, imports the app and resolves the callable.
 /// On failure the traceback goes to stderr (the error log).
 fn import_app(py: Python<'_>, spec: &WorkerSpec) -> Result<App, ()> {
     let result = (|| -> PyResult<App> {
@@ -276,12 +214,7 @@ fn import_app(py: Python<'_>, spec: &WorkerSpec) -> Result<App, ()> {
 }
 
 /// One Python thread: holds the GIL except while waiting for the next request.
-fn serve(
-    rx: crossbeam_channel::Receiver<(u32, ipc::Request)>,
-    app: &App,
-    sink: &Arc<Sink>,
-    running: &Running,
-) {
+fn serve(inbox: &Inbox, app: &App, sink: &Arc<Sink>, running: &Running) {
     // SAFETY: pthread_self has no preconditions. Python's thread ids are pthread_self().
     let thread_id = unsafe { libc::pthread_self() } as u64;
     Python::attach(|py| {
@@ -293,7 +226,7 @@ fn serve(
             }
         };
         loop {
-            let Ok((id, req)) = py.detach(|| rx.recv()) else {
+            let Some((id, req)) = py.detach(|| inbox.wait_next()) else {
                 return;
             };
             run_request(py, app, &builder, sink, running, thread_id, id, &req);
@@ -319,22 +252,26 @@ fn run_request(
     lock().remove(&id);
 }
 
-/// Waits for SIGUSR1 from the front (a request timed out) and sends the Python stack of
-/// every running request. A separate thread, so a worker busy in Python still answers:
-/// Python hands the GIL to waiting threads every few milliseconds.
-fn dump_on_signal(sink: &Sink, running: &Running) {
-    // SAFETY: sigset operations on a local set; SIGUSR1 was blocked in every thread by
-    // `block_dump_signal` before any thread started, so sigwait receives it here.
-    let mut set: libc::sigset_t = unsafe { std::mem::zeroed() };
-    unsafe {
-        libc::sigemptyset(&mut set);
-        libc::sigaddset(&mut set, libc::SIGUSR1);
-    }
+/// The front's two signals, answered by this thread while the others may be deep in a
+/// view: SIGUSR2 (give back the requests not started, see [`Inbox::give_back`]) and
+/// SIGUSR1 (a request timed out: send the Python stack of every running request; Python
+/// hands the GIL to a waiting thread every few milliseconds, so this answers too).
+fn on_signals(sink: &Sink, running: &Running, inbox: &Inbox, stream: &UnixStream) {
+    let set = front_signals();
     loop {
         let mut sig = 0;
         // SAFETY: `set` is initialised and `sig` is a valid out-pointer.
         if unsafe { libc::sigwait(&set, &mut sig) } != 0 {
             return;
+        }
+        if sig == libc::SIGUSR2 {
+            let mut frames = Vec::new();
+            for id in inbox.give_back(stream) {
+                ipc::encode_vec(&mut frames, Kind::Returned, id, &[]);
+            }
+            ipc::encode_vec(&mut frames, Kind::Returned, 0, &[]);
+            sink.write_detached(&frames);
+            continue;
         }
         let jobs: Vec<(u32, u64)> = running
             .lock()
@@ -364,13 +301,43 @@ fn dump_on_signal(sink: &Sink, running: &Running) {
     }
 }
 
-/// Blocks SIGUSR1 in the calling thread; threads started afterwards inherit the mask.
-fn block_dump_signal() {
-    // SAFETY: sigset operations on a local set and pthread_sigmask on this thread.
+/// TERM and INT sent to the whole process group (systemd's `KillMode=control-group`,
+/// Ctrl-C in a terminal) reach the workers too. The front drains on them; a worker keeps
+/// running what it has until the front closes its socket, instead of dying mid-request
+/// (the default action) or raising KeyboardInterrupt in a view (Python's).
+fn wait_for_the_front_on_term_and_int() {
+    extern "C" fn ignore(_: libc::c_int) {}
+    // SAFETY: installs a handler that does nothing (async-signal-safe by construction) for
+    // two signals of this process. A handler, not SIG_IGN: a handler is reset to the
+    // default action on exec, so programs the app starts still stop on TERM and INT.
+    unsafe {
+        let mut action: libc::sigaction = std::mem::zeroed();
+        action.sa_sigaction = ignore as extern "C" fn(libc::c_int) as libc::sighandler_t;
+        action.sa_flags = libc::SA_RESTART;
+        libc::sigemptyset(&mut action.sa_mask);
+        libc::sigaction(libc::SIGTERM, &action, std::ptr::null_mut());
+        libc::sigaction(libc::SIGINT, &action, std::ptr::null_mut());
+    }
+}
+
+/// SIGUSR1 and SIGUSR2, the signals the front sends its workers.
+fn front_signals() -> libc::sigset_t {
+    // SAFETY: sigset operations on a local, zero-initialised set.
     unsafe {
         let mut set: libc::sigset_t = std::mem::zeroed();
         libc::sigemptyset(&mut set);
         libc::sigaddset(&mut set, libc::SIGUSR1);
+        libc::sigaddset(&mut set, libc::SIGUSR2);
+        set
+    }
+}
+
+/// Blocks the front's signals in the calling thread; threads started afterwards inherit
+/// the mask, so only [`on_signals`]'s sigwait receives them.
+fn block_front_signals() {
+    let set = front_signals();
+    // SAFETY: pthread_sigmask on this thread with an initialised set.
+    unsafe {
         libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
     }
 }

@@ -150,7 +150,6 @@ async fn run(cfg: Arc<Config>, args: &Args) -> ExitCode {
                 app,
                 interpreter,
                 queue_rx,
-                queue_tx.clone(),
                 queue_stats.clone(),
             )),
             Err(e) => {
@@ -272,12 +271,17 @@ async fn run(cfg: Arc<Config>, args: &Args) -> ExitCode {
     let mut fronts = Vec::new();
     for (i, l) in listeners.into_iter().enumerate() {
         let tls = tls[i].take();
-        let how = match (tls.is_some(), cfg.listeners[i].h2c) {
-            (true, _) => " with TLS (HTTP/2 and HTTP/1.1)",
-            (false, true) => " (HTTP/1.1 and cleartext HTTP/2)",
-            (false, false) => "",
-        };
-        tracing::info!("listening on {}{how}", cfg.listeners[i].bind);
+        let bind = &cfg.listeners[i].bind;
+        match (tls.is_some(), cfg.listeners[i].h2c, bind) {
+            (true, _, porch_config::BindAddr::Tcp(a)) => {
+                tracing::info!("listening on https://{a} (HTTP/2 and HTTP/1.1)")
+            }
+            (true, _, _) => tracing::info!("listening on {bind} with TLS (HTTP/2 and HTTP/1.1)"),
+            (false, true, _) => {
+                tracing::info!("listening on {bind} (HTTP/1.1 and cleartext HTTP/2)")
+            }
+            (false, false, _) => tracing::info!("listening on {bind}"),
+        }
         fronts.push(tokio::spawn(front.clone().serve(
             i,
             l,

@@ -29,6 +29,13 @@ impl Front {
             if name.as_str().contains('_') {
                 continue;
             }
+            // The body is read whole and its framing removed: the app sees its length as
+            // CONTENT_LENGTH, never a Transfer-Encoding that no longer holds (a proxy that
+            // de-chunks forwards only the length too). Other hop-by-hop headers
+            // (Connection, Keep-Alive, TE, Upgrade) reach the app as they do on Gunicorn.
+            if name == header::TRANSFER_ENCODING {
+                continue;
+            }
             let mut values = parts.headers.get_all(name).iter();
             let first = values.next().expect("a key has a value");
             let mut joined = Bytes::copy_from_slice(first.as_bytes());

@@ -15,7 +15,7 @@ use hyper::body::Incoming;
 use tokio::sync::mpsc;
 
 use crate::body::ResponseBody;
-use crate::dispatch::{Job, Reply};
+use crate::dispatch::{Fate, Job, Reply};
 use crate::http_util::{header_str, protocol};
 use crate::log::AccessRecord;
 use crate::reject::{Rejection, Verdict};
@@ -47,13 +47,14 @@ impl Front {
             parts.version
         );
         let (tx, mut rx) = mpsc::unbounded_channel();
-        let queued_at = Instant::now();
+        let fate = Arc::new(Fate::default());
         let job = Job {
             request,
             line,
             reply: tx,
-            queued_at,
+            queued_at: Instant::now(),
             body_file,
+            fate: fate.clone(),
         };
         match self.queue.try_send(job) {
             Ok(()) => {}
@@ -73,29 +74,6 @@ impl Front {
                     .response();
             }
         }
-        self.metrics.in_flight.fetch_add(1, Ordering::Relaxed);
-        // A request waits for a worker up to `queue_timeout`, then runs at most `timeout`
-        // (its link answers 504 past that): with no answer's head after both, no worker
-        // is coming.
-        let wait = self.cfg.queue_timeout.saturating_add(self.cfg.timeout);
-        let first = match tokio::time::timeout(wait, rx.recv()).await {
-            Ok(first) => first,
-            Err(_) => {
-                self.metrics.in_flight.fetch_sub(1, Ordering::Relaxed);
-                return Rejection::porch(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "no worker became free in time",
-                )
-                .retry_after(1)
-                .response();
-            }
-        };
-        self.metrics.in_flight.fetch_sub(1, Ordering::Relaxed);
-        let head = match first {
-            Some(Reply::Head(h)) => h,
-            Some(Reply::Fail(code)) => return Rejection::worker_failed(Some(code)).response(),
-            _ => return Rejection::worker_failed(None).response(),
-        };
         let record = self.access_log.as_ref().map(|log| AccessRecord {
             log: log.clone(),
             remote: peer.remote.map(|a| a.ip()),
@@ -106,7 +84,8 @@ impl Front {
                 .map_or("/", |p| p.as_str())
                 .to_string(),
             protocol: protocol(parts.version),
-            status: head.status,
+            status: 0,
+            app_status: None,
             bytes: 0,
             referer: header_str(&parts.headers, header::REFERER),
             user_agent: header_str(&parts.headers, header::USER_AGENT),
@@ -115,9 +94,84 @@ impl Front {
             queue_wait: None,
             aborted: false,
         });
+        let mut waiting = Waiting::new(self, fate.clone(), record);
+        // Until `queue_timeout` the request may be cancelled here if no worker took it;
+        // once one has, only its link answers (it runs it, or gives it back and fails it
+        // when its wait is over): an answered request never runs afterwards.
+        let first = tokio::select! {
+            first = rx.recv() => first,
+            _ = tokio::time::sleep(self.cfg.queue_timeout) => {
+                if fate.cancel() {
+                    self.metrics.queue_timeouts.fetch_add(1, Ordering::Relaxed);
+                    waiting.answered();
+                    return Rejection::worker_failed(Some(503)).response();
+                }
+                rx.recv().await
+            }
+        };
+        let record = waiting.answered();
+        let head = match first {
+            Some(Reply::Head(h)) => h,
+            Some(Reply::Fail(code)) => return Rejection::worker_failed(Some(code)).response(),
+            _ => return Rejection::worker_failed(None).response(),
+        };
+        let record = record.map(|mut r| {
+            r.status = head.status;
+            r
+        });
         if let Some(target) = accel_redirect(&head) {
             return x_accel_redirect(listener, &parts, &head, &target);
         }
         build_response(head, rx, record, parts.method == Method::HEAD)
+    }
+}
+
+/// A request waiting for its answer's head. Dropped before that (the client went away),
+/// it cancels the request if no worker took it, keeps the in-flight gauge true, and
+/// writes the access-log line with nginx's 499.
+struct Waiting<'a> {
+    front: &'a Front,
+    fate: Arc<Fate>,
+    record: Option<AccessRecord>,
+    done: bool,
+}
+
+impl<'a> Waiting<'a> {
+    fn new(front: &'a Front, fate: Arc<Fate>, record: Option<AccessRecord>) -> Self {
+        front.metrics.in_flight.fetch_add(1, Ordering::Relaxed);
+        Waiting {
+            front,
+            fate,
+            record,
+            done: false,
+        }
+    }
+
+    /// The wait is over with an answer; the record goes to whoever writes the line.
+    fn answered(&mut self) -> Option<AccessRecord> {
+        if !self.done {
+            self.done = true;
+            self.front.metrics.in_flight.fetch_sub(1, Ordering::Relaxed);
+        }
+        self.record.take()
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        if self.done {
+            return;
+        }
+        self.front.metrics.in_flight.fetch_sub(1, Ordering::Relaxed);
+        let _ = self.fate.cancel();
+        self.front
+            .metrics
+            .client_gone
+            .fetch_add(1, Ordering::Relaxed);
+        if let Some(mut r) = self.record.take() {
+            r.status = 499;
+            r.aborted = true;
+            r.emit();
+        }
     }
 }

@@ -11,21 +11,25 @@ use tokio::time::{timeout, Instant as TokioInstant};
 
 const TIMEOUT: Duration = Duration::from_secs(30);
 /// Within the timer's resolution: without any wait in the link.
-const AT_ONCE: Duration = Duration::from_millis(1);
+pub(super) const AT_ONCE: Duration = Duration::from_millis(1);
 /// Never signalled: the tests' links record stack requests instead of calling kill(2).
 const PID: u32 = 4242;
 
-fn config(threads: usize, prefetch: usize) -> LinkConfig {
+pub(super) fn config(threads: usize, prefetch: usize) -> LinkConfig {
     LinkConfig {
         threads,
         prefetch,
         timeout: TIMEOUT,
+        // Longer than any test: only the tests about the queue deadline set it.
+        queue_timeout: Duration::from_secs(3600),
         max_requests: None,
         queue_stats: Arc::default(),
+        capacity: Arc::default(),
+        returned: None,
     }
 }
 
-fn request(target: &str, body: Bytes) -> ipc::Request {
+pub(super) fn request(target: &str, body: Bytes) -> ipc::Request {
     ipc::Request {
         method: "GET".into(),
         target: Bytes::copy_from_slice(target.as_bytes()),
@@ -47,7 +51,7 @@ fn line(target: &str) -> String {
     format!("GET {target} HTTP/1.1")
 }
 
-fn job_with_body(target: &str, body: Bytes) -> (Job, mpsc::UnboundedReceiver<Reply>) {
+pub(super) fn job_with_body(target: &str, body: Bytes) -> (Job, mpsc::UnboundedReceiver<Reply>) {
     let (reply, rx) = mpsc::unbounded_channel();
     let job = Job {
         request: request(target, body),
@@ -55,11 +59,12 @@ fn job_with_body(target: &str, body: Bytes) -> (Job, mpsc::UnboundedReceiver<Rep
         reply,
         queued_at: Instant::now(),
         body_file: None,
+        fate: Arc::default(),
     };
     (job, rx)
 }
 
-fn job(target: &str) -> (Job, mpsc::UnboundedReceiver<Reply>) {
+pub(super) fn job(target: &str) -> (Job, mpsc::UnboundedReceiver<Reply>) {
     job_with_body(target, Bytes::new())
 }
 
@@ -74,21 +79,21 @@ fn show(r: &Reply) -> String {
 }
 
 /// Every reply that has arrived so far, without waiting.
-fn replies(rx: &mut mpsc::UnboundedReceiver<Reply>) -> Vec<String> {
+pub(super) fn replies(rx: &mut mpsc::UnboundedReceiver<Reply>) -> Vec<String> {
     std::iter::from_fn(|| rx.try_recv().ok())
         .map(|r| show(&r))
         .collect()
 }
 
 /// The test's end of a worker's socket.
-struct FakeWorker {
-    conn: UnixStream,
-    buf: BytesMut,
+pub(super) struct FakeWorker {
+    pub(super) conn: UnixStream,
+    pub(super) buf: BytesMut,
 }
 
 impl FakeWorker {
     /// The next frame from the front; `None` once the front closed the socket.
-    async fn frame(&mut self) -> Option<ipc::Frame> {
+    pub(super) async fn frame(&mut self) -> Option<ipc::Frame> {
         loop {
             if let Some(f) = Decoder::next(&mut self.buf).expect("the front sends valid frames") {
                 return Some(f);
@@ -100,11 +105,11 @@ impl FakeWorker {
     }
 
     /// The next frame, if one comes within `d` (of paused time).
-    async fn frame_within(&mut self, d: Duration) -> Option<ipc::Frame> {
+    pub(super) async fn frame_within(&mut self, d: Duration) -> Option<ipc::Frame> {
         timeout(d, self.frame()).await.ok().flatten()
     }
 
-    async fn request(&mut self) -> (u32, ipc::Request) {
+    pub(super) async fn request(&mut self) -> (u32, ipc::Request) {
         let f = self
             .frame_within(Duration::from_secs(1))
             .await
@@ -116,13 +121,13 @@ impl FakeWorker {
         )
     }
 
-    async fn send(&mut self, kind: Kind, id: u32, payload: &[u8]) {
+    pub(super) async fn send(&mut self, kind: Kind, id: u32, payload: &[u8]) {
         let mut out = Vec::new();
         ipc::encode_vec(&mut out, kind, id, payload);
         self.conn.write_all(&out).await.expect("write");
     }
 
-    async fn head(&mut self, id: u32, status: u16) {
+    pub(super) async fn head(&mut self, id: u32, status: u16) {
         let mut payload = Vec::new();
         ipc::Head {
             status,
@@ -135,22 +140,22 @@ impl FakeWorker {
         self.send(Kind::Head, id, &payload).await;
     }
 
-    async fn body(&mut self, id: u32, data: &[u8]) {
+    pub(super) async fn body(&mut self, id: u32, data: &[u8]) {
         self.send(Kind::Body, id, data).await;
     }
 
-    async fn end(&mut self, id: u32, ok: bool) {
+    pub(super) async fn end(&mut self, id: u32, ok: bool) {
         self.send(Kind::End, id, &[ok as u8]).await;
     }
 
-    async fn respond(&mut self, id: u32, body: &str) {
+    pub(super) async fn respond(&mut self, id: u32, body: &str) {
         self.head(id, 200).await;
         self.body(id, body.as_bytes()).await;
         self.end(id, true).await;
     }
 }
 
-type Served = (LinkEnd, u64, Vec<String>);
+pub(super) type Served = (LinkEnd, u64, Vec<String>);
 
 /// One link serving a fake worker from a queue, as `run_slot` runs it.
 struct Setup {
@@ -181,12 +186,12 @@ impl Setup {
     ) -> Setup {
         let (ours, theirs) = UnixStream::pair().expect("socketpair");
         let (asked_tx, asked) = mpsc::unbounded_channel();
-        let link = Link::new(PID, ours, BytesMut::new(), queue.clone()).with_ask_stack(Box::new(
-            move |pid| {
+        let link = Link::new(PID, ours, BytesMut::new(), queue.clone())
+            .with_ask_stack(Box::new(move |pid| {
                 let _ = asked_tx.send(pid);
                 answer_ask
-            },
-        ));
+            }))
+            .with_ask_return(Box::new(|_| panic!("a single link never gives back")));
         let (drain, drain_rx) = watch::channel(false);
         let retire = Arc::new(Notify::new());
         let stats = cfg.queue_stats.clone();
@@ -233,7 +238,7 @@ fn assert_took(elapsed: Duration, expected: Duration) {
 }
 
 /// Lets every task run until all wait (no time passes).
-async fn settle() {
+pub(super) async fn settle() {
     for _ in 0..10 {
         tokio::task::yield_now().await;
     }

@@ -8,32 +8,41 @@ use std::borrow::Cow;
 pub enum PathError {
     /// Malformed: a bad `%` escape, `%00`, or bytes that are not UTF-8 (400).
     Invalid,
-    /// Well-formed but not servable: `..`, `.`, a dotfile, an encoded separator (404).
+    /// Well-formed but not servable: `..` above the mount, a dotfile, an encoded
+    /// separator (404).
     Refused,
 }
 
 /// The path below the root that the percent-encoded URL path `rel` (what follows the
 /// mount's prefix) names: plain segments joined by `/`, empty for the root itself. Each
-/// segment is decoded on its own, so no escape can add a separator or climb out.
+/// segment is decoded on its own, so no escape can add a separator; dot segments are
+/// removed as RFC 3986 (5.2.4) does, and one that would climb above the mount is refused.
 pub fn relative_path(rel: &str, allow_dotfiles: bool) -> Result<String, PathError> {
-    let mut out = String::with_capacity(rel.len());
+    let mut segments: Vec<Cow<'_, str>> = Vec::new();
     for raw in rel.split('/') {
         if raw.is_empty() {
             continue; // `a//b` is `a/b`, as nginx merges slashes
         }
         let seg = percent_decode(raw)?;
-        if seg == "." || seg == ".." || seg.contains(['/', '\\']) {
+        if seg.contains(['/', '\\']) {
             return Err(PathError::Refused);
+        }
+        match &*seg {
+            "." => continue,
+            ".." => {
+                if segments.pop().is_none() {
+                    return Err(PathError::Refused);
+                }
+                continue;
+            }
+            _ => {}
         }
         if seg.starts_with('.') && !allow_dotfiles {
             return Err(PathError::Refused);
         }
-        if !out.is_empty() {
-            out.push('/');
-        }
-        out.push_str(&seg);
+        segments.push(seg);
     }
-    Ok(out)
+    Ok(segments.join("/"))
 }
 
 fn percent_decode(seg: &str) -> Result<Cow<'_, str>, PathError> {
@@ -83,6 +92,13 @@ mod tests {
         assert_eq!(relative_path("a//b/", false), Ok("a/b".into()));
         assert_eq!(relative_path("caf%C3%A9.txt", false), Ok("café.txt".into()));
         assert_eq!(relative_path("a%20b", false), Ok("a b".into()));
+        // Dot segments are resolved within the mount, as RFC 3986 does.
+        assert_eq!(relative_path("./a", false), Ok("a".into()));
+        assert_eq!(relative_path("%2e/a", false), Ok("a".into()));
+        assert_eq!(relative_path("a/./b/.", false), Ok("a/b".into()));
+        assert_eq!(relative_path("a/b/../c", false), Ok("a/c".into()));
+        assert_eq!(relative_path("a/%2e%2e/c", false), Ok("c".into()));
+        assert_eq!(relative_path("a/..", false), Ok("".into()));
         for refused in [
             "../secret",
             "a/../../secret",
@@ -93,8 +109,8 @@ mod tests {
             "a%2f..%2f..%2fsecret",
             "a%5c..%5csecret",
             "a\\..\\secret",
-            "./a",
-            "%2e/a",
+            "a/../../..",
+            "a/../.env",
             ".env",
             "a/.git/config",
             "%2egit/config",
@@ -117,6 +133,9 @@ mod tests {
             Ok(".well-known/x".into())
         );
         assert_eq!(relative_path("..", true), Err(PathError::Refused));
-        assert_eq!(relative_path("a/%2e%2e/b", true), Err(PathError::Refused));
+        assert_eq!(
+            relative_path("a/%2e%2e/%2e%2e/b", true),
+            Err(PathError::Refused)
+        );
     }
 }

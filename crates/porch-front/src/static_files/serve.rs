@@ -81,12 +81,14 @@ pub fn serve_path(
     };
     let mut rel: Cow<str> = Cow::Borrowed(&rel);
     if meta.is_dir() {
-        let Some(index) = &mount.index else {
-            return not_found();
-        };
+        // As nginx does: a directory is named with its trailing slash (so relative links
+        // in its index resolve), whether or not it has an index.
         if !wants_dir {
             return redirect_to_dir(path, query);
         }
+        let Some(index) = &mount.index else {
+            return not_found();
+        };
         let index_rel = if rel.is_empty() {
             index.clone()
         } else {
@@ -310,7 +312,11 @@ mod tests {
         // Defaults: no index, no dotfiles, the default Cache-Control.
         assert_eq!(get(&plain, "/s/docs/", None).0, StatusCode::NOT_FOUND);
         assert_eq!(get(&plain, "/s/", None).0, StatusCode::NOT_FOUND);
-        assert_eq!(get(&plain, "/s", None).0, StatusCode::NOT_FOUND);
+        assert_eq!(get(&plain, "/s", None).1[header::LOCATION], "/s/");
+        assert_eq!(
+            get(&plain, "/s/docs", None).0,
+            StatusCode::MOVED_PERMANENTLY
+        );
         assert_eq!(
             get(&plain, "/elsewhere/index.html", None).0,
             StatusCode::NOT_FOUND
@@ -338,8 +344,10 @@ mod tests {
         assert_eq!(headers[header::LOCATION], "/s/docs/?a=1");
         assert_eq!(get(&opts, "/s", None).1[header::LOCATION], "/s/");
         assert_eq!(get(&opts, "/s/docs/.well-known/x", None).2, &b"dot"[..]);
+        assert_eq!(get(&opts, "/s/docs/../index.html", None).2, &b"top"[..]);
+        assert_eq!(get(&opts, "/s/./docs/./", None).2, &b"docs"[..]);
         assert_eq!(
-            get(&opts, "/s/docs/../index.html", None).0,
+            get(&opts, "/s/docs/../../index.html", None).0,
             StatusCode::NOT_FOUND
         );
 

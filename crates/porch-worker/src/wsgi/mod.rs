@@ -335,8 +335,9 @@ fn send_iterable(
     }
     // A list or tuple (or an object iterating over one, like Django's HttpResponse) is
     // complete: buffer it and write once at the end. Other iterables may be slow
-    // generators (streaming), so each piece is flushed as it comes, unless it completes
-    // the declared Content-Length (then nothing useful can follow).
+    // generators (streaming, server-sent events), so each piece leaves as it comes, the
+    // last one too: a generator may work on after yielding its last piece, and the
+    // client must not wait for that.
     let iter = iterable.try_iter()?;
     let streaming = !(iterable.is_instance_of::<PyList>()
         || iterable.is_instance_of::<PyTuple>()
@@ -363,7 +364,7 @@ fn send_iterable(
             continue;
         }
         me.out.body(py, data)?;
-        if streaming && !me.out.declared_length_reached() {
+        if streaming {
             me.out.flush(py)?;
         }
     }

@@ -147,11 +147,6 @@ impl Output {
         }
     }
 
-    /// The body written so far reached the app's declared Content-Length.
-    pub fn declared_length_reached(&self) -> bool {
-        self.content_length.is_some_and(|cl| self.body_len >= cl)
-    }
-
     pub fn body(&mut self, py: Python<'_>, data: &[u8]) -> PyResult<()> {
         self.body_len += data.len() as u64;
         self.commit();

@@ -74,9 +74,11 @@ impl Pool {
         app: &porch_config::AppSpec,
         interpreter: Interpreter,
         queue: Queue,
-        requeue: async_channel::Sender<porch_front::dispatch::Job>,
         queue_stats: Arc<porch_front::dispatch::QueueStats>,
     ) -> Arc<Pool> {
+        // Requests given back by a worker, or left unstarted by a dead one: every link of
+        // the pool serves them before the queue.
+        let (requeue, returned) = async_channel::unbounded();
         Arc::new(Pool {
             spec: std::sync::Mutex::new(worker_spec(cfg, app)),
             interpreter: std::sync::Mutex::new(interpreter),
@@ -84,8 +86,11 @@ impl Pool {
                 threads: cfg.threads,
                 prefetch: cfg.prefetch,
                 timeout: cfg.timeout,
+                queue_timeout: cfg.queue_timeout,
                 max_requests: None,
                 queue_stats: queue_stats.clone(),
+                capacity: Arc::default(),
+                returned: Some(returned),
             },
             max_requests: cfg.max_requests,
             jitter: cfg.max_requests_jitter,
