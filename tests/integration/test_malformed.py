@@ -4,12 +4,13 @@ connection closed, and neither it nor a request smuggled behind it ever reaches 
 
 from __future__ import annotations
 
+import subprocess
 import time
 
 import pytest
 import requests
 
-from conftest import RawConn
+from conftest import RawConn, free_port, wait_for_port
 
 # A request hidden behind the malformed one: if the server mis-frames the first body,
 # this one would be parsed and answered as a second request.
@@ -67,9 +68,20 @@ CASES = {
 UNKNOWN_CODING_OK = {"te-gzip-chunked", "te-xchunked", "te-identity", "te-two-lines"}
 
 
-@pytest.fixture(scope="module")
-def server(porch_module):
-    return porch_module("-w", "1", "wsgiapp:application")
+@pytest.fixture(scope="module", params=["http1", "h2c"])
+def server(request, porch_module, tmp_path_factory):
+    """The same strict layer holds on every listener kind: a plain one, and one that also
+    takes cleartext HTTP/2 (whose HTTP/1 requests must be checked just the same)."""
+    if request.param == "http1":
+        return porch_module("-w", "1", "wsgiapp:application")
+    port = free_port()
+    cfg = tmp_path_factory.mktemp("h2c") / "porch.toml"
+    cfg.write_text(f'[[listener]]\nbind = "127.0.0.1:{port}"\nh2c = true\n'
+                   f'[[listener.route]]\npath = "/"\napp = true\n')
+    p = porch_module("-w", "1", "-c", cfg, "wsgiapp:application", bind=False)
+    wait_for_port(port, p.proc)
+    p.port, p.url = port, f"http://127.0.0.1:{port}"
+    return p
 
 
 def _fill(template: bytes, m, m2) -> bytes:
@@ -120,3 +132,25 @@ def test_malformed_request_gets_400_and_never_reaches_the_app(server, tmp_path, 
 def test_server_is_healthy_after_all_that(server):
     r = requests.get(server.url + "/say?text=still-fine", timeout=10)
     assert r.status_code == 200 and r.text == "still-fine"
+
+
+def test_h2c_listener_keeps_the_head_clock_for_silent_and_slow_clients(porch, tmp_path):
+    """On a listener that also takes cleartext HTTP/2, a socket that sends nothing is closed
+    at the head clock, and a slow HTTP/1 head gets 408, as on any other listener."""
+    port = free_port()
+    cfg = tmp_path / "porch.toml"
+    cfg.write_text(f'header_timeout = 1\n[[listener]]\nbind = "127.0.0.1:{port}"\nh2c = true\n'
+                   f'[[listener.route]]\npath = "/"\napp = true\n')
+    p = porch("-w", "1", "-c", cfg, "wsgiapp:application", bind=False)
+    wait_for_port(port, p.proc)
+    with RawConn(port, timeout=10) as silent, RawConn(port, timeout=10) as slow:
+        slow.send(b"GET /say?text=x HTTP/1.1\r\nHost: t\r\n")  # never finished
+        started = time.monotonic()
+        assert silent.wait_closed(8), "a silent connection on an h2c listener stays open"
+        assert time.monotonic() - started < 6
+        assert slow.wait_closed(8)
+        assert slow.buf.startswith(b"HTTP/1.1 408 "), slow.buf[:100]
+    # HTTP/2 with prior knowledge still works there.
+    out = subprocess.run(["curl", "-s", "--http2-prior-knowledge", f"http://127.0.0.1:{port}/say?text=h2"],
+                         capture_output=True, text=True, timeout=30)
+    assert out.stdout == "h2", out

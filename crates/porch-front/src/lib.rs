@@ -27,6 +27,7 @@ mod metrics;
 pub mod proxy;
 pub mod reject;
 mod route;
+mod sniff;
 pub mod static_files;
 pub mod strict;
 pub mod tls;

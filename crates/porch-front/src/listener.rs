@@ -15,13 +15,13 @@ use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, UnixListener};
 use tokio::sync::{mpsc, watch};
 use tokio_rustls::TlsAcceptor;
 
 use super::body::ResponseBody;
+use super::sniff::{sniff, Prefixed, Sniffed};
 use super::strict::{Activity, ActivityGuard, HeadLimits, StrictIo, Timeouts};
 use crate::http_util::request_host;
 use crate::reject::{Rejection, Verdict};
@@ -157,8 +157,6 @@ struct Connections {
     redirect_https: Option<u16>,
     http1: hyper::server::conn::http1::Builder,
     http2: hyper::server::conn::http2::Builder<TokioExecutor>,
-    /// HTTP/1.1 or HTTP/2, told apart by the HTTP/2 preface (for h2c).
-    either: auto::Builder<TokioExecutor>,
 }
 
 /// Which protocol a connection speaks.
@@ -166,10 +164,9 @@ struct Connections {
 enum Proto {
     Http1,
     Http2,
-    Either,
 }
 
-/// The HTTP/1.1 settings, shared by the HTTP/1-only and the either-protocol builders.
+/// The HTTP/1.1 settings.
 macro_rules! http1_settings {
     ($b:expr, $cfg:expr) => {
         $b.timer(TokioTimer::new())
@@ -178,7 +175,7 @@ macro_rules! http1_settings {
             .pipeline_flush(true)
             .max_headers($cfg.limits.request_fields)
             // The strict layer runs the precise keep-alive and header clocks (with 408);
-            // this bounds connections it does not wrap (h2c sniffing).
+            // this is only a backstop.
             .header_read_timeout($cfg.keep_alive + $cfg.header_timeout)
             .max_buf_size(head_size(&$cfg.limits))
     };
@@ -215,12 +212,6 @@ impl Connections {
         http2
             .timer(TokioTimer::new())
             .max_header_list_size(u32::try_from(head_size(limits)).unwrap_or(u32::MAX));
-        let mut either = auto::Builder::new(TokioExecutor::new());
-        http1_settings!(either.http1(), front.cfg);
-        either
-            .http2()
-            .timer(TokioTimer::new())
-            .max_header_list_size(u32::try_from(head_size(limits)).unwrap_or(u32::MAX));
 
         Connections {
             h2c: listener.h2c && tls.is_none(),
@@ -231,7 +222,6 @@ impl Connections {
             redirect_https,
             http1,
             http2,
-            either,
         }
     }
 
@@ -244,12 +234,27 @@ impl Connections {
         mut stop: watch::Receiver<bool>,
     ) {
         let Some(acceptor) = &self.tls else {
-            let proto = if self.h2c {
-                Proto::Either
-            } else {
-                Proto::Http1
+            if !self.h2c {
+                return self.clone().serve_io(io, peer, Proto::Http1, stop).await;
+            }
+            // h2c: the first bytes tell HTTP/2 prior knowledge from HTTP/1, within the
+            // head clock (a connection that sends nothing is closed like any other).
+            let mut io = io;
+            let sniffed = tokio::select! {
+                r = tokio::time::timeout(self.front.cfg.header_timeout, sniff(&mut io)) => r,
+                _ = stopping(&mut stop) => return,
             };
-            return self.clone().serve_io(io, peer, proto, stop).await;
+            let Ok(Some((kind, seen))) = sniffed else {
+                return;
+            };
+            let proto = match kind {
+                Sniffed::Http2 => Proto::Http2,
+                Sniffed::Http1 => Proto::Http1,
+            };
+            return self
+                .clone()
+                .serve_io(Prefixed::new(seen, io), peer, proto, stop)
+                .await;
         };
         let handshake = tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(io));
         let stream = tokio::select! {
@@ -323,12 +328,6 @@ impl Connections {
             }
             Proto::Http2 => {
                 let conn = self.http2.serve_connection(TokioIo::new(io), svc);
-                drive(conn, &mut stop, |c| c.graceful_shutdown()).await
-            }
-            Proto::Either => {
-                let conn = self
-                    .either
-                    .serve_connection_with_upgrades(TokioIo::new(io), svc);
                 drive(conn, &mut stop, |c| c.graceful_shutdown()).await
             }
         }

@@ -32,6 +32,9 @@ struct State {
     reading: bool,
     /// The front closed the socket or said stop: no more requests will come.
     closed: bool,
+    /// Threads blocked in [`Inbox::wait_next`]: waking them costs a system call, spent
+    /// only when one waits.
+    sleepers: usize,
 }
 
 /// What a thread that wants a request gets. (Not boxed: one per request, moved once.)
@@ -73,7 +76,9 @@ impl Inbox {
             if st.closed {
                 return None;
             }
+            st.sleepers += 1;
             st = self.arrived.wait(st).unwrap_or_else(|e| e.into_inner());
+            st.sleepers -= 1;
         }
     }
 
@@ -98,8 +103,11 @@ impl Inbox {
             Some(_) => st.file_frames(),
         }
         let open = !st.closed;
+        let wake = st.sleepers > 0;
         drop(st);
-        self.arrived.notify_all();
+        if wake {
+            self.arrived.notify_all();
+        }
         open
     }
 

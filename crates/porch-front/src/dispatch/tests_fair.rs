@@ -4,6 +4,10 @@
 
 use super::tests::{config, job, replies, settle, FakeWorker, Served, AT_ONCE};
 use super::*;
+use bytes::BytesMut;
+use porch_ipc::Kind;
+use tokio::net::UnixStream;
+use tokio::sync::{watch, Notify};
 use tokio::task::JoinHandle;
 
 struct Slot {

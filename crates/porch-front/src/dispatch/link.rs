@@ -1,0 +1,493 @@
+//! The link: one task per worker in the front, feeding it from the queues and passing
+//! its frames to the connections waiting for them (see the module's doc for the rules).
+
+use std::collections::{HashMap, VecDeque};
+use std::time::Duration;
+
+use bytes::{Buf, BytesMut};
+use tokio::io::AsyncReadExt;
+use tokio::net::UnixStream;
+use tokio::sync::{watch, Notify};
+use tokio::time::Instant as TokioInstant;
+
+use super::signal::{signal_give_back, signal_stack_dump, AskStack};
+use super::{InFlight, Job, LinkConfig, LinkEnd, Queue, Reply};
+use porch_ipc::{self as ipc, Decoder, Kind};
+use std::sync::Arc;
+
+/// Feeds one worker from the queue until told to drain or the worker goes away.
+pub struct Link {
+    pub pid: u32,
+    conn: UnixStream,
+    buf: BytesMut,
+    inflight: HashMap<u32, InFlight>,
+    /// Ids not yet ended, in the order sent. The worker's threads take requests in this
+    /// order, so the first `threads` of them are the ones running.
+    order: VecDeque<u32>,
+    requeue: async_channel::Sender<Job>,
+    next_id: u32,
+    served: u64,
+    /// Asks the worker for the stack of a stuck request; whether the asking went out.
+    ask_stack: AskStack,
+    /// Asks the worker to give back the requests it has not started.
+    ask_return: AskStack,
+    /// A give-back was asked for and its answer has not ended yet.
+    revoking: bool,
+    /// This link's share of [`Capacity`]: its worker's idle threads.
+    idle_counted: usize,
+}
+
+impl Link {
+    pub fn new(
+        pid: u32,
+        conn: UnixStream,
+        leftover: BytesMut,
+        requeue: async_channel::Sender<Job>,
+    ) -> Link {
+        Link {
+            pid,
+            conn,
+            buf: leftover,
+            inflight: HashMap::new(),
+            order: VecDeque::new(),
+            requeue,
+            next_id: 1,
+            served: 0,
+            ask_stack: Box::new(signal_stack_dump),
+            ask_return: Box::new(signal_give_back),
+            revoking: false,
+            idle_counted: 0,
+        }
+    }
+
+    /// Replaces how this link asks its worker for stacks (see [`AskStack`]).
+    #[cfg(test)]
+    pub(crate) fn with_ask_stack(mut self, ask_stack: AskStack) -> Link {
+        self.ask_stack = ask_stack;
+        self
+    }
+
+    /// Replaces how this link asks its worker to give back unstarted requests.
+    #[cfg(test)]
+    pub(crate) fn with_ask_return(mut self, ask_return: AskStack) -> Link {
+        self.ask_return = ask_return;
+        self
+    }
+
+    /// Runs until drained (after `drain` turns true), the worker dies, or a timeout.
+    /// `retire` is notified once `max_requests` have been served so the supervisor can
+    /// start a successor first.
+    pub async fn serve(
+        mut self,
+        queue: Queue,
+        cfg: LinkConfig,
+        mut drain: watch::Receiver<bool>,
+        retire: Arc<Notify>,
+    ) -> (LinkEnd, u64, Vec<String>) {
+        let mut draining = *drain.borrow();
+        // Request frames not yet taken by the socket. They are written as it takes them
+        // while the worker's frames keep being read: a one-thread worker writing a long
+        // response reads nothing meanwhile, so a link blocked in writing a long request
+        // to it would never read that response, and both would wait for ever.
+        let mut out = BytesMut::with_capacity(16 * 1024);
+        let mut retire_notified = false;
+        let mut any_idle = cfg.capacity.watch();
+        let end = loop {
+            if draining && self.inflight.is_empty() {
+                break LinkEnd::Drained;
+            }
+            self.count_idle(&cfg, draining);
+            let accepting = !draining && self.room(&cfg);
+            let now = TokioInstant::now();
+            let unstarted_deadline = self.unstarted().map(|f| f.deadline).min();
+            if !self.revoking && unstarted_deadline.is_some() {
+                let someone_idles = cfg.capacity.idle() > 0
+                    && queue.is_empty()
+                    && cfg.returned.as_ref().is_none_or(|r| r.is_empty());
+                if someone_idles || unstarted_deadline.is_some_and(|d| d <= now) {
+                    // Asked once; the answer's end (or the worker's) allows the next.
+                    self.revoking = true;
+                    (self.ask_return)(self.pid);
+                }
+            }
+            let running_deadline = self
+                .inflight
+                .values()
+                .filter_map(|f| f.started)
+                .min()
+                .map(|s| s + cfg.timeout);
+            let next_deadline = match (
+                running_deadline,
+                unstarted_deadline.filter(|_| !self.revoking),
+            ) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            tokio::select! {
+                biased;
+                ready = self.conn.readable() => {
+                    if ready.is_err() {
+                        break LinkEnd::WorkerGone;
+                    }
+                    match self.conn.try_read_buf(&mut self.buf) {
+                        Ok(0) => break LinkEnd::WorkerGone,
+                        Ok(_) => {
+                            if let Err(e) = self.route_frames(&cfg, &retire, &mut retire_notified) {
+                                break LinkEnd::Corrupt(e.to_string());
+                            }
+                        }
+                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                        Err(_) => break LinkEnd::WorkerGone,
+                    }
+                }
+                ready = self.conn.writable(), if !out.is_empty() => {
+                    if ready.is_err() || self.write_some(&mut out).is_err() {
+                        break LinkEnd::WorkerGone;
+                    }
+                }
+                _ = sleep_until(next_deadline) => {
+                    let now = TokioInstant::now();
+                    if let Some((&id, _)) = self.inflight.iter().find(|(_, f)| f.started.is_some_and(|s| s + cfg.timeout <= now)) {
+                        let line = self.time_out(id, &cfg).await;
+                        break LinkEnd::TimedOut { line };
+                    }
+                }
+                job = recv_opt(cfg.returned.as_ref()), if accepting => {
+                    if let Some(job) = job {
+                        self.take(job, &cfg, &mut out);
+                        self.mark_started(&cfg);
+                        if self.write_some(&mut out).is_err() {
+                            break LinkEnd::WorkerGone;
+                        }
+                    }
+                }
+                job = queue.recv(), if accepting => {
+                    let Ok(job) = job else {
+                        draining = true;
+                        continue;
+                    };
+                    self.take(job, &cfg, &mut out);
+                    // Take what else is queued while there is room: one write, one
+                    // wake-up (what this sends ahead is taken back if a worker idles).
+                    while self.room(&cfg) {
+                        match queue.try_recv() {
+                            Ok(job) => self.take(job, &cfg, &mut out),
+                            Err(_) => break,
+                        }
+                    }
+                    self.mark_started(&cfg);
+                    if self.write_some(&mut out).is_err() {
+                        break LinkEnd::WorkerGone;
+                    }
+                }
+                changed = any_idle.changed() => {
+                    if changed.is_err() {
+                        // The pool's capacity is gone with the pool: nothing to watch.
+                        any_idle = watch::channel(false).1;
+                    }
+                }
+                changed = drain.changed(), if !draining => {
+                    draining = changed.is_err() || *drain.borrow();
+                }
+            }
+        };
+        cfg.capacity.adjust(self.idle_counted, 0);
+        self.idle_counted = 0;
+        // Requests that were running will not complete; those still waiting in the
+        // worker's queue never reached the app and go back to the shared queue.
+        let mut running = Vec::new();
+        let order: Vec<u32> = self.order.drain(..).collect();
+        let mut left: Vec<InFlight> = order
+            .iter()
+            .filter_map(|id| self.inflight.remove(id))
+            .collect();
+        left.extend(self.inflight.drain().map(|(_, f)| f));
+        for f in left {
+            if f.started.is_some() {
+                running.push(f.line.clone());
+            }
+            if f.started.is_none() && f.request.is_some() && end != LinkEnd::Drained {
+                self.give_back(f);
+                continue;
+            }
+            let _ = f.reply.send(if f.head_sent {
+                Reply::End(false)
+            } else {
+                Reply::Fail(502)
+            });
+        }
+        (end, self.served, running)
+    }
+
+    /// Writes as much of `out` as the socket takes now; the rest waits for it to drain.
+    fn write_some(&self, out: &mut BytesMut) -> std::io::Result<()> {
+        match self.conn.try_write(out) {
+            Ok(n) => {
+                out.advance(n);
+                Ok(())
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Puts a request this worker did not start back in a queue, or fails it when its
+    /// wait is over.
+    fn give_back(&self, f: InFlight) {
+        let expired = f.deadline <= TokioInstant::now();
+        let Some(job) = f.into_job() else {
+            return;
+        };
+        if expired || job.reply.is_closed() {
+            let _ = job.reply.send(Reply::Fail(503));
+            return;
+        }
+        job.fate.release();
+        if let Err(e) = self.requeue.try_send(job) {
+            let job = e.into_inner();
+            if job.fate.take() {
+                let _ = job.reply.send(Reply::Fail(502));
+            }
+        }
+    }
+
+    /// Whether this worker takes another request: an idle thread here takes work; a busy
+    /// worker is sent work ahead only while no thread of the pool idles.
+    fn room(&self, cfg: &LinkConfig) -> bool {
+        let here = self.inflight.len();
+        here < cfg.threads || (here < cfg.threads + cfg.prefetch && cfg.capacity.idle() == 0)
+    }
+
+    /// Requests sent ahead to this worker and not started (as far as the link knows).
+    fn unstarted(&self) -> impl Iterator<Item = &InFlight> {
+        self.order
+            .iter()
+            .filter_map(|id| self.inflight.get(id))
+            .filter(|f| f.started.is_none())
+    }
+
+    /// Publishes this worker's idle threads to the pool.
+    fn count_idle(&mut self, cfg: &LinkConfig, draining: bool) {
+        let idle = if draining {
+            0
+        } else {
+            cfg.threads.saturating_sub(self.inflight.len())
+        };
+        cfg.capacity.adjust(self.idle_counted, idle);
+        self.idle_counted = idle;
+    }
+
+    /// Takes a job from a queue: it runs here unless its connection gave up on it or its
+    /// wait is already over.
+    fn take(&mut self, job: Job, cfg: &LinkConfig, out: &mut BytesMut) {
+        if job.reply.is_closed() {
+            let _ = job.fate.cancel(); // the client went away while the request was queued
+            return;
+        }
+        if !job.fate.take() {
+            return; // the connection answered it already (queue deadline)
+        }
+        let waited = job.queued_at.elapsed();
+        if waited >= cfg.queue_timeout {
+            let _ = job.reply.send(Reply::Fail(503));
+            return;
+        }
+        self.start(job, cfg.queue_timeout - waited, out);
+    }
+
+    fn start(&mut self, job: Job, wait_left: Duration, out: &mut BytesMut) {
+        let id = self.next_id;
+        self.next_id = self.next_id.wrapping_add(1).max(1);
+        job.request.encode(out, id);
+        self.order.push_back(id);
+        self.inflight.insert(
+            id,
+            InFlight {
+                reply: job.reply,
+                started: None,
+                line: job.line,
+                head_sent: false,
+                request: Some(job.request),
+                queued_at: job.queued_at,
+                deadline: TokioInstant::now() + wait_left,
+                body_file: job.body_file,
+                fate: job.fate,
+            },
+        );
+    }
+
+    /// The first `threads` unfinished requests are running: start their clocks, and
+    /// count the wait they had before (in every queue, and in this worker's).
+    fn mark_started(&mut self, cfg: &LinkConfig) {
+        let now = TokioInstant::now();
+        for id in self.order.iter().take(cfg.threads) {
+            if let Some(f) = self.inflight.get_mut(id) {
+                if f.started.is_none() {
+                    f.started = Some(now);
+                    let stats = &cfg.queue_stats;
+                    let waited = f.queued_at.elapsed().as_micros() as u64;
+                    stats
+                        .wait_us
+                        .fetch_add(waited, std::sync::atomic::Ordering::Relaxed);
+                    stats
+                        .taken
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+            }
+        }
+    }
+
+    fn forget(&mut self, id: u32) {
+        self.inflight.remove(&id);
+        if let Some(pos) = self.order.iter().position(|&x| x == id) {
+            self.order.remove(pos);
+        }
+    }
+
+    fn route_frames(
+        &mut self,
+        cfg: &LinkConfig,
+        retire: &Notify,
+        retire_notified: &mut bool,
+    ) -> Result<(), ipc::DecodeError> {
+        while let Some(frame) = Decoder::next(&mut self.buf)? {
+            if self.route_frame(frame, cfg)? {
+                if let Some(max) = cfg.max_requests {
+                    if self.served >= max && !*retire_notified {
+                        *retire_notified = true;
+                        retire.notify_one();
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Hands one frame from the worker to the connection waiting for it. Returns whether
+    /// it ended a response.
+    fn route_frame(
+        &mut self,
+        frame: ipc::Frame,
+        cfg: &LinkConfig,
+    ) -> Result<bool, ipc::DecodeError> {
+        if frame.kind == Kind::Returned {
+            self.returned(frame.id, cfg);
+            return Ok(false);
+        }
+        let Some(f) = self.inflight.get_mut(&frame.id) else {
+            return Ok(false); // a late frame for a request already failed
+        };
+        match frame.kind {
+            Kind::Head => {
+                f.head_sent = true;
+                f.request = None; // started for sure: nothing to give to another worker
+                let head = ipc::Head::decode(&frame.payload)?;
+                let _ = f.reply.send(Reply::Head(head));
+            }
+            Kind::Body => {
+                let _ = f.reply.send(Reply::Body(frame.payload));
+            }
+            Kind::End => {
+                let ok = frame.payload.first() == Some(&1);
+                let _ = f.reply.send(Reply::End(ok));
+                self.forget(frame.id);
+                self.mark_started(cfg);
+                self.served += 1;
+                return Ok(true);
+            }
+            Kind::Stack => {}
+            Kind::Returned => unreachable!("handled before"),
+            other => return Err(ipc::DecodeError::Invalid(kind_name(other))),
+        }
+        Ok(false)
+    }
+
+    /// The worker gave back request `id` unstarted (0: its answer is complete).
+    fn returned(&mut self, id: u32, cfg: &LinkConfig) {
+        if id == 0 {
+            self.revoking = false;
+            return;
+        }
+        let Some(f) = self.inflight.remove(&id) else {
+            return;
+        };
+        self.order.retain(|&x| x != id);
+        self.give_back(f);
+        self.mark_started(cfg);
+    }
+
+    /// Answers the stuck request with 504 and logs its Python stack, asked from the worker
+    /// and waited for briefly (a thread stuck in C code holding the GIL cannot answer).
+    async fn time_out(&mut self, id: u32, cfg: &LinkConfig) -> String {
+        let f = self
+            .inflight
+            .remove(&id)
+            .expect("timed-out request is in flight");
+        self.order.retain(|&x| x != id);
+        let _ = f.reply.send(if f.head_sent {
+            Reply::End(false)
+        } else {
+            Reply::Fail(504)
+        });
+        let mut stack = None;
+        let asked = (self.ask_stack)(self.pid);
+        if asked {
+            let wait = tokio::time::sleep(Duration::from_secs(2));
+            tokio::pin!(wait);
+            'wait: loop {
+                tokio::select! {
+                    _ = &mut wait => break,
+                    read = self.conn.read_buf(&mut self.buf) => {
+                        if !matches!(read, Ok(n) if n > 0) { break; }
+                        while let Ok(Some(frame)) = Decoder::next(&mut self.buf) {
+                            if frame.kind == Kind::Stack && frame.id == id {
+                                stack = Some(String::from_utf8_lossy(&frame.payload).into_owned());
+                                break 'wait;
+                            }
+                            // Keep other requests' frames flowing meanwhile.
+                            if self.route_frame(frame, cfg).is_err() {
+                                break 'wait;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        tracing::error!(
+            "worker {} timed out ({}s) on request \"{}\"; Python stack of the request's thread:\n{}",
+            self.pid,
+            cfg.timeout.as_secs_f64(),
+            f.line,
+            stack.as_deref().unwrap_or("(the worker did not answer: stuck outside Python?)\n"),
+        );
+        f.line
+    }
+}
+
+fn kind_name(k: Kind) -> &'static str {
+    match k {
+        Kind::Request => "request",
+        Kind::DumpStack => "dump-stack",
+        Kind::Stop => "stop",
+        Kind::Ready => "ready",
+        Kind::Head => "head",
+        Kind::Body => "body",
+        Kind::End => "end",
+        Kind::Stack => "stack",
+        Kind::Returned => "returned",
+    }
+}
+
+async fn recv_opt(queue: Option<&Queue>) -> Option<Job> {
+    match queue {
+        Some(q) => q.recv().await.ok(),
+        None => std::future::pending().await,
+    }
+}
+
+async fn sleep_until(deadline: Option<TokioInstant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}
