@@ -14,7 +14,7 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 FUZZ_DIR=$PWD
-ALL_TARGETS="config_toml ipc_stream ipc_roundtrip static_path strict_split"
+ALL_TARGETS="config_toml ipc_stream ipc_roundtrip route_path static_path strict_split"
 TARGETS=${FUZZ_TARGETS:-$ALL_TARGETS}
 TRIPLE=$(rustc -vV | sed -n 's/^host: //p')
 export CARGO_TARGET_DIR=${FUZZ_TARGET_DIR:-$FUZZ_DIR/target}

@@ -7,6 +7,7 @@
 pub mod config_toml;
 pub mod ipc_roundtrip;
 pub mod ipc_stream;
+pub mod route_path;
 pub mod static_path;
 pub mod strict_split;
 
@@ -15,6 +16,7 @@ pub const TARGETS: &[(&str, fn(&[u8]))] = &[
     ("config_toml", config_toml::run),
     ("ipc_stream", ipc_stream::run),
     ("ipc_roundtrip", ipc_roundtrip::run),
+    ("route_path", route_path::run),
     ("static_path", static_path::run),
     ("strict_split", strict_split::run),
 ];

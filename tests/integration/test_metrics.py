@@ -61,3 +61,25 @@ def test_access_log_has_every_route(porch, tmp_path):
     assert any('"GET /say?text=hi HTTP/1.1" 200' in l for l in lines), lines
     assert any('"GET /static/a.txt HTTP/1.1" 200 5 ' in l for l in lines), lines
     assert any('"GET /static/nope.txt HTTP/1.1" 404' in l for l in lines), lines
+
+
+def test_combined_log_escapes_what_a_client_sent(porch, tmp_path):
+    """A quote in the User-Agent or a right-to-left override in the Referer cannot break
+    the combined format's fields apart or hide text: they are written as \\xHH (nginx)."""
+    import socket
+    import time
+
+    log = tmp_path / "access.log"
+    p = porch("-w", "1", "--access-logfile", log, "wsgiapp:application")
+    with socket.create_connection(("127.0.0.1", p.port), timeout=10) as s:
+        s.sendall(b'GET /say?text=q HTTP/1.1\r\nHost: t\r\nUser-Agent: evil" 200 1 "x\r\n'
+                  b"Referer: http://a/\xe2\x80\xaegnp.exe\r\nConnection: close\r\n\r\n")
+        while s.recv(65536):
+            pass
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and not log.read_text().strip():
+        time.sleep(0.05)
+    line = log.read_text().strip()
+    assert line.count('"') == 6, line  # request, referer, user agent: three quoted fields
+    assert 'evil\\x22 200 1 \\x22x' in line, line
+    assert "\\xE2\\x80\\xAEgnp.exe" in line, line

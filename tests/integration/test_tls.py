@@ -469,3 +469,15 @@ def test_startup_lines_name_each_listeners_scheme(server):
     assert f"listening on https://127.0.0.1:{ports['tls']} (HTTP/2 and HTTP/1.1)" in log, log
     assert f"listening on http://127.0.0.1:{ports['h2c']} (HTTP/1.1 and cleartext HTTP/2)" in log, log
     assert f"http://127.0.0.1:{ports['tls']}" not in log, log
+
+
+def test_http2_is_held_to_the_header_field_limit_too(server, tmp_path):
+    """HTTP/1 heads are counted by the strict layer; HTTP/2's decoded fields are counted
+    before routing: 431 on every protocol past limit_request_fields (default 100)."""
+    p, ports = server
+    many = [a for i in range(150) for a in ("-H", f"X-Field-{i}: v")]
+    r = curl(tmp_path, f"http://127.0.0.1:{ports['h2c']}/", "--http2-prior-knowledge", *many)
+    assert (r.version, r.status) == ("2", 431), r.verbose
+    few = [a for i in range(50) for a in ("-H", f"X-Field-{i}: v")]
+    r = curl(tmp_path, f"http://127.0.0.1:{ports['h2c']}/", "--http2-prior-knowledge", *few)
+    assert (r.version, r.status) == ("2", 200), r.verbose

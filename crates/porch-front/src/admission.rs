@@ -114,6 +114,14 @@ impl Front {
                 ));
             }
         }
+        // The strict layer counts HTTP/1 fields before parsing; HTTP/2 and h2c come here
+        // with theirs decoded, and are held to the same limit.
+        if req.headers().len() > limits.request_fields {
+            return Err(Rejection::client(
+                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                "too many header fields",
+            ));
+        }
         for (name, value) in req.headers() {
             if name.as_str().len() + value.len() + 2 > limits.request_field_size {
                 return Err(Rejection::client(

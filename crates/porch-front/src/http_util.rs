@@ -4,11 +4,12 @@ use http::header::{self, HeaderName};
 use http::{Request, Version};
 
 /// A header's value as text, empty when absent or not visible ASCII (for the access log).
+/// A header's value as text for the access log, whatever bytes it holds (the log
+/// escapes what is not printable ASCII).
 pub(crate) fn header_str(h: &http::HeaderMap, name: HeaderName) -> String {
     h.get(name)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_string()
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+        .unwrap_or_default()
 }
 
 /// The protocol as CGI's `SERVER_PROTOCOL` and the access log spell it.

@@ -27,6 +27,7 @@ mod metrics;
 pub mod proxy;
 pub mod reject;
 mod route;
+pub mod route_path;
 mod sniff;
 pub mod static_files;
 pub mod strict;

@@ -66,8 +66,8 @@ impl AccessRecord {
                     "{} - - [{}] \"{} {} {}\" {} {} \"{}\" \"{}\" {:.6}\n",
                     self.remote.map_or("-".to_string(), |ip| ip.to_string()),
                     when,
-                    self.method,
-                    self.target,
+                    escape(&self.method),
+                    escape(&self.target),
                     self.protocol,
                     self.status,
                     if self.bytes == 0 {
@@ -97,16 +97,68 @@ impl AccessRecord {
                     "queue_wait_s": self.queue_wait.map(|d| d.as_secs_f64()),
                     "aborted": self.aborted,
                 });
-                format!("{v}\n")
+                format!("{}\n", ascii_json(&v.to_string()))
             }
         };
         self.log.write(&line);
     }
 }
 
+/// A field of the combined format, escaped as nginx does: `"`, `\\`, control bytes and
+/// every non-ASCII byte (C1 controls and bidi overrides among them) become `\\xHH`, so a
+/// client can neither break the quoted fields apart nor hide text from whoever reads the
+/// log.
 fn escape(s: &str) -> String {
     if s.is_empty() {
         return "-".into();
     }
-    s.replace('\\', "\\\\").replace('"', "\\\"")
+    let mut out = String::with_capacity(s.len());
+    for &b in s.as_bytes() {
+        if b == b'"' || b == b'\\' || !(0x20..0x7f).contains(&b) {
+            out.push_str(&format!("\\x{b:02X}"));
+        } else {
+            out.push(b as char);
+        }
+    }
+    out
+}
+
+/// JSON with every non-ASCII character as a `\\u` escape: the same text for a JSON
+/// reader, nothing a terminal or an editor would render as a control (bidi overrides).
+fn ascii_json(json: &str) -> String {
+    let mut out = String::with_capacity(json.len());
+    for c in json.chars() {
+        if c.is_ascii() && !c.is_ascii_control() {
+            out.push(c);
+        } else {
+            let mut units = [0u16; 2];
+            for u in c.encode_utf16(&mut units) {
+                out.push_str(&format!("\\u{u:04x}"));
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{ascii_json, escape};
+
+    #[test]
+    fn json_lines_are_ascii() {
+        let v = serde_json::json!({"ua": "\u{202e}x\u{1F600}"});
+        let line = ascii_json(&v.to_string());
+        assert_eq!(line, r#"{"ua":"\u202ex\ud83d\ude00"}"#);
+        let back: serde_json::Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(back, v);
+    }
+
+    #[test]
+    fn quotes_controls_and_non_ascii_are_escaped() {
+        assert_eq!(escape(""), "-");
+        assert_eq!(escape("curl/8.0"), "curl/8.0");
+        assert_eq!(escape("a\"b"), "a\\x22b");
+        assert_eq!(escape("a\\b\nc"), "a\\x5Cb\\x0Ac");
+        assert_eq!(escape("\u{202e}x"), "\\xE2\\x80\\xAEx");
+    }
 }

@@ -14,6 +14,7 @@ use crate::http_util::{header_str, protocol, request_host};
 use crate::log::AccessRecord;
 use crate::metrics::{route_index, ROUTES};
 use crate::reject::{self, Rejection};
+use crate::route_path::{routing_path, BadPath};
 use crate::{static_files, Front, Peer};
 use porch_config::RouteAction;
 
@@ -53,12 +54,19 @@ impl Front {
             queue_wait: None,
             aborted: false,
         });
-        let resp = match self.check(&req).and_then(|()| self.check_rate(&req, peer)) {
+        // Routes match the normalised path (every spelling of a prefix alike); the request
+        // goes on as the client sent it.
+        let routed = self
+            .check(&req)
+            .and_then(|()| self.check_rate(&req, peer))
+            .and_then(|()| {
+                let path = routing_path(req.uri().path())
+                    .map_err(|BadPath(why)| Rejection::client(StatusCode::BAD_REQUEST, why))?;
+                Ok(listener.route(request_host(&req), &path).map(|r| &r.action))
+            });
+        let resp = match routed {
             Err(rejection) => rejection.response(),
-            Ok(()) => {
-                let action = listener
-                    .route(request_host(&req), req.uri().path())
-                    .map(|r| &r.action);
+            Ok(action) => {
                 route = route_index(action);
                 match action {
                     None => {

@@ -68,6 +68,17 @@ pub(super) fn upstream_headers(
     let mut h = client.clone();
     let upgrade_to = client.get(header::UPGRADE).cloned();
     strip_hop_by_hop(&mut h);
+    // Names with underscores are dropped, as nginx does by default and as the app route
+    // does: upstreams that fold `_` into `-` (WSGI servers, Django behind them) would
+    // otherwise take a client's `X-Forwarded_Proto` for the one porch sets.
+    let underscored: Vec<_> = h
+        .keys()
+        .filter(|n| n.as_str().contains('_'))
+        .cloned()
+        .collect();
+    for name in underscored {
+        h.remove(name);
+    }
     // porch already answered `100 Continue` when it started reading the body.
     h.remove(header::EXPECT);
     if upgrade {
@@ -181,6 +192,20 @@ mod tests {
         assert_eq!(out[header::HOST], "example.org");
         assert_eq!(out[&X_FORWARDED_FOR], "192.0.2.9");
         assert_eq!(out[&X_FORWARDED_PROTO], "https");
+    }
+
+    #[test]
+    fn names_with_underscores_never_reach_the_upstream() {
+        let mut client = HeaderMap::new();
+        client.insert("x-forwarded_proto", HeaderValue::from_static("https"));
+        client.insert("x_real_ip", HeaderValue::from_static("1.2.3.4"));
+        client.insert("x-fine", HeaderValue::from_static("kept"));
+        let uri: Uri = "/".parse().unwrap();
+        let h = upstream_headers(&client, &uri, peer("10.0.0.9"), false, false);
+        assert!(h.keys().all(|n| !n.as_str().contains('_')), "{h:?}");
+        assert_eq!(h["x-fine"], "kept");
+        assert_eq!(h["x-forwarded-proto"], "http");
+        assert_eq!(h["x-real-ip"], "10.0.0.9");
     }
 
     #[test]
