@@ -376,3 +376,18 @@ def test_limit_request_field_size(porch):
     assert get(p, "/pid", headers={"X-Small": "v" * 50}).status_code == 200
     r = get(p, "/pid", headers={"X-Big": "v" * 1000})
     assert r.status_code == 431
+
+
+@pytest.mark.parametrize("server", ["[x]:80", "[::1]", "web:0", "http://web:80", ":80"])
+def test_check_config_and_startup_agree_on_upstream_addresses(tmp_path, server):
+    """One grammar for upstream addresses: what --check-config refuses, start-up refuses
+    the same way (exit 2, the key and the value named), never later with exit 1."""
+    cfg = tmp_path / "porch.toml"
+    cfg.write_text(f'[[listener]]\nbind = "127.0.0.1:{free_port()}"\n[[listener.route]]\npath = "/"\n'
+                   f'proxy = "web"\n[upstream.web]\nservers = ["{server}"]\n')
+    checked = run_porch(["-c", cfg, "--check-config"])
+    started = run_porch(["-c", cfg])
+    for r in (checked, started):
+        assert r.returncode == 2, r
+        assert "upstream.web.servers" in r.stderr and server in r.stderr, r.stderr
+    assert checked.stderr == started.stderr
