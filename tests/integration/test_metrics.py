@@ -83,3 +83,22 @@ def test_combined_log_escapes_what_a_client_sent(porch, tmp_path):
     assert line.count('"') == 6, line  # request, referer, user agent: three quoted fields
     assert 'evil\\x22 200 1 \\x22x' in line, line
     assert "\\xE2\\x80\\xAEgnp.exe" in line, line
+
+
+def test_porchs_own_rejections_get_an_access_log_line(porch, tmp_path):
+    """A request the strict layer refuses (here bare LF: 400) is logged like any other."""
+    import socket
+    import time
+
+    log = tmp_path / "access.log"
+    p = porch("-w", "1", "--access-logfile", log, "wsgiapp:application")
+    with socket.create_connection(("127.0.0.1", p.port), timeout=10) as s:
+        s.sendall(b"GET /say?text=x HTTP/1.1\nHost: t\n\n")
+        reply = b""
+        while chunk := s.recv(65536):
+            reply += chunk
+    assert reply.startswith(b"HTTP/1.1 400 "), reply[:100]
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and " 400 " not in log.read_text():
+        time.sleep(0.05)
+    assert '"- - HTTP/1.1" 400 ' in log.read_text(), log.read_text()

@@ -481,3 +481,17 @@ def test_http2_is_held_to_the_header_field_limit_too(server, tmp_path):
     few = [a for i in range(50) for a in ("-H", f"X-Field-{i}: v")]
     r = curl(tmp_path, f"http://127.0.0.1:{ports['h2c']}/", "--http2-prior-knowledge", *few)
     assert (r.version, r.status) == ("2", 200), r.verbose
+
+
+def test_a_malformed_head_on_a_redirecting_listener_is_400_not_a_redirect(server):
+    p, ports = server
+    with socket.create_connection(("127.0.0.1", ports["redir"]), timeout=10) as s:
+        s.sendall(b"GET / HTTP/1.1\nHost: example.com\n\n")
+        s.settimeout(10)
+        reply = b""
+        try:
+            while chunk := s.recv(65536):
+                reply += chunk
+        except socket.timeout:
+            pass
+    assert reply.startswith(b"HTTP/1.1 400 "), reply[:200]

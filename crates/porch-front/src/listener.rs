@@ -335,6 +335,10 @@ impl Connections {
 
     async fn respond(&self, req: Request<Incoming>, peer: Peer) -> Response<ResponseBody> {
         if let Some(port) = self.redirect_https {
+            // A malformed head is answered as such, never redirected.
+            if crate::reject::carried_by(&req).is_some() {
+                return self.front.handle(self.index, req, peer).await;
+            }
             return self.redirect(&req, port, peer);
         }
         let mut resp = self.front.handle(self.index, req, peer).await;

@@ -29,8 +29,30 @@ impl Front {
         let started = Instant::now();
         let listener = &self.cfg.listeners[index];
         if let Some(rejection) = reject::carried_by(&req) {
+            // The strict layer's own answer (400/408/413/414/431): logged like any other,
+            // with no request line (the bytes never made one).
             self.metrics.count_status(rejection.status.as_u16());
-            return rejection.response();
+            let resp = rejection.response();
+            if let Some(log) = &self.access_log {
+                AccessRecord {
+                    log: log.clone(),
+                    remote: peer.remote.map(|a| a.ip()),
+                    method: "-".into(),
+                    target: "-".into(),
+                    protocol: protocol(req.version()),
+                    status: rejection.status.as_u16(),
+                    app_status: None,
+                    bytes: http_body::Body::size_hint(resp.body()).exact().unwrap_or(0),
+                    referer: String::new(),
+                    user_agent: String::new(),
+                    route: ROUTES[route_index(None)],
+                    started,
+                    queue_wait: None,
+                    aborted: false,
+                }
+                .emit();
+            }
+            return resp;
         }
         let mut route = route_index(None);
         // App responses are logged by their body when it completes; the rest here.
