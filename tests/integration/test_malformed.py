@@ -154,3 +154,70 @@ def test_h2c_listener_keeps_the_head_clock_for_silent_and_slow_clients(porch, tm
     out = subprocess.run(["curl", "-s", "--http2-prior-knowledge", f"http://127.0.0.1:{port}/say?text=h2"],
                          capture_output=True, text=True, timeout=30)
     assert out.stdout == "h2", out
+
+
+def _h2c_listener(porch, tmp_path, extra=""):
+    port = free_port()
+    cfg = tmp_path / "porch.toml"
+    cfg.write_text(f'keep_alive = 1\n{extra}[[listener]]\nbind = "127.0.0.1:{port}"\nh2c = true\n'
+                   f'[[listener.route]]\npath = "/"\napp = true\n')
+    p = porch("-w", "1", "-c", cfg, "wsgiapp:application", bind=False)
+    wait_for_port(port, p.proc)
+    return port
+
+
+def _read_until_closed(sock, limit):
+    import socket as socket_mod
+
+    sock.settimeout(limit)
+    started = time.monotonic()
+    got = b""
+    try:
+        while chunk := sock.recv(65536):
+            got += chunk
+    except socket_mod.timeout:
+        return None, got
+    return time.monotonic() - started, got
+
+
+def test_idle_http2_connections_are_closed_at_the_keep_alive_timeout(porch, tmp_path):
+    """An HTTP/2 connection that sends its preface and then nothing, or whose last request
+    ended, is told GOAWAY and closed after keep_alive, as HTTP/1.1 connections are; one
+    with a request in progress is not cut."""
+    import socket as socket_mod
+
+    import h2.config
+    import h2.connection
+    import h2.events
+
+    port = _h2c_listener(porch, tmp_path)
+    # A preface and nothing else.
+    with socket_mod.create_connection(("127.0.0.1", port), timeout=10) as s:
+        s.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\x00\x00\x00\x04\x00\x00\x00\x00\x00")
+        took, got = _read_until_closed(s, 10)
+    assert took is not None, "an idle HTTP/2 connection stayed open"
+    assert took < 5, took
+    assert b"\x07\x00\x00\x00\x00\x00" in got or len(got) > 9, got  # GOAWAY (type 7) sent
+
+    # A request that runs longer than keep_alive finishes; then the idle clock runs.
+    with socket_mod.create_connection(("127.0.0.1", port), timeout=10) as s:
+        c = h2.connection.H2Connection(config=h2.config.H2Configuration(client_side=True))
+        c.initiate_connection()
+        c.send_headers(1, [(":method", "GET"), (":path", "/sleep?s=2"), (":scheme", "http"),
+                           (":authority", "t")], end_stream=True)
+        s.sendall(c.data_to_send())
+        status, ended = None, False
+        deadline = time.monotonic() + 10
+        while not ended and time.monotonic() < deadline:
+            data = s.recv(65536)
+            if not data:
+                break
+            for event in c.receive_data(data):
+                if isinstance(event, h2.events.ResponseReceived):
+                    status = dict(event.headers)[b":status"]
+                if isinstance(event, h2.events.StreamEnded):
+                    ended = True
+            s.sendall(c.data_to_send())
+        assert (status, ended) == (b"200", True), (status, ended)
+        took, _ = _read_until_closed(s, 10)
+    assert took is not None and took < 5, took

@@ -328,7 +328,12 @@ impl Connections {
             }
             Proto::Http2 => {
                 let conn = self.http2.serve_connection(TokioIo::new(io), svc);
-                drive(conn, &mut stop, |c| c.graceful_shutdown()).await
+                let idle = IdleLimit {
+                    activity,
+                    keep_alive: self.front.cfg.keep_alive,
+                    graceful: self.front.cfg.graceful_timeout,
+                };
+                drive_h2(conn, &mut stop, idle).await
             }
         }
     }
@@ -414,6 +419,68 @@ where
     };
     if let Err(e) = result {
         tracing::debug!("connection ended with an error: {e}");
+    }
+}
+
+/// The keep-alive clock for HTTP/2, which hyper does not run itself: a connection with no
+/// request in progress for `keep_alive` (the HTTP/1 setting, as nginx's
+/// `keepalive_timeout` serves both) is told GOAWAY and closed; so are connections that
+/// never complete a request (a preface and nothing else, a HEADERS never finished).
+struct IdleLimit {
+    activity: Activity,
+    keep_alive: Duration,
+    graceful: Duration,
+}
+
+async fn drive_h2<C, E>(conn: C, stop: &mut watch::Receiver<bool>, idle: IdleLimit)
+where
+    C: Future<Output = Result<(), E>> + GracefulH2,
+    E: std::fmt::Display,
+{
+    let mut conn = std::pin::pin!(conn);
+    let tick = (idle.keep_alive / 4).clamp(Duration::from_millis(50), Duration::from_secs(1));
+    let result = loop {
+        tokio::select! {
+            r = conn.as_mut() => break r,
+            _ = stopping(stop) => {
+                conn.as_mut().graceful();
+                break conn.await;
+            }
+            _ = tokio::time::sleep(tick) => {
+                if idle.activity.idle_for() >= idle.keep_alive {
+                    conn.as_mut().graceful();
+                    // GOAWAY goes out; a peer that does not answer its PING within the
+                    // keep-alive time again (nothing runs on the connection) is dropped.
+                    let wait = idle.keep_alive.min(idle.graceful);
+                    match tokio::time::timeout(wait, conn.as_mut()).await {
+                        Ok(r) => break r,
+                        Err(_) => return,
+                    }
+                }
+            }
+        }
+    };
+    if let Err(e) = result {
+        tracing::debug!("connection ended with an error: {e}");
+    }
+}
+
+/// hyper's HTTP/2 server connection, which can be told to shut down gracefully.
+trait GracefulH2 {
+    fn graceful(self: Pin<&mut Self>);
+}
+
+impl<I, S, B, E> GracefulH2 for hyper::server::conn::http2::Connection<I, S, E>
+where
+    S: hyper::service::HttpService<Incoming, ResBody = B>,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    I: hyper::rt::Read + hyper::rt::Write + Unpin,
+    B: http_body::Body + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    E: hyper::rt::bounds::Http2ServerConnExec<S::Future, B>,
+{
+    fn graceful(self: Pin<&mut Self>) {
+        self.graceful_shutdown();
     }
 }
 
