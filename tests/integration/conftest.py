@@ -51,7 +51,8 @@ class Porch:
     base URL; ``log()`` returns everything it wrote to stderr so far (the error log).
     """
 
-    def __init__(self, args, *, cwd=None, env=None, bind=True, wait=True, timeout=30.0, bin=None):
+    def __init__(self, args, *, cwd=None, env=None, bind=True, wait=True, timeout=30.0, bin=None,
+                 wrap=()):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self._stderr = tempfile.NamedTemporaryFile(prefix="porch-stderr-", delete=False)
@@ -62,7 +63,7 @@ class Porch:
         full_env["PYTHONPATH"] = str(APPS)
         if env:
             full_env.update(env)
-        cmd = [str(bin or PORCH_BIN)]
+        cmd = [*wrap, str(bin or PORCH_BIN)]
         if bind:
             cmd += ["--bind", f"127.0.0.1:{self.port}"]
         cmd += [str(a) for a in args]

@@ -391,3 +391,13 @@ def test_check_config_and_startup_agree_on_upstream_addresses(tmp_path, server):
         assert r.returncode == 2, r
         assert "upstream.web.servers" in r.stderr and server in r.stderr, r.stderr
     assert checked.stderr == started.stderr
+
+
+def test_the_open_files_limit_is_raised_to_the_hard_limit_and_logged(porch):
+    """Under systemd's default soft limit of 1,024 descriptors, porch raises its own to the
+    hard limit at start (workers inherit it) and says so."""
+    p = porch("-w", "1", "wsgiapp:application", wrap=["prlimit", "--nofile=1024:4096", "--"])
+    limits = open(f"/proc/{p.proc.pid}/limits").read()
+    line = [x for x in limits.splitlines() if x.startswith("Max open files")][0]
+    assert line.split()[3:5] == ["4096", "4096"], line
+    assert "open files limit: 4096 (raised from 1024)" in p.log(), p.log()

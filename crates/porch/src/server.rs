@@ -47,6 +47,7 @@ pub fn main() -> ExitCode {
         eprintln!("porch: cannot open the error log: {e}");
         return ExitCode::from(2);
     }
+    raise_open_files_limit();
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     // On one core (a pinned or small container) a single-threaded scheduler avoids the
     // work-stealing machinery's cross-thread wake-ups.
@@ -68,6 +69,37 @@ pub fn main() -> ExitCode {
     // Workers exit on their own when their socket closes; do not wait for stray tasks.
     runtime.shutdown_timeout(Duration::from_millis(100));
     code
+}
+
+/// Every connection, upstream connection, static file being sent and worker socket is a
+/// descriptor: the soft limit (1,024 under systemd by default) is raised to the hard one
+/// at start, as nginx's `worker_rlimit_nofile` lets operators do, and the limit in effect
+/// is logged so it can be checked against `limit_connections`.
+fn raise_open_files_limit() {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes into the struct we own; setrlimit reads it. Raising the
+    // soft limit up to the hard one needs no privilege.
+    let (before, after) = unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
+            return;
+        }
+        let before = lim.rlim_cur;
+        if lim.rlim_cur < lim.rlim_max {
+            lim.rlim_cur = lim.rlim_max;
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+                lim.rlim_cur = before;
+            }
+        }
+        (before, lim.rlim_cur)
+    };
+    if after > before {
+        tracing::info!("open files limit: {after} (raised from {before})");
+    } else {
+        tracing::info!("open files limit: {after}");
+    }
 }
 
 fn setup_logging(cfg: &Config) -> std::io::Result<()> {
