@@ -24,6 +24,7 @@ mod http_util;
 pub mod listener;
 pub mod log;
 mod metrics;
+mod percent;
 pub mod proxy;
 pub mod reject;
 mod route;

@@ -324,7 +324,7 @@ impl Connections {
                 ));
                 // With upgrades, so proxied WebSockets can take over the connection.
                 let conn = self.http1.serve_connection(io, svc).with_upgrades();
-                drive(conn, &mut stop, |c| c.graceful_shutdown()).await
+                drive(conn, &mut stop, |c| c.graceful_shutdown(), None).await
             }
             Proto::Http2 => {
                 let conn = self.http2.serve_connection(TokioIo::new(io), svc);
@@ -333,7 +333,7 @@ impl Connections {
                     keep_alive: self.front.cfg.keep_alive,
                     graceful: self.front.cfg.graceful_timeout,
                 };
-                drive_h2(conn, &mut stop, idle).await
+                drive(conn, &mut stop, |c| c.graceful_shutdown(), Some(idle)).await
             }
         }
     }
@@ -402,26 +402,6 @@ async fn stopping(stop: &mut watch::Receiver<bool>) {
     let _ = stop.wait_for(|s| *s).await;
 }
 
-/// Drives a connection to its end; on shutdown, asks it to finish the request in progress
-/// and close, then waits for that.
-async fn drive<C, E>(conn: C, stop: &mut watch::Receiver<bool>, graceful: fn(Pin<&mut C>))
-where
-    C: Future<Output = Result<(), E>>,
-    E: std::fmt::Display,
-{
-    let mut conn = std::pin::pin!(conn);
-    let result = tokio::select! {
-        r = conn.as_mut() => r,
-        _ = stopping(stop) => {
-            graceful(conn.as_mut());
-            conn.await
-        }
-    };
-    if let Err(e) = result {
-        tracing::debug!("connection ended with an error: {e}");
-    }
-}
-
 /// The keep-alive clock for HTTP/2, which hyper does not run itself: a connection with no
 /// request in progress for `keep_alive` (the HTTP/1 setting, as nginx's
 /// `keepalive_timeout` serves both) is told GOAWAY and closed; so are connections that
@@ -432,25 +412,34 @@ struct IdleLimit {
     graceful: Duration,
 }
 
-async fn drive_h2<C, E>(conn: C, stop: &mut watch::Receiver<bool>, idle: IdleLimit)
-where
-    C: Future<Output = Result<(), E>> + GracefulH2,
+/// Runs a connection until it ends; on shutdown it is told to finish gracefully. With an
+/// [`IdleLimit`] (HTTP/2, whose keep-alive clock hyper does not run), a connection idle
+/// for `keep_alive` is told so too, and dropped if the peer does not close within the
+/// same time again.
+async fn drive<C, E>(
+    conn: C,
+    stop: &mut watch::Receiver<bool>,
+    graceful: fn(Pin<&mut C>),
+    idle: Option<IdleLimit>,
+) where
+    C: Future<Output = Result<(), E>>,
     E: std::fmt::Display,
 {
     let mut conn = std::pin::pin!(conn);
-    let tick = (idle.keep_alive / 4).clamp(Duration::from_millis(50), Duration::from_secs(1));
+    let tick = idle.as_ref().map_or(Duration::MAX, |i| {
+        (i.keep_alive / 4).clamp(Duration::from_millis(50), Duration::from_secs(1))
+    });
     let result = loop {
         tokio::select! {
             r = conn.as_mut() => break r,
             _ = stopping(stop) => {
-                conn.as_mut().graceful();
+                graceful(conn.as_mut());
                 break conn.await;
             }
-            _ = tokio::time::sleep(tick) => {
+            _ = tokio::time::sleep(tick), if idle.is_some() => {
+                let Some(idle) = &idle else { continue };
                 if idle.activity.idle_for() >= idle.keep_alive {
-                    conn.as_mut().graceful();
-                    // GOAWAY goes out; a peer that does not answer its PING within the
-                    // keep-alive time again (nothing runs on the connection) is dropped.
+                    graceful(conn.as_mut());
                     let wait = idle.keep_alive.min(idle.graceful);
                     match tokio::time::timeout(wait, conn.as_mut()).await {
                         Ok(r) => break r,
@@ -462,25 +451,6 @@ where
     };
     if let Err(e) = result {
         tracing::debug!("connection ended with an error: {e}");
-    }
-}
-
-/// hyper's HTTP/2 server connection, which can be told to shut down gracefully.
-trait GracefulH2 {
-    fn graceful(self: Pin<&mut Self>);
-}
-
-impl<I, S, B, E> GracefulH2 for hyper::server::conn::http2::Connection<I, S, E>
-where
-    S: hyper::service::HttpService<Incoming, ResBody = B>,
-    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-    I: hyper::rt::Read + hyper::rt::Write + Unpin,
-    B: http_body::Body + 'static,
-    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-    E: hyper::rt::bounds::Http2ServerConnExec<S::Future, B>,
-{
-    fn graceful(self: Pin<&mut Self>) {
-        self.graceful_shutdown();
     }
 }
 

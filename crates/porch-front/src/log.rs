@@ -5,6 +5,7 @@ use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
+use crate::http_util::header_str;
 use porch_config::AccessLogFormat;
 
 /// Where access lines go. Lines are written whole under a lock, so they never interleave.
@@ -58,6 +59,35 @@ pub struct AccessRecord {
 }
 
 impl AccessRecord {
+    /// The line of one request, completed (status, bytes, route) as its answer goes out.
+    pub fn new(
+        log: &Arc<AccessLog>,
+        remote: Option<IpAddr>,
+        method: &str,
+        target: &str,
+        protocol: &'static str,
+        headers: Option<&http::HeaderMap>,
+        started: Instant,
+    ) -> AccessRecord {
+        let header = |name| headers.map_or_else(String::new, |h| header_str(h, name));
+        AccessRecord {
+            log: log.clone(),
+            remote,
+            method: method.to_string(),
+            target: target.to_string(),
+            protocol,
+            status: 0,
+            app_status: None,
+            bytes: 0,
+            referer: header(http::header::REFERER),
+            user_agent: header(http::header::USER_AGENT),
+            route: "",
+            started,
+            queue_wait: None,
+            aborted: false,
+        }
+    }
+
     pub fn emit(self) {
         let line = match self.log.format {
             AccessLogFormat::Combined => {

@@ -10,7 +10,7 @@ use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
 
 use crate::body::ResponseBody;
-use crate::http_util::{header_str, protocol, request_host};
+use crate::http_util::{protocol, request_host};
 use crate::log::AccessRecord;
 use crate::metrics::{route_index, ROUTES};
 use crate::reject::{self, Rejection};
@@ -34,47 +34,33 @@ impl Front {
             self.metrics.count_status(rejection.status.as_u16());
             let resp = rejection.response();
             if let Some(log) = &self.access_log {
-                AccessRecord {
-                    log: log.clone(),
-                    remote: peer.remote.map(|a| a.ip()),
-                    method: "-".into(),
-                    target: "-".into(),
-                    protocol: protocol(req.version()),
-                    status: rejection.status.as_u16(),
-                    app_status: None,
-                    bytes: http_body::Body::size_hint(resp.body()).exact().unwrap_or(0),
-                    referer: String::new(),
-                    user_agent: String::new(),
-                    route: ROUTES[route_index(None)],
-                    started,
-                    queue_wait: None,
-                    aborted: false,
-                }
-                .emit();
+                let remote = peer.remote.map(|a| a.ip());
+                let version = protocol(req.version());
+                let mut r = AccessRecord::new(log, remote, "-", "-", version, None, started);
+                r.status = rejection.status.as_u16();
+                r.bytes = http_body::Body::size_hint(resp.body()).exact().unwrap_or(0);
+                r.route = ROUTES[route_index(None)];
+                r.emit();
             }
             return resp;
         }
         let mut route = route_index(None);
-        // App responses are logged by their body when it completes; the rest here.
-        let record = self.access_log.as_ref().map(|log| AccessRecord {
-            log: log.clone(),
-            remote: peer.remote.map(|a| a.ip()),
-            method: req.method().to_string(),
-            target: req
-                .uri()
-                .path_and_query()
-                .map_or("/", |p| p.as_str())
-                .to_string(),
-            protocol: protocol(req.version()),
-            status: 0,
-            app_status: None,
-            bytes: 0,
-            referer: header_str(req.headers(), header::REFERER),
-            user_agent: header_str(req.headers(), header::USER_AGENT),
-            route: "",
-            started,
-            queue_wait: None,
-            aborted: false,
+        // App responses are logged by their body when it completes (the app route takes
+        // the record); the rest here.
+        let mut record = self.access_log.as_ref().map(|log| {
+            let target = req.uri().path_and_query().map_or("/", |p| p.as_str());
+            let version = protocol(req.version());
+            let remote = peer.remote.map(|a| a.ip());
+            let headers = Some(req.headers());
+            AccessRecord::new(
+                log,
+                remote,
+                req.method().as_str(),
+                target,
+                version,
+                headers,
+                started,
+            )
         });
         // Routes match the normalised path (every spelling of a prefix alike); the request
         // goes on as the client sent it.
@@ -95,7 +81,7 @@ impl Front {
                         Rejection::client(StatusCode::NOT_FOUND, "no route for this host and path")
                             .response()
                     }
-                    Some(RouteAction::App) => self.to_app(listener, req, peer, started).await,
+                    Some(RouteAction::App) => self.to_app(listener, req, peer, &mut record).await,
                     Some(RouteAction::Static(mount)) => static_files::serve(mount, &req).await,
                     Some(RouteAction::Proxy(name)) => {
                         self.upstreams
@@ -122,8 +108,7 @@ impl Front {
         self.metrics.count_status(resp.status().as_u16());
         self.metrics
             .observe(route, resp.status().as_u16(), started.elapsed());
-        if let Some(mut record) = record.filter(|_| !matches!(resp.body(), ResponseBody::Worker(_)))
-        {
+        if let Some(mut record) = record {
             record.status = resp.status().as_u16();
             record.route = ROUTES[route];
             record.bytes = http_body::Body::size_hint(resp.body()).exact().unwrap_or(0);

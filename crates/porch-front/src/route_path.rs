@@ -8,6 +8,8 @@
 
 use std::borrow::Cow;
 
+use crate::percent::Malformed;
+
 /// Why a path cannot be routed (400): a bad `%` escape, an encoded NUL, or `..` above
 /// the root.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -46,33 +48,12 @@ pub fn routing_path(path: &str) -> Result<Cow<'_, str>, BadPath> {
 }
 
 fn decode(path: &str) -> Result<String, BadPath> {
-    fn hex(b: Option<&u8>) -> Result<u8, BadPath> {
-        match b {
-            Some(b @ b'0'..=b'9') => Ok(b - b'0'),
-            Some(b @ b'a'..=b'f') => Ok(b - b'a' + 10),
-            Some(b @ b'A'..=b'F') => Ok(b - b'A' + 10),
-            _ => Err(BadPath("invalid percent-encoding in the path")),
-        }
-    }
-    let b = path.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'%' {
-            let v = (hex(b.get(i + 1))? << 4) | hex(b.get(i + 2))?;
-            if v == 0 {
-                return Err(BadPath("encoded NUL in the path"));
-            }
-            out.push(v);
-            i += 3;
-        } else {
-            out.push(b[i]);
-            i += 1;
-        }
-    }
+    let bytes = crate::percent::decode(path).map_err(|e| match e {
+        Malformed::BadEscape => BadPath("invalid percent-encoding in the path"),
+        Malformed::Nul => BadPath("encoded NUL in the path"),
+    })?;
     // Bytes that are not UTF-8 cannot spell a configured prefix; keep them comparable.
-    Ok(String::from_utf8(out)
-        .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned()))
+    Ok(String::from_utf8_lossy(&bytes).into_owned())
 }
 
 #[cfg(test)]

@@ -9,14 +9,12 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 
-use http::header;
 use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use tokio::sync::mpsc;
 
 use crate::body::ResponseBody;
 use crate::dispatch::{Fate, Job, Reply};
-use crate::http_util::{header_str, protocol};
 use crate::log::AccessRecord;
 use crate::reject::{Rejection, Verdict};
 use crate::{Front, Peer};
@@ -28,7 +26,9 @@ impl Front {
         listener: &porch_config::ListenerConfig,
         req: Request<Incoming>,
         peer: Peer,
-        started: Instant,
+        // Taken when a worker's answer carries the line to the access log; left in place
+        // for the caller to write when porch answers itself.
+        record: &mut Option<AccessRecord>,
     ) -> Response<ResponseBody> {
         let (parts, incoming) = req.into_parts();
         let body = match self.read_body(incoming).await {
@@ -74,27 +74,7 @@ impl Front {
                     .response();
             }
         }
-        let record = self.access_log.as_ref().map(|log| AccessRecord {
-            log: log.clone(),
-            remote: peer.remote.map(|a| a.ip()),
-            method: parts.method.to_string(),
-            target: parts
-                .uri
-                .path_and_query()
-                .map_or("/", |p| p.as_str())
-                .to_string(),
-            protocol: protocol(parts.version),
-            status: 0,
-            app_status: None,
-            bytes: 0,
-            referer: header_str(&parts.headers, header::REFERER),
-            user_agent: header_str(&parts.headers, header::USER_AGENT),
-            route: "app",
-            started,
-            queue_wait: None,
-            aborted: false,
-        });
-        let mut waiting = Waiting::new(self, fate.clone(), record);
+        let mut waiting = Waiting::new(self, fate.clone(), record.take());
         // Until `queue_timeout` the request may be cancelled here if no worker took it;
         // once one has, only its link answers (it runs it, or gives it back and fails it
         // when its wait is over): an answered request never runs afterwards.
@@ -103,25 +83,25 @@ impl Front {
             _ = tokio::time::sleep(self.cfg.queue_timeout) => {
                 if fate.cancel() {
                     self.metrics.queue_timeouts.fetch_add(1, Ordering::Relaxed);
-                    waiting.answered();
+                    *record = waiting.answered();
                     return Rejection::worker_failed(Some(503)).response();
                 }
                 rx.recv().await
             }
         };
-        let record = waiting.answered();
+        *record = waiting.answered();
         let head = match first {
             Some(Reply::Head(h)) => h,
             Some(Reply::Fail(code)) => return Rejection::worker_failed(Some(code)).response(),
             _ => return Rejection::worker_failed(None).response(),
         };
-        let record = record.map(|mut r| {
-            r.status = head.status;
-            r
-        });
         if let Some(target) = accel_redirect(&head) {
             return x_accel_redirect(listener, &parts, &head, &target);
         }
+        let record = record.take().map(|mut r| {
+            r.status = head.status;
+            r
+        });
         build_response(head, rx, record, parts.method == Method::HEAD)
     }
 }

@@ -99,8 +99,17 @@ impl Link {
             self.count_idle(&cfg, draining);
             let accepting = !draining && self.room(&cfg);
             let now = TokioInstant::now();
-            let unstarted_deadline = self.unstarted().map(|f| f.deadline).min();
-            if !self.revoking && unstarted_deadline.is_some() {
+            // Only the oldest request sent ahead is looked at (one lookup, not one per
+            // request on every wake-up): the worker starts them in the order sent and
+            // they were taken in order, so its wait ends first. A taken-back request that
+            // is taken again may wait past its own deadline until the one before it is
+            // due; it is still never run after a 503.
+            let unstarted_deadline = if self.revoking {
+                None
+            } else {
+                self.first_unstarted(&cfg).map(|f| f.deadline)
+            };
+            if unstarted_deadline.is_some() {
                 let someone_idles = cfg.capacity.idle() > 0
                     && queue.is_empty()
                     && cfg.returned.as_ref().is_none_or(|r| r.is_empty());
@@ -116,10 +125,7 @@ impl Link {
                 .filter_map(|f| f.started)
                 .min()
                 .map(|s| s + cfg.timeout);
-            let next_deadline = match (
-                running_deadline,
-                unstarted_deadline.filter(|_| !self.revoking),
-            ) {
+            let next_deadline = match (running_deadline, unstarted_deadline) {
                 (Some(a), Some(b)) => Some(a.min(b)),
                 (a, b) => a.or(b),
             };
@@ -258,11 +264,12 @@ impl Link {
         here < cfg.threads || (here < cfg.threads + cfg.prefetch && cfg.capacity.idle() == 0)
     }
 
-    /// Requests sent ahead to this worker and not started (as far as the link knows).
-    fn unstarted(&self) -> impl Iterator<Item = &InFlight> {
+    /// The first request sent ahead to this worker and not started (as far as the link
+    /// knows: the first `threads` unfinished ones are running, see [`Link::mark_started`]).
+    fn first_unstarted(&self, cfg: &LinkConfig) -> Option<&InFlight> {
         self.order
-            .iter()
-            .filter_map(|id| self.inflight.get(id))
+            .get(cfg.threads)
+            .and_then(|id| self.inflight.get(id))
             .filter(|f| f.started.is_none())
     }
 

@@ -46,36 +46,12 @@ pub fn relative_path(rel: &str, allow_dotfiles: bool) -> Result<String, PathErro
 }
 
 fn percent_decode(seg: &str) -> Result<Cow<'_, str>, PathError> {
-    if !seg.contains('%') {
-        return Ok(Cow::Borrowed(seg));
+    match crate::percent::decode(seg).map_err(|_| PathError::Invalid)? {
+        Cow::Borrowed(_) => Ok(Cow::Borrowed(seg)),
+        Cow::Owned(bytes) => String::from_utf8(bytes)
+            .map(Cow::Owned)
+            .map_err(|_| PathError::Invalid),
     }
-    fn hex(b: Option<&u8>) -> Result<u8, PathError> {
-        match b {
-            Some(b @ b'0'..=b'9') => Ok(b - b'0'),
-            Some(b @ b'a'..=b'f') => Ok(b - b'a' + 10),
-            Some(b @ b'A'..=b'F') => Ok(b - b'A' + 10),
-            _ => Err(PathError::Invalid),
-        }
-    }
-    let b = seg.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'%' {
-            let v = hex(b.get(i + 1))? << 4 | hex(b.get(i + 2))?;
-            if v == 0 {
-                return Err(PathError::Invalid);
-            }
-            out.push(v);
-            i += 3;
-        } else {
-            out.push(b[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8(out)
-        .map(Cow::Owned)
-        .map_err(|_| PathError::Invalid)
 }
 
 #[cfg(test)]
