@@ -51,6 +51,8 @@ pub struct FileConfig {
     pub limit_request_field_size: Option<usize>,
     pub limit_request_body: Option<u64>,
     pub body_memory: Option<usize>,
+    pub response_memory: Option<usize>,
+    pub response_memory_total: Option<usize>,
     pub backlog: Option<usize>,
     pub admin_bind: Option<String>,
     pub script_name: Option<String>,

@@ -21,6 +21,11 @@ pub struct Limits {
     pub request_body: u64,
     /// Request bodies larger than this go to a temporary file instead of memory.
     pub body_memory: usize,
+    /// Response bytes one response may hold in memory while its client is slower than
+    /// the app; more go to a temporary file.
+    pub response_memory: usize,
+    /// The same bound across all responses in the front.
+    pub response_memory_total: usize,
     /// Requests waiting for a worker before porch answers 503.
     pub backlog: usize,
     /// Open client connections per listener; more wait in the kernel's accept queue.
@@ -52,6 +57,12 @@ pub(crate) fn limits(args: &Args, file: &FileConfig) -> Result<Limits, ConfigErr
             .or(file.limit_request_body)
             .unwrap_or(1 << 30),
         body_memory: file.body_memory.unwrap_or(1 << 20),
+        response_memory: positive("response_memory", file.response_memory, 1 << 20)?,
+        response_memory_total: positive(
+            "response_memory_total",
+            file.response_memory_total,
+            256 << 20,
+        )?,
         backlog: positive("backlog", args.backlog.or(file.backlog), 1024)?,
         connections: positive(
             "limit_connections",

@@ -6,10 +6,9 @@ use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use http_body::{Frame, SizeHint};
-use tokio::sync::mpsc;
 
 use super::log::AccessRecord;
-use crate::dispatch::Reply;
+use crate::dispatch::{Reply, ReplyReceiver};
 
 /// Why a response body stopped early; hyper then closes the connection, so the client
 /// sees a truncated response rather than a complete-looking one.
@@ -47,7 +46,7 @@ impl ResponseBody {
 /// many bytes go out or the connection is aborted: a short or long body never corrupts
 /// the next response on a keep-alive connection.
 pub struct WorkerBody {
-    pub rx: mpsc::UnboundedReceiver<Reply>,
+    pub rx: ReplyReceiver,
     pub declared: Option<u64>,
     pub sent: u64,
     pub record: Option<AccessRecord>,
@@ -112,17 +111,20 @@ impl http_body::Body for ResponseBody {
                             if let Some(declared) = w.declared {
                                 let room = declared - w.sent;
                                 if data.len() as u64 > room {
-                                    // More than declared: abort before sending this piece,
-                                    // so the client sees a short body, not a complete one.
-                                    w.failed = true;
-                                    w.finish(false);
-                                    tracing::error!(
-                                        "app sent more than its Content-Length {declared}; connection closed"
+                                    // More than declared: the client gets exactly the
+                                    // declared bytes, a complete response by its own
+                                    // framing (as Gunicorn sends), and the rest is dropped.
+                                    tracing::warn!(
+                                        "app sent more than its Content-Length {declared}; the rest was dropped"
                                     );
-                                    return Poll::Ready(Some(Err(BodyError::LengthMismatch {
-                                        sent: w.sent + data.len() as u64,
-                                        declared,
-                                    })));
+                                    w.failed = true;
+                                    w.sent = declared;
+                                    w.finish(true);
+                                    if room == 0 {
+                                        return Poll::Ready(None);
+                                    }
+                                    let data = data.slice(..room as usize);
+                                    return Poll::Ready(Some(Ok(Frame::data(data))));
                                 }
                             }
                             w.sent += data.len() as u64;

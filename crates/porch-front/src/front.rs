@@ -5,7 +5,7 @@ use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 use crate::admission::{rate_limiter, RateLimiter};
-use crate::dispatch::{Job, QueueStats, WorkerStats};
+use crate::dispatch::{Job, QueueStats, ResponseMemory, WorkerStats};
 use crate::listener::PerIp;
 use crate::log::AccessLog;
 use crate::metrics::Metrics;
@@ -25,6 +25,8 @@ pub struct Front {
     pub(crate) rate_limiter: Option<RateLimiter>,
     pub(crate) per_ip: Arc<PerIp>,
     pub(crate) spill_dir: PathBuf,
+    /// Bounds the worker replies waiting for slow clients.
+    pub(crate) response_memory: Arc<ResponseMemory>,
 }
 
 impl Front {
@@ -49,6 +51,11 @@ impl Front {
             upstreams: Upstreams::new(&cfg.upstreams)?,
             rate_limiter: cfg.rate_limit.as_ref().map(rate_limiter),
             per_ip: PerIp::new(cfg.limits.connections_per_ip),
+            response_memory: ResponseMemory::new(
+                cfg.limits.response_memory,
+                cfg.limits.response_memory_total,
+                spill_dir.clone(),
+            ),
             spill_dir,
         }))
     }

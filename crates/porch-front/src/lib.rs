@@ -30,6 +30,7 @@ pub mod reject;
 mod route;
 pub mod route_path;
 mod sniff;
+mod stall;
 pub mod static_files;
 pub mod strict;
 pub mod tls;

@@ -22,6 +22,7 @@ use tokio_rustls::TlsAcceptor;
 
 use super::body::ResponseBody;
 use super::sniff::{sniff, Prefixed, Sniffed};
+use super::stall::{SendClock, StallWatch};
 use super::strict::{Activity, ActivityGuard, HeadLimits, StrictIo, Timeouts};
 use crate::http_util::request_host;
 use crate::reject::{Rejection, Verdict};
@@ -289,16 +290,19 @@ impl Connections {
         let verdict = Verdict::default();
         let activity = Activity::default();
         let conns = self.clone();
-        let (shared, active) = (verdict.clone(), activity.clone());
+        let stalls = StallWatch::default();
+        let (shared, active, watch) = (verdict.clone(), activity.clone(), stalls.clone());
         let svc = service_fn(move |mut req: Request<Incoming>| {
             let conns = conns.clone();
             req.extensions_mut().insert(shared.clone());
             // The connection counts as busy until hyper is done with the response body.
             let guard = active.start();
+            let clock = watch.clock();
             async move {
                 let resp = conns.respond(req, peer).await;
                 Ok::<_, Infallible>(resp.map(|body| Tracked {
                     body,
+                    clock,
                     _guard: guard,
                 }))
             }
@@ -332,6 +336,9 @@ impl Connections {
                     activity,
                     keep_alive: self.front.cfg.keep_alive,
                     graceful: self.front.cfg.graceful_timeout,
+                    stalls,
+                    send: self.front.cfg.send_timeout,
+                    front: self.front.clone(),
                 };
                 drive(conn, &mut stop, |c| c.graceful_shutdown(), Some(idle)).await
             }
@@ -406,10 +413,15 @@ async fn stopping(stop: &mut watch::Receiver<bool>) {
 /// request in progress for `keep_alive` (the HTTP/1 setting, as nginx's
 /// `keepalive_timeout` serves both) is told GOAWAY and closed; so are connections that
 /// never complete a request (a preface and nothing else, a HEADERS never finished).
+/// Its send clock: a connection with a response piece the peer has not taken for
+/// `send_timeout` (no flow-control credit) is closed, freeing what its streams hold.
 struct IdleLimit {
     activity: Activity,
     keep_alive: Duration,
     graceful: Duration,
+    stalls: StallWatch,
+    send: Duration,
+    front: Arc<Front>,
 }
 
 /// Runs a connection until it ends; on shutdown it is told to finish gracefully. With an
@@ -427,7 +439,7 @@ async fn drive<C, E>(
 {
     let mut conn = std::pin::pin!(conn);
     let tick = idle.as_ref().map_or(Duration::MAX, |i| {
-        (i.keep_alive / 4).clamp(Duration::from_millis(50), Duration::from_secs(1))
+        (i.keep_alive.min(i.send) / 4).clamp(Duration::from_millis(50), Duration::from_secs(1))
     });
     let result = loop {
         tokio::select! {
@@ -438,6 +450,14 @@ async fn drive<C, E>(
             }
             _ = tokio::time::sleep(tick), if idle.is_some() => {
                 let Some(idle) = &idle else { continue };
+                if idle.stalls.stalled_for() >= idle.send {
+                    idle.front.metrics.send_timeouts.fetch_add(1, Ordering::Relaxed);
+                    tracing::info!(
+                        "a response waited {:?} for the client to take it (send_timeout); connection closed",
+                        idle.send
+                    );
+                    return;
+                }
                 if idle.activity.idle_for() >= idle.keep_alive {
                     graceful(conn.as_mut());
                     let wait = idle.keep_alive.min(idle.graceful);
@@ -455,8 +475,10 @@ async fn drive<C, E>(
 }
 
 /// A response body that keeps its connection counted as busy until hyper drops it.
+/// Its send clock runs from each piece handed to hyper until hyper asks for the next.
 pub struct Tracked {
     body: ResponseBody,
+    clock: SendClock,
     _guard: ActivityGuard,
 }
 
@@ -468,7 +490,15 @@ impl http_body::Body for Tracked {
         self: Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Option<Result<http_body::Frame<bytes::Bytes>, Self::Error>>> {
-        Pin::new(&mut self.get_mut().body).poll_frame(cx)
+        let this = self.get_mut();
+        this.clock.taken();
+        let polled = Pin::new(&mut this.body).poll_frame(cx);
+        if let std::task::Poll::Ready(Some(Ok(frame))) = &polled {
+            if frame.data_ref().is_some_and(|d| !d.is_empty()) {
+                this.clock.handed();
+            }
+        }
+        polled
     }
 
     fn is_end_stream(&self) -> bool {

@@ -22,6 +22,9 @@ pub struct Metrics {
     pub queue_timeouts: AtomicU64,
     /// App requests whose client went away before the answer's head.
     pub client_gone: AtomicU64,
+    /// Connections closed because a response waited longer than `send_timeout` for its
+    /// client (HTTP/2 flow control).
+    pub send_timeouts: AtomicU64,
     /// Responses by route kind ([`ROUTES`]) and status class (1xx..5xx).
     by_route: [[AtomicU64; 5]; ROUTES.len()],
     /// Time to the response head, per route kind: cumulative histogram buckets.
@@ -159,10 +162,16 @@ pub(crate) fn render(front: &Front) -> String {
     text + &format!(
         "porch_worker_restarts_total{{cause=\"memory\"}} {}\n\
          # TYPE porch_queue_timeouts_total counter\nporch_queue_timeouts_total {}\n\
-         # TYPE porch_app_client_gone_total counter\nporch_app_client_gone_total {}\n",
+         # TYPE porch_app_client_gone_total counter\nporch_app_client_gone_total {}\n\
+         # TYPE porch_send_timeouts_total counter\nporch_send_timeouts_total {}\n\
+         # TYPE porch_response_buffered_bytes gauge\nporch_response_buffered_bytes {}\n\
+         # TYPE porch_response_spilled_bytes_total counter\nporch_response_spilled_bytes_total {}\n",
         g(&s.restarts_memory),
         g(&m.queue_timeouts),
         g(&m.client_gone),
+        g(&m.send_timeouts),
+        front.response_memory.in_memory(),
+        front.response_memory.spilled(),
     ) + &m.render_routes()
         + &front.upstreams.metrics()
 }

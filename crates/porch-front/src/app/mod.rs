@@ -11,10 +11,9 @@ use std::time::Instant;
 
 use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
-use tokio::sync::mpsc;
 
 use crate::body::ResponseBody;
-use crate::dispatch::{Fate, Job, Reply};
+use crate::dispatch::{reply_channel, Fate, Job, Reply};
 use crate::log::AccessRecord;
 use crate::reject::{Rejection, Verdict};
 use crate::{Front, Peer};
@@ -46,7 +45,7 @@ impl Front {
             parts.uri.path_and_query().map_or("/", |p| p.as_str()),
             parts.version
         );
-        let (tx, mut rx) = mpsc::unbounded_channel();
+        let (tx, mut rx) = reply_channel(&self.response_memory);
         let fate = Arc::new(Fate::default());
         let job = Job {
             request,

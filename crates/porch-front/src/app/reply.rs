@@ -3,10 +3,9 @@
 
 use http::header::{self, HeaderName, HeaderValue};
 use http::{Response, StatusCode};
-use tokio::sync::mpsc;
 
 use crate::body::{ResponseBody, WorkerBody};
-use crate::dispatch::Reply;
+use crate::dispatch::ReplyReceiver;
 use crate::log::AccessRecord;
 use crate::reject::Rejection;
 use crate::static_files;
@@ -89,7 +88,7 @@ fn is_hop_by_hop(name: &[u8]) -> bool {
 
 pub(super) fn build_response(
     head: ipc::Head,
-    rx: mpsc::UnboundedReceiver<Reply>,
+    rx: ReplyReceiver,
     record: Option<AccessRecord>,
     is_head: bool,
 ) -> Response<ResponseBody> {

@@ -14,8 +14,9 @@
 //! recycled, reloaded or replaced after a crash simply stops pulling and the others
 //! (or its successor) take the next request: clients never meet a closed socket.
 //! A link reads every frame the worker sends as soon as it arrives and hands it to the
-//! client's connection through an unbounded channel, so a slow reader never holds a
-//! worker: the response waits in the front's memory instead.
+//! client's connection through a channel that never pushes back ([`reply_channel`]), so a
+//! slow reader never holds a worker: the response waits in the front's memory, bounded,
+//! and past the bound in a temporary file.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -23,18 +24,19 @@ use std::time::{Duration, Instant};
 use tokio::time::Instant as TokioInstant;
 
 use bytes::Bytes;
-use tokio::sync::mpsc;
 
 use porch_ipc as ipc;
 
 mod capacity;
 mod fate;
 mod link;
+mod reply;
 mod signal;
 
 pub use capacity::Capacity;
 pub use fate::Fate;
 pub use link::Link;
+pub use reply::{reply_channel, ReplyReceiver, ReplySender, ResponseMemory};
 pub use signal::{signal_give_back, signal_stack_dump, AskStack};
 
 /// One request waiting for, or running on, a worker.
@@ -42,7 +44,7 @@ pub struct Job {
     pub request: ipc::Request,
     /// `GET /path HTTP/1.1`, for the error log.
     pub line: String,
-    pub reply: mpsc::UnboundedSender<Reply>,
+    pub reply: ReplySender,
     pub queued_at: Instant,
     /// The spilled body file, removed when the job is done.
     pub body_file: Option<tempfile::TempPath>,
@@ -77,7 +79,7 @@ pub enum LinkEnd {
 }
 
 struct InFlight {
-    reply: mpsc::UnboundedSender<Reply>,
+    reply: ReplySender,
     /// When a worker thread took it; `None` while it waits in the worker's own queue.
     /// Tokio's clock, the one the timeout sleeps on (and that tests can pause).
     started: Option<TokioInstant>,

@@ -9,7 +9,7 @@ use std::sync::atomic::Ordering;
 use tokio::io::AsyncReadExt;
 use tokio::io::AsyncWriteExt;
 use tokio::net::UnixStream;
-use tokio::sync::{watch, Notify};
+use tokio::sync::{mpsc, watch, Notify};
 
 use tokio::task::JoinHandle;
 use tokio::time::timeout;
@@ -56,8 +56,9 @@ pub(super) fn line(target: &str) -> String {
     format!("GET {target} HTTP/1.1")
 }
 
-pub(super) fn job_with_body(target: &str, body: Bytes) -> (Job, mpsc::UnboundedReceiver<Reply>) {
-    let (reply, rx) = mpsc::unbounded_channel();
+pub(super) fn job_with_body(target: &str, body: Bytes) -> (Job, ReplyReceiver) {
+    let memory = ResponseMemory::new(1 << 20, 1 << 20, std::env::temp_dir());
+    let (reply, rx) = reply_channel(&memory);
     let job = Job {
         request: request(target, body),
         line: line(target),
@@ -69,7 +70,7 @@ pub(super) fn job_with_body(target: &str, body: Bytes) -> (Job, mpsc::UnboundedR
     (job, rx)
 }
 
-pub(super) fn job(target: &str) -> (Job, mpsc::UnboundedReceiver<Reply>) {
+pub(super) fn job(target: &str) -> (Job, ReplyReceiver) {
     job_with_body(target, Bytes::new())
 }
 
@@ -84,8 +85,8 @@ pub(super) fn show(r: &Reply) -> String {
 }
 
 /// Every reply that has arrived so far, without waiting.
-pub(super) fn replies(rx: &mut mpsc::UnboundedReceiver<Reply>) -> Vec<String> {
-    std::iter::from_fn(|| rx.try_recv().ok())
+pub(super) fn replies(rx: &mut ReplyReceiver) -> Vec<String> {
+    std::iter::from_fn(|| rx.try_recv())
         .map(|r| show(&r))
         .collect()
 }

@@ -7,7 +7,7 @@ use super::*;
 use bytes::BytesMut;
 use porch_ipc::Kind;
 use tokio::net::UnixStream;
-use tokio::sync::{watch, Notify};
+use tokio::sync::{mpsc, watch, Notify};
 use tokio::task::JoinHandle;
 
 struct Slot {
@@ -60,7 +60,7 @@ impl Pool {
         Pool { queue, slots }
     }
 
-    async fn push(&self, target: &str) -> mpsc::UnboundedReceiver<Reply> {
+    async fn push(&self, target: &str) -> ReplyReceiver {
         let (j, rx) = job(target);
         self.queue.send(j).await.expect("queue open");
         settle().await;
