@@ -5,6 +5,7 @@ use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 use crate::admission::{rate_limiter, RateLimiter};
+use crate::descriptors::Descriptors;
 use crate::dispatch::{Job, QueueStats, ResponseMemory, WorkerStats};
 use crate::listener::PerIp;
 use crate::log::AccessLog;
@@ -27,6 +28,7 @@ pub struct Front {
     pub(crate) spill_dir: PathBuf,
     /// Bounds the worker replies waiting for slow clients.
     pub(crate) response_memory: Arc<ResponseMemory>,
+    pub(crate) descriptors: Arc<Descriptors>,
 }
 
 impl Front {
@@ -57,6 +59,7 @@ impl Front {
                 spill_dir.clone(),
             ),
             spill_dir,
+            descriptors: Descriptors::new(),
         }))
     }
 }

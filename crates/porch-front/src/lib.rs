@@ -18,6 +18,7 @@ mod admin;
 mod admission;
 mod app;
 pub mod body;
+mod descriptors;
 pub mod dispatch;
 mod front;
 mod http_util;

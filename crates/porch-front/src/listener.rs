@@ -21,6 +21,7 @@ use tokio::sync::{mpsc, watch};
 use tokio_rustls::TlsAcceptor;
 
 use super::body::ResponseBody;
+use super::descriptors::Registered;
 use super::sniff::{sniff, Prefixed, Sniffed};
 use super::stall::{SendClock, StallWatch};
 use super::strict::{Activity, ActivityGuard, HeadLimits, StrictIo, Timeouts};
@@ -110,7 +111,11 @@ impl Front {
                     let (io, peer) = match accepted {
                         Ok(x) => x,
                         Err(e) => {
-                            // Out of descriptors and the like: pause instead of spinning.
+                            let accept_one = async { accept(&listener).await.map(|(io, _)| io) };
+                            if self.descriptors.out_of_descriptors(&e, accept_one).await {
+                                continue;
+                            }
+                            // Another failure: pause instead of spinning.
                             tracing::warn!("accept failed: {e}");
                             tokio::time::sleep(Duration::from_millis(50)).await;
                             continue;
@@ -291,6 +296,7 @@ impl Connections {
         let activity = Activity::default();
         let conns = self.clone();
         let stalls = StallWatch::default();
+        let registered = self.front.descriptors.register(activity.clone());
         let (shared, active, watch) = (verdict.clone(), activity.clone(), stalls.clone());
         let svc = service_fn(move |mut req: Request<Incoming>| {
             let conns = conns.clone();
@@ -328,7 +334,14 @@ impl Connections {
                 ));
                 // With upgrades, so proxied WebSockets can take over the connection.
                 let conn = self.http1.serve_connection(io, svc).with_upgrades();
-                drive(conn, &mut stop, |c| c.graceful_shutdown(), None).await
+                drive(
+                    conn,
+                    &mut stop,
+                    |c| c.graceful_shutdown(),
+                    None,
+                    &registered,
+                )
+                .await
             }
             Proto::Http2 => {
                 let conn = self.http2.serve_connection(TokioIo::new(io), svc);
@@ -340,7 +353,14 @@ impl Connections {
                     send: self.front.cfg.send_timeout,
                     front: self.front.clone(),
                 };
-                drive(conn, &mut stop, |c| c.graceful_shutdown(), Some(idle)).await
+                drive(
+                    conn,
+                    &mut stop,
+                    |c| c.graceful_shutdown(),
+                    Some(idle),
+                    &registered,
+                )
+                .await
             }
         }
     }
@@ -433,6 +453,7 @@ async fn drive<C, E>(
     stop: &mut watch::Receiver<bool>,
     graceful: fn(Pin<&mut C>),
     idle: Option<IdleLimit>,
+    registered: &Registered,
 ) where
     C: Future<Output = Result<(), E>>,
     E: std::fmt::Display,
@@ -444,6 +465,8 @@ async fn drive<C, E>(
     let result = loop {
         tokio::select! {
             r = conn.as_mut() => break r,
+            // Idle while the process is out of descriptors: closed to make room.
+            _ = registered.closing() => return,
             _ = stopping(stop) => {
                 graceful(conn.as_mut());
                 break conn.await;

@@ -164,12 +164,17 @@ pub(crate) fn render(front: &Front) -> String {
          # TYPE porch_queue_timeouts_total counter\nporch_queue_timeouts_total {}\n\
          # TYPE porch_app_client_gone_total counter\nporch_app_client_gone_total {}\n\
          # TYPE porch_send_timeouts_total counter\nporch_send_timeouts_total {}\n\
+         # TYPE porch_out_of_descriptors_total counter\n\
+         porch_out_of_descriptors_total{{action=\"closed_idle\"}} {}\n\
+         porch_out_of_descriptors_total{{action=\"refused_503\"}} {}\n\
          # TYPE porch_response_buffered_bytes gauge\nporch_response_buffered_bytes {}\n\
          # TYPE porch_response_spilled_bytes_total counter\nporch_response_spilled_bytes_total {}\n",
         g(&s.restarts_memory),
         g(&m.queue_timeouts),
         g(&m.client_gone),
         g(&m.send_timeouts),
+        g(&front.descriptors.shed_idle),
+        g(&front.descriptors.shed_new),
         front.response_memory.in_memory(),
         front.response_memory.spilled(),
     ) + &m.render_routes()

@@ -61,9 +61,9 @@ pub struct FileBody {
 }
 
 impl FileBody {
-    pub fn new(file: File, offset: u64, len: u64) -> FileBody {
+    pub fn new(file: Arc<File>, offset: u64, len: u64) -> FileBody {
         FileBody {
-            file: Arc::new(file),
+            file,
             offset,
             remaining: len,
             pending: None,

@@ -46,6 +46,7 @@ mod open;
 mod path;
 mod range;
 mod serve;
+mod shared_fd;
 mod types;
 
 pub use conditional::etag_list_matches;

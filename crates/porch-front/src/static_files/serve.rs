@@ -13,6 +13,7 @@ use super::file_body::{read_at_most, FileBody};
 use super::open::{open_beneath, root_dir};
 use super::path::{relative_path, PathError};
 use super::range::{parse_range, ByteRange};
+use super::shared_fd;
 use super::types::{content_type, is_hashed_name};
 use super::{DEFAULT_CACHE_CONTROL, IMMUTABLE, SMALL_FILE};
 use crate::body::ResponseBody;
@@ -229,7 +230,7 @@ pub fn serve_path(
             }
         }
     } else {
-        ResponseBody::File(FileBody::new(file, start, count))
+        ResponseBody::File(FileBody::new(shared_fd::shared(file, &meta), start, count))
     };
     out.insert(header::CONTENT_LENGTH, HeaderValue::from(count));
     let mut r = Response::new(body);
