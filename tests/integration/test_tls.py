@@ -495,3 +495,61 @@ def test_a_malformed_head_on_a_redirecting_listener_is_400_not_a_redirect(server
         except socket.timeout:
             pass
     assert reply.startswith(b"HTTP/1.1 400 "), reply[:200]
+
+
+def test_half_done_handshakes_from_one_address_cannot_fill_the_listener(porch, tmp_path, certs):
+    """One address opening connection after connection with half a ClientHello holds at
+    most `limit_handshakes_per_ip` of the listener's `limit_connections` slots; clients
+    from elsewhere keep completing their handshakes and requests."""
+    port = free_port()
+    cert, key = certs["a"]
+    cfg = tmp_path / "porch.toml"
+    cfg.write_text(f"""
+workers = 1
+limit_connections = 40
+limit_handshakes_per_ip = 8
+
+[[listener]]
+bind = "127.0.0.1:{port}"
+tls = {{ certs = [{{ cert = "{cert}", key = "{key}" }}] }}
+[[listener.route]]
+path = "/"
+app = true
+""")
+    p = porch("-c", cfg, "tls_app:application", bind=False)
+    wait_for_port(port, p.proc, 30)
+    # The first 5 bytes of a TLS handshake record, and nothing more: porch waits for the rest.
+    half_hello = b"\x16\x03\x01\x02\x00"
+    stalled = []
+    try:
+        for _ in range(60):
+            s = socket.socket()
+            s.settimeout(5)
+            s.bind(("127.0.0.2", 0))
+            s.connect(("127.0.0.1", port))
+            s.sendall(half_hello)
+            stalled.append(s)
+        time.sleep(0.3)
+        still_open = 0
+        for s in stalled:
+            s.settimeout(0.05)
+            try:
+                still_open += s.recv(1) != b""
+            except socket.timeout:
+                still_open += 1
+            except OSError:
+                pass
+        assert still_open <= 8, f"{still_open} half-done handshakes from one address held"
+        ctx = ssl.create_default_context(cafile=str(cert))
+        import http.client
+
+        for i in range(5):
+            conn = http.client.HTTPSConnection("localhost", port, context=ctx, timeout=10)
+            try:
+                conn.request("GET", f"/where?i={i}")
+                assert conn.getresponse().status == 200
+            finally:
+                conn.close()
+    finally:
+        for s in stalled:
+            s.close()

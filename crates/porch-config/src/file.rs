@@ -53,6 +53,7 @@ pub struct FileConfig {
     pub body_memory: Option<usize>,
     pub response_memory: Option<usize>,
     pub response_memory_total: Option<usize>,
+    pub limit_handshakes_per_ip: Option<usize>,
     pub backlog: Option<usize>,
     pub admin_bind: Option<String>,
     pub script_name: Option<String>,

@@ -32,6 +32,8 @@ pub struct Limits {
     pub connections: usize,
     /// Open connections per client IP; more are answered 429 and closed. 0 = no limit.
     pub connections_per_ip: usize,
+    /// TLS handshakes in progress per client IP; more are closed at once. 0 = no limit.
+    pub handshakes_per_ip: usize,
 }
 
 pub(crate) fn limits(args: &Args, file: &FileConfig) -> Result<Limits, ConfigError> {
@@ -73,6 +75,7 @@ pub(crate) fn limits(args: &Args, file: &FileConfig) -> Result<Limits, ConfigErr
             .limit_connections_per_ip
             .or(file.limit_connections_per_ip)
             .unwrap_or(0),
+        handshakes_per_ip: file.limit_handshakes_per_ip.unwrap_or(32),
     };
     if limits.request_fields > 32768 {
         return Err(ConfigError::value(

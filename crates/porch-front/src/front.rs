@@ -7,9 +7,9 @@ use std::sync::Arc;
 use crate::admission::{rate_limiter, RateLimiter};
 use crate::descriptors::Descriptors;
 use crate::dispatch::{Job, QueueStats, ResponseMemory, WorkerStats};
-use crate::listener::PerIp;
 use crate::log::AccessLog;
 use crate::metrics::Metrics;
+use crate::per_ip::PerIp;
 use crate::proxy::Upstreams;
 use porch_config::Config;
 
@@ -25,6 +25,8 @@ pub struct Front {
     pub(crate) upstreams: Upstreams,
     pub(crate) rate_limiter: Option<RateLimiter>,
     pub(crate) per_ip: Arc<PerIp>,
+    /// TLS handshakes in progress per client IP.
+    pub(crate) handshakes: Arc<PerIp>,
     pub(crate) spill_dir: PathBuf,
     /// Bounds the worker replies waiting for slow clients.
     pub(crate) response_memory: Arc<ResponseMemory>,
@@ -53,6 +55,7 @@ impl Front {
             upstreams: Upstreams::new(&cfg.upstreams)?,
             rate_limiter: cfg.rate_limit.as_ref().map(rate_limiter),
             per_ip: PerIp::new(cfg.limits.connections_per_ip),
+            handshakes: PerIp::new(cfg.limits.handshakes_per_ip),
             response_memory: ResponseMemory::new(
                 cfg.limits.response_memory,
                 cfg.limits.response_memory_total,

@@ -25,6 +25,7 @@ mod http_util;
 pub mod listener;
 pub mod log;
 mod metrics;
+mod per_ip;
 mod percent;
 pub mod proxy;
 pub mod reject;

@@ -262,6 +262,15 @@ impl Connections {
                 .serve_io(Prefixed::new(seen, io), peer, proto, stop)
                 .await;
         };
+        // Closed at once past the per-IP bound: the client may retry when one of its
+        // other handshakes is done.
+        let Ok(_handshaking) = self.front.handshakes.admit(peer) else {
+            tracing::debug!(
+                "{:?}: too many TLS handshakes from this address",
+                peer.remote
+            );
+            return;
+        };
         let handshake = tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(io));
         let stream = tokio::select! {
             r = handshake => match r {
@@ -530,56 +539,6 @@ impl http_body::Body for Tracked {
 
     fn size_hint(&self) -> http_body::SizeHint {
         self.body.size_hint()
-    }
-}
-
-/// Open connections per client IP, for `limit_connections_per_ip`.
-pub struct PerIp {
-    limit: usize,
-    open: std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>,
-}
-
-impl PerIp {
-    pub fn new(limit: usize) -> Arc<PerIp> {
-        Arc::new(PerIp {
-            limit,
-            open: Default::default(),
-        })
-    }
-
-    /// Counts the connection, or refuses it when its IP already has `limit` open.
-    fn admit(self: &Arc<Self>, peer: Peer) -> Result<Option<PerIpGuard>, ()> {
-        let (Some(remote), true) = (peer.remote, self.limit > 0) else {
-            return Ok(None);
-        };
-        let ip = remote.ip();
-        let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
-        let n = open.entry(ip).or_insert(0);
-        if *n >= self.limit {
-            return Err(());
-        }
-        *n += 1;
-        Ok(Some(PerIpGuard {
-            table: self.clone(),
-            ip,
-        }))
-    }
-}
-
-pub struct PerIpGuard {
-    table: Arc<PerIp>,
-    ip: std::net::IpAddr,
-}
-
-impl Drop for PerIpGuard {
-    fn drop(&mut self) {
-        let mut open = self.table.open.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(n) = open.get_mut(&self.ip) {
-            *n -= 1;
-            if *n == 0 {
-                open.remove(&self.ip);
-            }
-        }
     }
 }
 
