@@ -461,7 +461,7 @@ def status(environ, start_response):
     code = _query(environ).get("code", "200")
     reasons = {"200": "OK", "201": "Created", "204": "No Content", "404": "Not Found",
                "418": "I'm a teapot", "503": "Service Unavailable"}
-    st = f"{code} {reasons.get(code, 'Whatever')}"
+    st = f"{code} {_query(environ).get('reason') or reasons.get(code, 'Whatever')}"
     if code in ("204", "304"):
         start_response(st, [])
         return []

@@ -4,6 +4,7 @@ chunked request bodies, Host rules, Content-Length discipline, failures mid-body
 from __future__ import annotations
 
 import json
+import socket
 import time
 
 import pytest
@@ -207,3 +208,29 @@ def test_app_failing_mid_body_leaves_the_client_able_to_tell(server, cl):
         assert r.status == 500 or not r.complete, f"failure looks like a complete response: {r}"
         if r.status != 500:
             assert c.wait_closed(5), "connection left open after an aborted response"
+
+
+def test_the_apps_reason_phrase_reaches_the_client(server):
+    def status_line(path):
+        with socket.create_connection(("127.0.0.1", server.port), timeout=5) as s:
+            s.sendall(req(path))
+            data = b""
+            while b"\r\n" not in data:
+                data += s.recv(4096)
+            return data.split(b"\r\n", 1)[0]
+
+    assert status_line("/status?code=200&reason=All%20Good") == b"HTTP/1.1 200 All Good"
+    assert status_line("/status?code=404") == b"HTTP/1.1 404 Not Found"
+
+
+def test_an_absolute_form_targets_authority_is_the_host_the_app_sees(server):
+    raw = (b"GET http://a.example:8080/env?x=1 HTTP/1.1\r\nHost: other.example\r\n"
+           b"Connection: close\r\n\r\n")
+    with RawConn(server.port) as c:
+        c.send(raw)
+        r = c.read_response()
+    assert r.status == 200, r
+    env = json.loads(r.body)
+    assert env["HTTP_HOST"] == "a.example:8080"
+    assert (env["SERVER_NAME"], env["SERVER_PORT"]) == ("a.example", "8080")
+    assert (env["PATH_INFO"], env["QUERY_STRING"]) == ("/env", "x=1")

@@ -62,6 +62,12 @@ CASES = {
     "nul-in-name": GET + b"X-F\x00oo: b\r\n\r\n" + SMUGGLED,
     "nul-in-target": b"GET /say?marker={m}&text=a\x00b HTTP/1.1\r\nHost: t\r\n\r\n" + SMUGGLED,
     "nul-in-method": b"GE\x00T /say?marker={m} HTTP/1.1\r\nHost: t\r\n\r\n" + SMUGGLED,
+    # targets outside RFC 9112's forms, and raw bytes past ASCII
+    "target-not-from-slash": b"GET say?marker={m} HTTP/1.1\r\nHost: t\r\n\r\n" + SMUGGLED,
+    "target-asterisk-on-get": b"GET * HTTP/1.1\r\nHost: t\r\n\r\n" + SMUGGLED,
+    "target-authority-on-get": b"GET t:80 HTTP/1.1\r\nHost: t\r\n\r\n" + SMUGGLED,
+    "target-raw-utf8": b"GET /say?marker={m}&text=\xc3\xa9 HTTP/1.1\r\nHost: t\r\n\r\n" + SMUGGLED,
+    "target-raw-latin1-path": b"GET /s\xe4y?marker={m} HTTP/1.1\r\nHost: t\r\n\r\n" + SMUGGLED,
 }
 
 # An unknown transfer coding may also be answered 501 (RFC 9112 section 6.1).

@@ -91,6 +91,23 @@ impl Front {
                 "request line too long",
             ));
         }
+        // The target as parsed, whatever the protocol (HTTP/2's `:path` skips the strict
+        // layer): a path from `/`, or `*` for OPTIONS; visible ASCII only.
+        let path = req.uri().path();
+        let target_ok = if path == "*" {
+            req.method() == http::Method::OPTIONS
+        } else {
+            path.starts_with('/')
+        } && req
+            .uri()
+            .path_and_query()
+            .is_none_or(|p| p.as_str().bytes().all(|b| (0x21..0x7f).contains(&b)));
+        if !target_ok && req.method() != http::Method::CONNECT {
+            return Err(Rejection::client(
+                StatusCode::BAD_REQUEST,
+                "invalid request target",
+            ));
+        }
         let hosts = req.headers().get_all(header::HOST).iter().count();
         if req.version() == Version::HTTP_11 && hosts != 1 {
             return Err(Rejection::client(

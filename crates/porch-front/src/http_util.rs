@@ -23,8 +23,11 @@ pub fn protocol(v: Version) -> &'static str {
 
 /// The host a request is for: its Host header, or the authority of an HTTP/2 request.
 pub fn request_host<B>(req: &Request<B>) -> Option<&str> {
-    req.headers()
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .or_else(|| req.uri().host())
+    // An absolute-form target's authority (HTTP/2's `:authority`) wins over the Host
+    // header (RFC 9112 §3.2.2, RFC 9113 §8.3.1).
+    req.uri().authority().map(|a| a.as_str()).or_else(|| {
+        req.headers()
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+    })
 }

@@ -306,6 +306,8 @@ impl Request {
 pub struct Head {
     pub status: u16,
     pub headers: Vec<(Bytes, Bytes)>,
+    /// The app's reason phrase (`"200 Custom"` → `Custom`); empty for none.
+    pub reason: Bytes,
 }
 
 impl Head {
@@ -316,6 +318,7 @@ impl Head {
             put_bytes(out, k);
             put_bytes(out, v);
         }
+        put_bytes(out, &self.reason);
     }
 
     pub fn decode(payload: &Bytes) -> Result<Head, DecodeError> {
@@ -328,7 +331,12 @@ impl Head {
             let v = payload.slice_ref(r.bytes()?);
             headers.push((k, v));
         }
-        Ok(Head { status, headers })
+        let reason = payload.slice_ref(r.bytes()?);
+        Ok(Head {
+            status,
+            headers,
+            reason,
+        })
     }
 }
 
@@ -388,6 +396,7 @@ mod tests {
                 Bytes::from_static(b"Content-Type"),
                 Bytes::from_static(b"text/plain"),
             )],
+            reason: Bytes::from_static(b"Made It"),
         };
         let mut payload = vec![];
         head.encode_payload(&mut payload);

@@ -23,7 +23,12 @@ impl Front {
         let trusted = peer
             .remote
             .is_none_or(|a| self.cfg.forwarded_allow_ips.trusts(a.ip()));
+        let authority = parts.uri.authority();
         for name in parts.headers.keys() {
+            // The target's authority is the host (RFC 9112 §3.2.2): it replaces the header.
+            if authority.is_some() && name == header::HOST {
+                continue;
+            }
             // Underscores would alias dashes in the environ (X_Auth vs X-Auth): drop them,
             // as nginx and Gunicorn do, so a client cannot spoof a header a proxy set.
             if name.as_str().contains('_') {
@@ -51,13 +56,11 @@ impl Front {
             }
             headers.push((Bytes::copy_from_slice(name.as_str().as_bytes()), joined));
         }
-        if !parts.headers.contains_key(header::HOST) {
-            if let Some(auth) = parts.uri.authority() {
-                headers.push((
-                    Bytes::from_static(b"host"),
-                    Bytes::copy_from_slice(auth.as_str().as_bytes()),
-                ));
-            }
+        if let Some(auth) = authority {
+            headers.push((
+                Bytes::from_static(b"host"),
+                Bytes::copy_from_slice(auth.as_str().as_bytes()),
+            ));
         }
         let local = peer.local;
         let (server_name, server_port) = host_and_port(&parts.headers, &parts.uri, local);
@@ -105,9 +108,10 @@ fn host_and_port(
     local: Option<SocketAddr>,
 ) -> (String, u16) {
     let default_port = local.map_or(80, |a| a.port());
-    // HTTP/2 carries the host in `:authority` (the URI) rather than a Host header.
+    // HTTP/2 carries the host in `:authority` (the URI); an absolute-form HTTP/1 target
+    // carries it too, and then it wins over the Host header.
     let host = headers.get(header::HOST).and_then(|h| h.to_str().ok());
-    if let Some(host) = host.or_else(|| uri.authority().map(|a| a.as_str())) {
+    if let Some(host) = uri.authority().map(|a| a.as_str()).or(host) {
         if let Ok(auth) = host.parse::<http::uri::Authority>() {
             return (
                 auth.host().trim_matches(['[', ']']).to_string(),

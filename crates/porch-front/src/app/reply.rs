@@ -86,6 +86,16 @@ fn is_hop_by_hop(name: &[u8]) -> bool {
     .any(|h| name.eq_ignore_ascii_case(h))
 }
 
+/// The app's reason phrase when it differs from the standard one (HTTP/1 carries it;
+/// HTTP/2 has none). One that is not valid on the wire is replaced by the standard one.
+fn own_reason(status: u16, reason: &bytes::Bytes) -> Option<hyper::ext::ReasonPhrase> {
+    let standard = StatusCode::from_u16(status).ok()?.canonical_reason();
+    if reason.is_empty() || standard.is_some_and(|s| s.as_bytes() == &reason[..]) {
+        return None;
+    }
+    hyper::ext::ReasonPhrase::try_from(reason.clone()).ok()
+}
+
 pub(super) fn build_response(
     head: ipc::Head,
     rx: ReplyReceiver,
@@ -94,6 +104,9 @@ pub(super) fn build_response(
 ) -> Response<ResponseBody> {
     let mut declared = None;
     let mut builder = Response::builder().status(head.status);
+    if let Some(reason) = own_reason(head.status, &head.reason) {
+        builder = builder.extension(reason);
+    }
     let headers = builder.headers_mut().expect("fresh builder");
     for (name, value) in head.headers {
         if is_hop_by_hop(&name) {

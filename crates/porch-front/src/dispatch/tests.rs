@@ -141,6 +141,7 @@ impl FakeWorker {
                 Bytes::from_static(b"content-type"),
                 Bytes::from_static(b"text/plain"),
             )],
+            reason: Bytes::new(),
         }
         .encode_payload(&mut payload);
         self.send(Kind::Head, id, &payload).await;

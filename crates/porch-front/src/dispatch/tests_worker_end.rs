@@ -196,6 +196,7 @@ async fn a_large_request_sent_ahead_does_not_deadlock_with_a_large_response() {
     ipc::Head {
         status: 200,
         headers: vec![],
+        reason: Bytes::new(),
     }
     .encode_payload(&mut head);
     ipc::encode_vec(&mut response, Kind::Head, id, &head);

@@ -17,8 +17,12 @@ pub(super) fn request_line(line: &[u8]) -> Result<(), Reject> {
     if method.is_empty() || !method.iter().all(|&b| is_tchar(b)) {
         return Err(reject(400, "invalid method"));
     }
-    if target.is_empty() || target.iter().any(|&b| b <= 0x20 || b == 0x7f) {
+    // Visible ASCII only (RFC 3986 has no raw bytes past 0x7e; they arrive percent-encoded).
+    if target.is_empty() || target.iter().any(|&b| b <= 0x20 || b >= 0x7f) {
         return Err(reject(400, "invalid request target"));
+    }
+    if !target_form_fits(method, target) {
+        return Err(reject(400, "invalid request target form"));
     }
     if !(version == b"HTTP/1.1" || version == b"HTTP/1.0") {
         return Err(reject(
@@ -31,6 +35,22 @@ pub(super) fn request_line(line: &[u8]) -> Result<(), Reject> {
         ));
     }
     Ok(())
+}
+
+/// RFC 9112 §3.2: origin-form (`/path`) or absolute-form (`http://host/path`) for any
+/// method, the asterisk only for OPTIONS, authority-form (`host:port`) only for CONNECT.
+fn target_form_fits(method: &[u8], target: &[u8]) -> bool {
+    if target[0] == b'/' {
+        return true;
+    }
+    if target == b"*" {
+        return method == b"OPTIONS";
+    }
+    if method == b"CONNECT" {
+        return true;
+    }
+    let lower = |n: usize| target.get(..n).map(|p| p.to_ascii_lowercase());
+    lower(7).as_deref() == Some(b"http://") || lower(8).as_deref() == Some(b"https://")
 }
 
 pub(super) fn header(line: &[u8]) -> Result<(&[u8], &[u8]), Reject> {
@@ -76,4 +96,37 @@ pub(super) fn chunk_size(line: &[u8]) -> Result<u64, Reject> {
         return Err(reject(400, "invalid chunk size"));
     }
     Ok(u64::from_str_radix(std::str::from_utf8(hex).unwrap(), 16).unwrap())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::request_line;
+
+    #[test]
+    fn targets_take_one_of_the_four_forms_in_visible_ascii() {
+        for ok in [
+            &b"GET / HTTP/1.1"[..],
+            b"GET /a?b=c HTTP/1.1",
+            b"GET http://a.example/x HTTP/1.1",
+            b"GET HTTPS://a.example HTTP/1.1",
+            b"OPTIONS * HTTP/1.1",
+            b"CONNECT a.example:443 HTTP/1.1",
+        ] {
+            assert!(request_line(ok).is_ok(), "{}", String::from_utf8_lossy(ok));
+        }
+        for bad in [
+            &b"GET x HTTP/1.1"[..],
+            b"GET * HTTP/1.1",
+            b"GET a.example:80 HTTP/1.1",
+            b"GET ftp://a.example/ HTTP/1.1",
+            b"GET /\xc3\xa9 HTTP/1.1",
+            b"GET /?q=\xff HTTP/1.1",
+        ] {
+            assert!(
+                request_line(bad).is_err(),
+                "{}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+    }
 }

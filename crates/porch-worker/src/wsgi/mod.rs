@@ -245,9 +245,11 @@ fn parse_head(status: &Bound<'_, PyAny>, headers: &Bound<'_, PyAny>) -> PyResult
         }
         out.push((name.into(), value.into()));
     }
+    let reason = status.get(4..).unwrap_or("").as_bytes().to_vec().into();
     Ok(ipc::Head {
         status: code,
         headers: out,
+        reason,
     })
 }
 

@@ -224,6 +224,7 @@ impl Output {
                 ("Content-Type".into(), "text/plain; charset=utf-8".into()),
                 ("Content-Length".into(), body.len().to_string().into()),
             ],
+            reason: Default::default(),
         });
         self.commit();
         ipc::encode_vec(&mut self.buf, Kind::Body, self.id, body);
