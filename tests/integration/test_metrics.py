@@ -4,7 +4,7 @@ import re
 
 import requests
 
-from conftest import free_port
+from conftest import RawConn, free_port
 
 
 def metric(text, name, **labels):
@@ -102,3 +102,35 @@ def test_porchs_own_rejections_get_an_access_log_line(porch, tmp_path):
     while time.monotonic() < deadline and " 400 " not in log.read_text():
         time.sleep(0.05)
     assert '"- - HTTP/1.1" 400 ' in log.read_text(), log.read_text()
+
+
+def test_a_connection_refused_past_the_per_ip_limit_gets_an_access_log_line(porch, tmp_path):
+    """429 before any request is read (limit_connections_per_ip) is logged like any other,
+    and JSON lines say `aborted` only for responses that were cut."""
+    import json
+    import socket
+    import time
+
+    log = tmp_path / "access.log"
+    p = porch("-w", "1", "--limit-connections-per-ip", "1", "--access-logfile", log,
+              "--access-logformat", "json", "wsgiapp:application")
+    time.sleep(0.5)  # the readiness probe's connection is gone
+    holder = RawConn(p.port)
+    try:
+        holder.send(b"GET /say?text=ok HTTP/1.1\r\nHost: t\r\n\r\n")
+        assert holder.read_response().status == 200  # admitted, and kept open
+        with socket.create_connection(("127.0.0.1", p.port), timeout=10) as s:
+            reply = b""
+            while chunk := s.recv(65536):
+                reply += chunk
+        assert reply.startswith(b"HTTP/1.1 429 "), reply[:100]
+    finally:
+        holder.close()
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and len(log.read_text().splitlines()) < 2:
+        time.sleep(0.05)
+    lines = [json.loads(line) for line in log.read_text().splitlines()]
+    refused = [r for r in lines if r["status"] == 429]
+    served = [r for r in lines if r["status"] == 200]
+    assert len(refused) == 1 and len(served) == 1, lines
+    assert served[0]["aborted"] is False, served

@@ -16,6 +16,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::sync::Notify;
 
 use crate::strict::Activity;
+use crate::Peer;
 
 /// One per front: the open client connections and the spare descriptor.
 pub struct Descriptors {
@@ -67,28 +68,32 @@ impl Descriptors {
         }
     }
 
-    /// `accept()` failed with `e`. Makes room if it is the descriptor limit, and says
-    /// whether accepting again is worth it at once.
+    /// `accept()` failed with `e`. Makes room if it is the descriptor limit.
     pub async fn out_of_descriptors(
         &self,
         e: &std::io::Error,
-        accept_one: impl std::future::Future<Output = std::io::Result<Box<dyn crate::listener::Io>>>,
-    ) -> bool {
+        accept_one: impl std::future::Future<
+            Output = std::io::Result<(Box<dyn crate::listener::Io>, Peer)>,
+        >,
+    ) -> Room {
         if !matches!(e.raw_os_error(), Some(libc::EMFILE) | Some(libc::ENFILE)) {
-            return false;
+            return Room::None;
         }
         if self.close_oldest_idle() {
             self.shed_idle.fetch_add(1, Ordering::Relaxed);
             // Let the closed connection's task run and give its descriptor back.
             tokio::time::sleep(Duration::from_millis(5)).await;
-            return true;
+            return Room::Made;
         }
         let Some(spare) = lock(&self.spare).take() else {
-            return false;
+            return Room::None;
         };
         drop(spare);
-        if let Ok(Ok(mut io)) = tokio::time::timeout(Duration::from_millis(100), accept_one).await {
+        let mut refused = None;
+        let accepted = tokio::time::timeout(Duration::from_millis(100), accept_one).await;
+        if let Ok(Ok((mut io, peer))) = accepted {
             self.shed_new.fetch_add(1, Ordering::Relaxed);
+            refused = Some(peer);
             let body = "503 Service Unavailable: the server is out of connections\n";
             let resp = format!(
                 "HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\nRetry-After: 1\r\nConnection: close\r\n\r\n{body}",
@@ -101,7 +106,10 @@ impl Descriptors {
             let _ = io.shutdown().await;
         }
         *lock(&self.spare) = open_spare();
-        true
+        match refused {
+            Some(peer) => Room::Refused(peer),
+            None => Room::Made,
+        }
     }
 
     fn close_oldest_idle(&self) -> bool {
@@ -121,6 +129,16 @@ impl Descriptors {
             None => false,
         }
     }
+}
+
+/// What [`Descriptors::out_of_descriptors`] did.
+pub enum Room {
+    /// Accepting again may succeed at once.
+    Made,
+    /// A new client was answered 503 and closed.
+    Refused(Peer),
+    /// Not a descriptor shortage, or nothing could be done: wait before accepting again.
+    None,
 }
 
 fn open_spare() -> Option<File> {

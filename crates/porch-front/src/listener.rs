@@ -21,7 +21,7 @@ use tokio::sync::{mpsc, watch};
 use tokio_rustls::TlsAcceptor;
 
 use super::body::ResponseBody;
-use super::descriptors::Registered;
+use super::descriptors::{Registered, Room};
 use super::sniff::{sniff, Prefixed, Sniffed};
 use super::stall::{SendClock, StallWatch};
 use super::strict::{Activity, ActivityGuard, HeadLimits, StrictIo, Timeouts};
@@ -111,9 +111,13 @@ impl Front {
                     let (io, peer) = match accepted {
                         Ok(x) => x,
                         Err(e) => {
-                            let accept_one = async { accept(&listener).await.map(|(io, _)| io) };
-                            if self.descriptors.out_of_descriptors(&e, accept_one).await {
-                                continue;
+                            match self.descriptors.out_of_descriptors(&e, accept(&listener)).await {
+                                Room::Made => continue,
+                                Room::Refused(peer) => {
+                                    self.log_refused(peer, 503);
+                                    continue;
+                                }
+                                Room::None => {}
                             }
                             // Another failure: pause instead of spinning.
                             tracing::warn!("accept failed: {e}");
@@ -124,6 +128,7 @@ impl Front {
                     let per_ip = match self.per_ip.admit(peer) {
                         Ok(guard) => guard,
                         Err(()) => {
+                            self.log_refused(peer, 429);
                             tokio::spawn(refuse(io));
                             continue;
                         }

@@ -19,6 +19,20 @@ use crate::{static_files, Front, Peer};
 use porch_config::RouteAction;
 
 impl Front {
+    /// A connection porch answered before reading any request (429 past the per-IP
+    /// limit, 503 out of descriptors): counted and logged like any other answer.
+    pub(crate) fn log_refused(&self, peer: Peer, status: u16) {
+        self.metrics.requests.fetch_add(1, Ordering::Relaxed);
+        self.metrics.count_status(status);
+        if let Some(log) = &self.access_log {
+            let remote = peer.remote.map(|a| a.ip());
+            let mut r = AccessRecord::new(log, remote, "-", "-", "HTTP/1.1", None, Instant::now());
+            r.status = status;
+            r.route = ROUTES[route_index(None)];
+            r.emit();
+        }
+    }
+
     pub(crate) async fn handle(
         self: &Arc<Self>,
         index: usize,
