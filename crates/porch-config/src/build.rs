@@ -15,7 +15,7 @@ use crate::listener::{file_listeners, flag_listeners};
 use crate::log::log_level;
 use crate::upstream::upstreams;
 use crate::users::run_as;
-use crate::values::{positive, seconds, seconds_or};
+use crate::values::{positive, seconds, seconds_or, seconds_or_zero};
 use crate::{
     parse_app, AccessLogFormat, BindAddr, Config, ConfigError, FileConfig, StaticMount,
     TrustedProxies,
@@ -86,6 +86,7 @@ impl Config {
             boot_timeout: t.boot,
             queue_timeout: t.queue,
             graceful_timeout: t.graceful,
+            shutdown_delay: t.shutdown_delay,
             keep_alive: t.keep_alive,
             header_timeout: t.header,
             body_timeout: t.body,
@@ -116,7 +117,7 @@ impl Config {
 }
 
 fn cores() -> usize {
-    std::thread::available_parallelism().map_or(1, |n| n.get())
+    crate::cpus::available_cpus()
 }
 
 /// Parsed even when `[[listener]]` tables will be used instead, so a bad `bind` in the
@@ -140,6 +141,7 @@ struct Timeouts {
     boot: Duration,
     queue: Duration,
     graceful: Duration,
+    shutdown_delay: Duration,
     keep_alive: Duration,
     header: Duration,
     body: Duration,
@@ -168,6 +170,10 @@ impl Timeouts {
                 "graceful_timeout",
                 args.graceful_timeout.or(file.graceful_timeout),
                 30.0,
+            )?,
+            shutdown_delay: seconds_or_zero(
+                "shutdown_delay",
+                args.shutdown_delay.or(file.shutdown_delay),
             )?,
             keep_alive: seconds("keep_alive", args.keep_alive.or(file.keep_alive), 5.0)?,
             header: seconds(

@@ -60,6 +60,11 @@ pub struct Args {
     #[arg(long, env = "PORCH_GRACEFUL_TIMEOUT")]
     pub graceful_timeout: Option<f64>,
 
+    /// Seconds between TERM and closing the listeners, while /healthz already answers 503
+    /// so load balancers (Kubernetes endpoints) stop sending [default: 0].
+    #[arg(long = "shutdown-delay", env = "PORCH_SHUTDOWN_DELAY")]
+    pub shutdown_delay: Option<f64>,
+
     /// Seconds an idle keep-alive connection stays open [default: 5].
     #[arg(long = "keep-alive", env = "PORCH_KEEP_ALIVE")]
     pub keep_alive: Option<f64>,

@@ -28,6 +28,9 @@ pub struct Config {
     /// client is not held on to when no worker is coming.
     pub queue_timeout: Duration,
     pub graceful_timeout: Duration,
+    /// On TERM: time /healthz answers 503 while porch still accepts and serves, before the
+    /// listeners close (Kubernetes removes endpoints asynchronously).
+    pub shutdown_delay: Duration,
     pub keep_alive: Duration,
     /// Time from a request head's first byte to its end (408 after).
     pub header_timeout: Duration,

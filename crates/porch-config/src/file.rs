@@ -23,6 +23,7 @@ pub struct FileConfig {
     pub boot_timeout: Option<f64>,
     pub queue_timeout: Option<f64>,
     pub graceful_timeout: Option<f64>,
+    pub shutdown_delay: Option<f64>,
     pub keep_alive: Option<f64>,
     pub header_timeout: Option<f64>,
     pub body_timeout: Option<f64>,

@@ -27,6 +27,15 @@ pub(crate) fn seconds_or(
     v.map_or(Ok(default), |v| checked_seconds(key, v))
 }
 
+/// A pause that may be zero (off).
+pub(crate) fn seconds_or_zero(key: &str, v: Option<f64>) -> Result<Duration, ConfigError> {
+    match v {
+        None => Ok(Duration::ZERO),
+        Some(v) if v.is_finite() && (0.0..1e9).contains(&v) => Ok(Duration::from_secs_f64(v)),
+        Some(v) => Err(ConfigError::value(key, v, "a number of seconds, 0 or more")),
+    }
+}
+
 fn checked_seconds(key: &str, v: f64) -> Result<Duration, ConfigError> {
     if !(v.is_finite() && v > 0.0 && v < 1e9) {
         return Err(ConfigError::value(key, v, "a positive number of seconds"));

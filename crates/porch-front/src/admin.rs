@@ -53,6 +53,9 @@ fn admin(front: &Front, req: Request<Incoming>) -> Response<ResponseBody> {
                 Rejection::porch(StatusCode::SERVICE_UNAVAILABLE, "not ready").response()
             }
         }
+        // Liveness: answered by the front's event loop whatever the workers do (busy,
+        // being replaced, draining), so a busy pod is never restarted for it.
+        "/livez" => Response::new(ResponseBody::full("ok\n")),
         "/metrics" => {
             let mut r = Response::new(ResponseBody::full(crate::metrics::render(front)));
             r.headers_mut().insert(
@@ -61,7 +64,10 @@ fn admin(front: &Front, req: Request<Incoming>) -> Response<ResponseBody> {
             );
             r
         }
-        _ => Rejection::client(StatusCode::NOT_FOUND, "admin endpoints: /healthz, /metrics")
-            .response(),
+        _ => Rejection::client(
+            StatusCode::NOT_FOUND,
+            "admin endpoints: /healthz, /livez, /metrics",
+        )
+        .response(),
     }
 }

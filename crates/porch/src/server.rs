@@ -48,7 +48,7 @@ pub fn main() -> ExitCode {
         return ExitCode::from(2);
     }
     raise_open_files_limit();
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let cores = porch_config::available_cpus();
     // On one core (a pinned or small container) a single-threaded scheduler avoids the
     // work-stealing machinery's cross-thread wake-ups.
     let mut builder = if cores == 1 {
@@ -407,11 +407,25 @@ async fn run(cfg: Arc<Config>, args: &Args) -> ExitCode {
         }
     }
 
+    front.ready.store(false, Ordering::Relaxed);
+    if !cfg.shutdown_delay.is_zero() {
+        // Load balancers see /healthz turn 503 and stop sending; what they still send
+        // meanwhile is served. A second TERM/INT ends the wait, QUIT stops at once.
+        tracing::info!(
+            "stopping: /healthz answers 503; still serving for {:?} (shutdown_delay)",
+            cfg.shutdown_delay
+        );
+        tokio::select! {
+            _ = tokio::time::sleep(cfg.shutdown_delay) => {}
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+            _ = quit.recv() => return ExitCode::SUCCESS,
+        }
+    }
     tracing::info!(
         "shutting down: finishing accepted requests (up to {:?})",
         cfg.graceful_timeout
     );
-    front.ready.store(false, Ordering::Relaxed);
     let _ = shutdown_tx.send(true);
     for f in fronts {
         let _ = f.await;
