@@ -309,7 +309,8 @@ impl Connections {
         let verdict = Verdict::default();
         let activity = Activity::default();
         let conns = self.clone();
-        let stalls = StallWatch::default();
+        // HTTP/1's send clock is the strict layer's (a blocked write); HTTP/2 needs these.
+        let stalls = matches!(proto, Proto::Http2).then(StallWatch::default);
         let registered = self.front.descriptors.register(activity.clone());
         let (shared, active, watch) = (verdict.clone(), activity.clone(), stalls.clone());
         let svc = service_fn(move |mut req: Request<Incoming>| {
@@ -317,7 +318,7 @@ impl Connections {
             req.extensions_mut().insert(shared.clone());
             // The connection counts as busy until hyper is done with the response body.
             let guard = active.start();
-            let clock = watch.clock();
+            let clock = watch.as_ref().map(StallWatch::clock);
             async move {
                 let resp = conns.respond(req, peer).await;
                 Ok::<_, Infallible>(resp.map(|body| Tracked {
@@ -363,7 +364,7 @@ impl Connections {
                     activity,
                     keep_alive: self.front.cfg.keep_alive,
                     graceful: self.front.cfg.graceful_timeout,
-                    stalls,
+                    stalls: stalls.unwrap_or_default(),
                     send: self.front.cfg.send_timeout,
                     front: self.front.clone(),
                 };
@@ -515,7 +516,7 @@ async fn drive<C, E>(
 /// Its send clock runs from each piece handed to hyper until hyper asks for the next.
 pub struct Tracked {
     body: ResponseBody,
-    clock: SendClock,
+    clock: Option<SendClock>,
     _guard: ActivityGuard,
 }
 
@@ -528,11 +529,14 @@ impl http_body::Body for Tracked {
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Option<Result<http_body::Frame<bytes::Bytes>, Self::Error>>> {
         let this = self.get_mut();
-        this.clock.taken();
+        let Some(clock) = &mut this.clock else {
+            return Pin::new(&mut this.body).poll_frame(cx);
+        };
+        clock.taken();
         let polled = Pin::new(&mut this.body).poll_frame(cx);
         if let std::task::Poll::Ready(Some(Ok(frame))) = &polled {
             if frame.data_ref().is_some_and(|d| !d.is_empty()) {
-                this.clock.handed();
+                clock.handed();
             }
         }
         polled
