@@ -22,7 +22,7 @@ use tokio_rustls::TlsAcceptor;
 
 use super::body::ResponseBody;
 use super::sniff::{sniff, Prefixed, Sniffed};
-use super::strict::{Activity, ActivityGuard, HeadLimits, StrictIo, Timeouts};
+use super::strict::{Activity, ActivityGuard, HeadLimits, StrictIo, Switch, Timeouts};
 use crate::http_util::request_host;
 use crate::reject::{Rejection, Verdict};
 use crate::Front;
@@ -288,15 +288,22 @@ impl Connections {
     ) {
         let verdict = Verdict::default();
         let activity = Activity::default();
+        let switch = Switch::default();
         let conns = self.clone();
-        let (shared, active) = (verdict.clone(), activity.clone());
+        let (shared, active, switching) = (verdict.clone(), activity.clone(), switch.clone());
         let svc = service_fn(move |mut req: Request<Incoming>| {
             let conns = conns.clone();
             req.extensions_mut().insert(shared.clone());
             // The connection counts as busy until hyper is done with the response body.
             let guard = active.start();
+            let switching = switching.clone();
             async move {
+                let asks_upgrade = req.headers().contains_key(header::UPGRADE);
                 let resp = conns.respond(req, peer).await;
+                if asks_upgrade {
+                    // The strict layer holds what follows until it knows the protocol.
+                    switching.decide(resp.status() == StatusCode::SWITCHING_PROTOCOLS);
+                }
                 Ok::<_, Infallible>(resp.map(|body| Tracked {
                     body,
                     _guard: guard,
@@ -315,6 +322,7 @@ impl Connections {
                         field_size: limits.request_field_size,
                     },
                     verdict,
+                    switch,
                     Timeouts {
                         keep_alive: self.front.cfg.keep_alive,
                         header: self.front.cfg.header_timeout,
