@@ -110,8 +110,9 @@ pub struct ClientBody<B> {
     rules: BodyRules,
     received: u64,
     /// Runs while porch waits for the client's next piece (not while the upstream is slow
-    /// to take the last one: then this body is not polled).
+    /// to take the last one: then this body is not polled). Made once, reset per wait.
     gap: Option<Pin<Box<tokio::time::Sleep>>>,
+    waiting: bool,
     fault: ClientFault,
 }
 
@@ -129,6 +130,7 @@ impl<B> ClientBody<B> {
             rules,
             received: 0,
             gap: None,
+            waiting: false,
             fault,
         }
     }
@@ -168,17 +170,20 @@ where
         let this = self.get_mut();
         match Pin::new(&mut this.body).poll_frame(cx) {
             Poll::Pending => {
-                let gap = this.rules.gap;
+                let deadline = tokio::time::Instant::now() + this.rules.gap;
                 let timer = this
                     .gap
-                    .get_or_insert_with(|| Box::pin(tokio::time::sleep(gap)));
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+                if !std::mem::replace(&mut this.waiting, true) {
+                    timer.as_mut().reset(deadline);
+                }
                 if timer.as_mut().poll(cx).is_ready() {
                     return this.fail(Rejection::body_timed_out());
                 }
                 Poll::Pending
             }
             Poll::Ready(None) => {
-                this.gap = None;
+                this.waiting = false;
                 if let Some(r) = this.verdict.as_ref().and_then(Verdict::rejected) {
                     return this.fail(Rejection::from(r));
                 }
@@ -190,7 +195,7 @@ where
                 this.fail(Rejection::body_incomplete())
             }
             Poll::Ready(Some(Ok(frame))) => {
-                this.gap = None;
+                this.waiting = false;
                 if let Some(data) = frame.data_ref() {
                     this.received += data.len() as u64;
                     if this.received > this.rules.limit {
@@ -292,6 +297,23 @@ mod tests {
         assert_eq!(started.elapsed(), Duration::from_secs(60));
         assert_eq!(fault.get().unwrap().status.as_u16(), 408);
         drop(tx);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_clock_restarts_with_each_piece() {
+        let (mut tx, mut b, fault) = body(1 << 20);
+        let client = tokio::spawn(async move {
+            for _ in 0..4 {
+                tokio::time::sleep(Duration::from_secs(50)).await;
+                tx.send_data(Bytes::from_static(b"abc")).await.unwrap();
+            }
+        });
+        for _ in 0..4 {
+            assert!(b.frame().await.unwrap().is_ok());
+        }
+        client.await.unwrap();
+        assert!(b.frame().await.is_none());
+        assert!(fault.get().is_none());
     }
 
     #[tokio::test(start_paused = true)]
