@@ -427,3 +427,22 @@ def test_a_body_within_the_limit_still_streams_through(site):
     for data in (b"y" * 99_000, iter([b"z" * 30_000] * 3)):
         r = requests.post(f"http://127.0.0.1:{site.ports['plain']}/p/ok", data=data, timeout=10)
         assert r.status_code == 200 and r.json() == {"length": 99_000 if isinstance(data, bytes) else 90_000}
+
+
+def test_check_config_names_bad_upgrade_and_tunnel_settings(tmp_path):
+    from conftest import run_porch
+
+    base = ('[[listener]]\nbind = "127.0.0.1:1"\n[[listener.route]]\npath = "/"\nproxy = "up"\n{route}'
+            '[upstream.up]\nservers = ["127.0.0.1:2"]\n{upstream}')
+    cases = [
+        ('upgrades = ["web socket"]\n', "", "`listener[0].route[0].upgrades`"),
+        ("", "tunnel_idle_timeout = -1\n", "`upstream.up.tunnel_idle_timeout`"),
+    ]
+    for route, upstream, key in cases:
+        cfg = tmp_path / "porch.toml"
+        cfg.write_text(base.format(route=route, upstream=upstream))
+        out = run_porch(["-c", cfg, "--check-config"])
+        assert out.returncode != 0 and key in out.stderr, out.stderr
+    cfg.write_text(base.format(route='upgrades = ["websocket", "h2c"]\n', upstream="tunnel_idle_timeout = 30\n"))
+    out = run_porch(["-c", cfg, "--check-config"])
+    assert out.returncode == 0, out.stderr
