@@ -66,8 +66,8 @@ pub fn run(data: &[u8]) {
                     assert!(m.prefix.starts_with('/') && m.prefix.ends_with('/'));
                 }
                 RouteAction::App => assert!(cfg.app.is_some()),
-                RouteAction::Proxy(name) => {
-                    assert!(cfg.upstreams.iter().any(|u| &u.name == name));
+                RouteAction::Proxy(p) => {
+                    assert!(cfg.upstreams.iter().any(|u| u.name == p.upstream()));
                 }
                 _ => {}
             }

@@ -3,7 +3,8 @@
 //! Never panics, never releases more than it was given, and is independent of how the
 //! bytes arrive: fed whole, or in reads of arbitrary sizes (as `StrictIo` feeds it: the
 //! unreleased rest plus each new read), it accepts or rejects alike and releases the
-//! same number of bytes.
+//! same number of bytes. Upgrade requests get no `101` here, so checking resumes after
+//! each.
 
 use porch_front::strict::{Checker, HeadLimits, Reject};
 
@@ -20,12 +21,20 @@ fn feed(limits: HeadLimits, input: &[u8], cuts: &[u8]) -> (usize, Option<Reject>
         let end = (fed + n).min(input.len());
         pending.extend_from_slice(&input[fed..end]);
         fed = end;
-        let (n, reject) = checker.advance(&pending);
-        assert!(n <= pending.len(), "released {n} of {} bytes", pending.len());
-        released += n;
-        pending.drain(..n);
-        if reject.is_some() {
-            return (released, reject);
+        loop {
+            let (n, reject) = checker.advance(&pending);
+            assert!(n <= pending.len(), "released {n} of {} bytes", pending.len());
+            released += n;
+            pending.drain(..n);
+            if reject.is_some() {
+                return (released, reject);
+            }
+            if !checker.awaiting_switch() {
+                break;
+            }
+            // Every Upgrade request is answered without a `101`: what follows it is
+            // checked as the next request.
+            checker.decided(false);
         }
     }
     (released, None)

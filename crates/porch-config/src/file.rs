@@ -114,6 +114,8 @@ pub struct RouteFile {
     pub allow_dotfiles: Option<bool>,
     /// Static routes: only reachable through `X-Accel-Redirect` from the app.
     pub internal: Option<bool>,
+    /// Proxy routes: the protocols a client may switch to (`Upgrade`) through the route.
+    pub upgrades: Option<Vec<String>>,
 }
 
 /// `[upstream.NAME]` in porch.toml.
@@ -126,6 +128,7 @@ pub struct UpstreamFile {
     pub header_timeout: Option<f64>,
     pub idle_timeout: Option<f64>,
     pub read_timeout: Option<f64>,
+    pub tunnel_idle_timeout: Option<f64>,
     pub max_fails: Option<u32>,
     pub fail_timeout: Option<f64>,
     pub health_check_path: Option<String>,

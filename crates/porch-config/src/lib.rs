@@ -35,7 +35,9 @@ pub use error::ConfigError;
 pub use file::{FileConfig, ListenerFile, RouteFile, TlsFile, UpstreamFile};
 pub use forwarded::TrustedProxies;
 pub use limits::{Limits, RateLimit};
-pub use listener::{strip_port, CertKey, ListenerConfig, Route, RouteAction, TlsConfig};
+pub use listener::{
+    strip_port, CertKey, ListenerConfig, ProxyRoute, Route, RouteAction, TlsConfig,
+};
 pub use log::AccessLogFormat;
 pub use static_mount::StaticMount;
 pub use upstream::{Balance, HealthCheck, UpstreamConfig};

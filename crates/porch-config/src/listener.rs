@@ -16,12 +16,61 @@ pub enum RouteAction {
     App,
     /// Serve files from a folder.
     Static(StaticMount),
-    /// Forward to the named upstream pool.
-    Proxy(String),
+    /// Forward to an upstream pool.
+    Proxy(ProxyRoute),
     /// Answer with a redirect to this fixed URL (the request path is not appended).
     Redirect { to: String, status: u16 },
     /// Answer with a fixed status and body.
     Return { status: u16, body: String },
+}
+
+/// A `proxy = "NAME"` route: the `[upstream.NAME]` pool it forwards to, and the
+/// protocols a client may switch to through it (`upgrades`, `["websocket"]` unless set).
+/// An `Upgrade` naming no allowed protocol is not forwarded: the request goes on as plain
+/// HTTP, as behind nginx unless it is told to pass `Upgrade` on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProxyRoute {
+    upstream: String,
+    /// Lower-case protocol names, without versions.
+    upgrades: Vec<String>,
+}
+
+impl ProxyRoute {
+    /// `upgrades`: `None` for the default (`websocket`). Each name must be a token.
+    pub fn new(
+        key: &str,
+        upstream: String,
+        upgrades: Option<Vec<String>>,
+    ) -> Result<ProxyRoute, ConfigError> {
+        let upgrades = upgrades.unwrap_or_else(|| vec!["websocket".into()]);
+        for u in &upgrades {
+            let token = !u.is_empty()
+                && u.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
+            if !token {
+                return Err(ConfigError::value(
+                    &format!("{key}.upgrades"),
+                    u,
+                    "protocol names such as \"websocket\" (no version, no spaces or '/')",
+                ));
+            }
+        }
+        Ok(ProxyRoute {
+            upstream,
+            upgrades: upgrades.iter().map(|u| u.to_ascii_lowercase()).collect(),
+        })
+    }
+
+    /// The name of the upstream pool.
+    pub fn upstream(&self) -> &str {
+        &self.upstream
+    }
+
+    /// Whether a client may switch to `protocol` (an `Upgrade` entry, `NAME[/VERSION]`).
+    pub fn allows_upgrade(&self, protocol: &str) -> bool {
+        let name = protocol.split('/').next().unwrap_or("").trim();
+        self.upgrades.iter().any(|u| u.eq_ignore_ascii_case(name))
+    }
 }
 
 /// A route: requests whose host matches (any host when `None`) and whose path starts
@@ -214,10 +263,10 @@ fn checked_route(
             key: "app",
             hint: "a route uses `app = true`: give the WSGI app as MODULE:CALLABLE or `app = \"module:callable\"` at the top of porch.toml",
         }),
-        RouteAction::Proxy(name) if !upstreams.iter().any(|u| &u.name == name) => {
+        RouteAction::Proxy(p) if !upstreams.iter().any(|u| u.name == p.upstream()) => {
             Err(ConfigError::value(
                 &format!("{key}.proxy"),
-                name,
+                p.upstream(),
                 "the name of an [upstream.NAME] table",
             ))
         }
@@ -257,8 +306,16 @@ fn route(key: &str, r: RouteFile) -> Result<Route, ConfigError> {
             "these options only on a `static = DIR` route",
         ));
     }
-    if let Some(p) = r.proxy {
-        actions.push(RouteAction::Proxy(p));
+    match (r.proxy, r.upgrades) {
+        (Some(p), upgrades) => actions.push(RouteAction::Proxy(ProxyRoute::new(key, p, upgrades)?)),
+        (None, Some(_)) => {
+            return Err(ConfigError::value(
+                &format!("{key}.upgrades"),
+                "upgrades",
+                "`upgrades` only on a `proxy = UPSTREAM` route",
+            ))
+        }
+        (None, None) => {}
     }
     if let Some(to) = r.redirect {
         let status = r.status.unwrap_or(301);
@@ -296,4 +353,58 @@ fn route(key: &str, r: RouteFile) -> Result<Route, ConfigError> {
         prefix,
         action: actions.pop().unwrap(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn proxy_route(upgrades: Option<Vec<&str>>) -> Result<Route, ConfigError> {
+        route(
+            "listener[0].route[0]",
+            RouteFile {
+                proxy: Some("web".into()),
+                upgrades: upgrades.map(|u| u.into_iter().map(String::from).collect()),
+                ..Default::default()
+            },
+        )
+    }
+
+    fn allowed(r: &Route, protocol: &str) -> bool {
+        match &r.action {
+            RouteAction::Proxy(p) => p.allows_upgrade(protocol),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn proxy_routes_allow_websocket_unless_told_otherwise() {
+        let r = proxy_route(None).unwrap();
+        assert!(allowed(&r, "websocket") && allowed(&r, "WebSocket/13"));
+        assert!(!allowed(&r, "h2c") && !allowed(&r, "foo"));
+        let r = proxy_route(Some(vec!["h2c", "Foo"])).unwrap();
+        assert!(allowed(&r, "h2c") && allowed(&r, "foo/2"));
+        assert!(!allowed(&r, "websocket"));
+        let r = proxy_route(Some(vec![])).unwrap();
+        assert!(!allowed(&r, "websocket"));
+    }
+
+    #[test]
+    fn bad_upgrades_name_the_key() {
+        for bad in ["", "web socket", "HTTP/2.0"] {
+            let e = proxy_route(Some(vec![bad])).unwrap_err().to_string();
+            assert!(e.contains("`listener[0].route[0].upgrades`"), "{e}");
+        }
+        let e = route(
+            "r",
+            RouteFile {
+                app: Some(true),
+                upgrades: Some(vec!["websocket".into()]),
+                ..Default::default()
+            },
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("`r.upgrades`") && e.contains("proxy"), "{e}");
+    }
 }

@@ -37,6 +37,9 @@ pub struct UpstreamConfig {
     pub idle_timeout: Duration,
     /// Longest pause while reading a response body before porch gives up on it.
     pub read_timeout: Duration,
+    /// Longest time a tunnel (after `101 Switching Protocols`) may carry no byte either
+    /// way before porch closes both sides, as nginx's `proxy_read_timeout` does.
+    pub tunnel_idle_timeout: Duration,
     /// Failures in a row that take a server out, and for how long.
     pub max_fails: u32,
     pub fail_timeout: Duration,
@@ -108,6 +111,7 @@ fn upstream(name: &str, u: UpstreamFile) -> Result<UpstreamConfig, ConfigError> 
         header_timeout: secs("header_timeout", u.header_timeout, 60.0)?,
         idle_timeout: secs("idle_timeout", u.idle_timeout, 4.0)?,
         read_timeout: secs("read_timeout", u.read_timeout, 60.0)?,
+        tunnel_idle_timeout: secs("tunnel_idle_timeout", u.tunnel_idle_timeout, 60.0)?,
         max_fails: u.max_fails.unwrap_or(1),
         fail_timeout: secs("fail_timeout", u.fail_timeout, 10.0)?,
         health_check,

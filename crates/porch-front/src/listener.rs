@@ -24,7 +24,7 @@ use super::body::ResponseBody;
 use super::descriptors::{Registered, Room};
 use super::sniff::{sniff, Prefixed, Sniffed};
 use super::stall::{SendClock, StallWatch};
-use super::strict::{Activity, ActivityGuard, HeadLimits, StrictIo, Timeouts};
+use super::strict::{Activity, ActivityGuard, HeadLimits, StrictIo, Switch, Timeouts};
 use crate::http_util::request_host;
 use crate::reject::{Rejection, Verdict};
 use crate::Front;
@@ -308,19 +308,27 @@ impl Connections {
     ) {
         let verdict = Verdict::default();
         let activity = Activity::default();
+        let switch = Switch::default();
         let conns = self.clone();
         // HTTP/1's send clock is the strict layer's (a blocked write); HTTP/2 needs these.
         let stalls = matches!(proto, Proto::Http2).then(StallWatch::default);
         let registered = self.front.descriptors.register(activity.clone());
         let (shared, active, watch) = (verdict.clone(), activity.clone(), stalls.clone());
+        let switching = switch.clone();
         let svc = service_fn(move |mut req: Request<Incoming>| {
             let conns = conns.clone();
             req.extensions_mut().insert(shared.clone());
             // The connection counts as busy until hyper is done with the response body.
             let guard = active.start();
             let clock = watch.as_ref().map(StallWatch::clock);
+            let switching = switching.clone();
             async move {
+                let asks_upgrade = req.headers().contains_key(header::UPGRADE);
                 let resp = conns.respond(req, peer).await;
+                if asks_upgrade {
+                    // The strict layer holds what follows until it knows the protocol.
+                    switching.decide(resp.status() == StatusCode::SWITCHING_PROTOCOLS);
+                }
                 Ok::<_, Infallible>(resp.map(|body| Tracked {
                     body,
                     clock,
@@ -340,6 +348,7 @@ impl Connections {
                         field_size: limits.request_field_size,
                     },
                     verdict,
+                    switch,
                     Timeouts {
                         keep_alive: self.front.cfg.keep_alive,
                         header: self.front.cfg.header_timeout,

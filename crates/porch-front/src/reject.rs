@@ -98,6 +98,31 @@ impl Rejection {
         }
     }
 
+    /// A request body past `limit_request_body`, whatever its framing. The rest of it is
+    /// never read, so the connection closes.
+    pub fn body_too_large() -> Self {
+        Self::client(StatusCode::PAYLOAD_TOO_LARGE, "request body too large").closing()
+    }
+
+    /// A request body that paused longer than `body_timeout`.
+    pub fn body_timed_out() -> Self {
+        Self::client(
+            StatusCode::REQUEST_TIMEOUT,
+            "request body not received in time",
+        )
+        .closing()
+    }
+
+    /// A request body the client cut short or broke: the client's doing, never the
+    /// upstream's or the app's.
+    pub fn body_incomplete() -> Self {
+        Self::client(
+            StatusCode::BAD_REQUEST,
+            "request body incomplete or malformed",
+        )
+        .closing()
+    }
+
     pub fn response(&self) -> Response<ResponseBody> {
         let mut r = plain(self.status, &self.reason);
         if self.close {
@@ -264,6 +289,14 @@ mod tests {
         for code in [Some(502), None] {
             let r = Rejection::worker_failed(code);
             assert_eq!((r.status, r.fault), (StatusCode::BAD_GATEWAY, Fault::App));
+        }
+        for r in [
+            Rejection::body_too_large(),
+            Rejection::body_timed_out(),
+            Rejection::body_incomplete(),
+        ] {
+            assert_eq!(r.fault, Fault::Client);
+            assert_eq!(r.response().headers()[header::CONNECTION], "close");
         }
         let r = Rejection::porch(StatusCode::SERVICE_UNAVAILABLE, "busy").retry_after(1);
         assert_eq!(r.response().headers()[header::RETRY_AFTER], "1");

@@ -13,6 +13,7 @@ use crate::body::ResponseBody;
 use crate::http_util::{protocol, request_host};
 use crate::log::AccessRecord;
 use crate::metrics::{route_index, ROUTES};
+use crate::proxy::BodyRules;
 use crate::reject::{self, Rejection};
 use crate::route_path::{routing_path, BadPath};
 use crate::{static_files, Front, Peer};
@@ -97,9 +98,11 @@ impl Front {
                     }
                     Some(RouteAction::App) => self.to_app(listener, req, peer, &mut record).await,
                     Some(RouteAction::Static(mount)) => static_files::serve(mount, &req).await,
-                    Some(RouteAction::Proxy(name)) => {
+                    Some(RouteAction::Proxy(proxy)) => {
+                        let rules =
+                            BodyRules::new(self.cfg.limits.request_body, self.cfg.body_timeout);
                         self.upstreams
-                            .forward(name, req, peer, listener.tls.is_some())
+                            .forward(proxy, req, peer, listener.tls.is_some(), rules)
                             .await
                     }
                     Some(RouteAction::Redirect { to, status }) => {

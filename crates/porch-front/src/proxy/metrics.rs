@@ -76,6 +76,7 @@ mod tests {
             header_timeout: Duration::from_secs(1),
             idle_timeout: Duration::from_secs(1),
             read_timeout: Duration::from_secs(1),
+            tunnel_idle_timeout: Duration::from_secs(60),
             max_fails: 1,
             fail_timeout: Duration::from_secs(10),
             health_check: None,

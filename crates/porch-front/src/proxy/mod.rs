@@ -7,15 +7,21 @@
 //! until it passes again. A request whose connection could not be made goes to the next
 //! server; so does an idempotent request without a body whose exchange broke. Bodies
 //! stream both ways: hyper reads the client's body only as fast as the upstream takes it,
-//! and the upstream's response only as fast as the client takes it. WebSocket (and any
-//! `Upgrade`) requests become a byte tunnel once both sides have switched protocols.
+//! and the upstream's response only as fast as the client takes it; the client's body is
+//! held to `limit_request_body` and `body_timeout` as on the app route, and when it breaks
+//! the client is answered (413/408/400) and the server is not blamed. An `Upgrade` to a
+//! protocol the route allows (`websocket` unless set) becomes a byte tunnel once both sides
+//! switched, closed after `tunnel_idle_timeout` without traffic; other `Upgrade`s are not
+//! passed on.
 
 mod body;
 mod headers;
 mod health;
 mod metrics;
 mod pool;
+mod request_body;
 mod respond;
+mod tunnel;
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
@@ -28,10 +34,12 @@ use hyper::body::Incoming;
 use crate::body::ResponseBody;
 use crate::reject::{Rejection, Verdict};
 use crate::Peer;
-pub use body::{ReqBody, UpstreamBody};
-use headers::{upstream_headers, wants_upgrade};
+pub use body::UpstreamBody;
+use headers::{upgrade_offer, upstream_headers};
 use pool::{Lease, Pool, Server};
-use porch_config::UpstreamConfig;
+use porch_config::{ProxyRoute, UpstreamConfig};
+use request_body::ClientFault;
+pub use request_body::{BodyRules, ReqBody};
 use respond::respond;
 
 /// Every upstream pool of the configuration, ready to forward requests.
@@ -74,14 +82,17 @@ impl Upstreams {
         }
     }
 
-    /// Forwards `req` to a server of pool `name` and streams its answer back.
+    /// Forwards `req` to a server of the route's pool and streams its answer back; the
+    /// client's body is held to `rules` on the way.
     pub async fn forward(
         &self,
-        name: &str,
+        route: &ProxyRoute,
         mut req: Request<Incoming>,
         peer: Peer,
         tls: bool,
+        rules: BodyRules,
     ) -> Response<ResponseBody> {
+        let name = route.upstream();
         let Some(pool) = self.pools.get(name) else {
             return Rejection::porch(StatusCode::BAD_GATEWAY, "no such upstream").response();
         };
@@ -89,11 +100,13 @@ impl Upstreams {
             return Rejection::client(StatusCode::METHOD_NOT_ALLOWED, "CONNECT is not proxied")
                 .response();
         }
-        let upgrade = wants_upgrade(&req);
-        let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
+        let upgrade = upgrade_offer(&req, route);
+        let client_upgrade = upgrade
+            .clone()
+            .map(|offered| (offered, hyper::upgrade::on(&mut req)));
         let (parts, body) = req.into_parts();
         let verdict = parts.extensions.get::<Verdict>().cloned();
-        let headers = upstream_headers(&parts.headers, &parts.uri, peer, tls, upgrade);
+        let headers = upstream_headers(&parts.headers, &parts.uri, peer, tls, upgrade.as_ref());
         let uri: Uri = parts
             .uri
             .path_and_query()
@@ -107,14 +120,12 @@ impl Upstreams {
                 method,
                 Method::GET | Method::HEAD | Method::PUT | Method::DELETE | Method::OPTIONS
             );
+        // Set when the client's body is what broke an exchange.
+        let fault = ClientFault::default();
         let mut body = Some(if bodiless {
             ReqBody::Empty
         } else {
-            ReqBody::Stream {
-                body,
-                done: None,
-                verdict,
-            }
+            ReqBody::stream(body, verdict, rules, fault.clone())
         });
         let build = |b: ReqBody| {
             let mut r = Request::new(b);
@@ -161,6 +172,11 @@ impl Upstreams {
                 Some(r) => Ok(r),
                 None => tokio::time::timeout(cfg.header_timeout, &mut exchange).await,
             };
+            if let Some(r) = fault.get() {
+                // The client's body broke (too large, too slow, malformed, cut off): its
+                // answer, and no mark against the server.
+                return r.response();
+            }
             match outcome {
                 Err(_) => {
                     server.failed(name, cfg, &"no response head within header_timeout");

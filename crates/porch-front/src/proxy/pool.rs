@@ -394,6 +394,7 @@ mod tests {
             header_timeout: Duration::from_secs(1),
             idle_timeout: Duration::from_secs(1),
             read_timeout: Duration::from_secs(1),
+            tunnel_idle_timeout: Duration::from_secs(60),
             max_fails: 2,
             fail_timeout: Duration::from_secs(60),
             health_check: None,

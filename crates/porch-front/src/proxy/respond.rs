@@ -6,42 +6,54 @@ use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 
 use super::body::UpstreamBody;
-use super::headers::strip_hop_by_hop;
+use super::headers::{strip_hop_by_hop, switched_as_offered};
 use super::pool::{Lease, Sender};
+use super::tunnel::{splice, Ended};
 use crate::body::ResponseBody;
 use crate::reject::Rejection;
 use porch_config::UpstreamConfig;
 
 /// The client's answer: the upstream's status and headers (hop-by-hop ones removed) and
 /// its body streamed; or, for `101 Switching Protocols`, a tunnel between both sides.
+/// `client_upgrade`: the protocols offered upstream and the client's side of the switch,
+/// when the client asked for one the route allows.
 pub(super) fn respond(
     mut resp: Response<Incoming>,
     sender: Sender,
     lease: Lease,
-    client_upgrade: Option<hyper::upgrade::OnUpgrade>,
+    client_upgrade: Option<(HeaderValue, hyper::upgrade::OnUpgrade)>,
     cfg: &UpstreamConfig,
 ) -> Response<ResponseBody> {
     if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
-        let Some(client_upgrade) = client_upgrade else {
+        let Some((offered, client_upgrade)) = client_upgrade else {
             return Rejection::upstream(
                 StatusCode::BAD_GATEWAY,
                 "the upstream server switched protocols unasked",
             )
             .response();
         };
+        if !switched_as_offered(resp.headers(), &offered) {
+            return Rejection::upstream(
+                StatusCode::BAD_GATEWAY,
+                "the upstream server switched to a protocol not offered",
+            )
+            .response();
+        }
         let upstream_upgrade = hyper::upgrade::on(&mut resp);
         let target = lease.server.target.to_string();
+        let idle = cfg.tunnel_idle_timeout;
         tokio::spawn(async move {
             // The lease keeps the WebSocket counted as an active request until it closes.
             let _lease = lease;
             let _sender = sender;
             match tokio::join!(client_upgrade, upstream_upgrade) {
                 (Ok(client), Ok(upstream)) => {
-                    let mut client = TokioIo::new(client);
-                    let mut upstream = TokioIo::new(upstream);
-                    if let Err(e) = tokio::io::copy_bidirectional(&mut client, &mut upstream).await
-                    {
-                        tracing::debug!("tunnel to {target} ended: {e}");
+                    match splice(TokioIo::new(client), TokioIo::new(upstream), idle).await {
+                        Ok(Ended::Closed) => {}
+                        Ok(Ended::Idle) => tracing::debug!(
+                            "tunnel to {target} closed after {idle:?} without traffic"
+                        ),
+                        Err(e) => tracing::debug!("tunnel to {target} ended: {e}"),
                     }
                 }
                 (Err(e), _) => tracing::warn!("client connection could not switch protocols: {e}"),

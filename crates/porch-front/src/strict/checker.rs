@@ -28,7 +28,11 @@ enum State {
     ChunkData(u64),
     ChunkDataEnd,
     Trailers,
-    /// After an Upgrade request the bytes are another protocol's: pass them through.
+    /// An Upgrade request ended: what follows is held, unread, until its answer says
+    /// whether the connection switched protocols.
+    AwaitingSwitch,
+    /// The connection switched protocols (a `101` went out): the bytes are another
+    /// protocol's, passed through.
     Passthrough,
 }
 
@@ -63,6 +67,9 @@ pub struct Checker {
     /// Bytes of the current head already checked but not yet released: a head is
     /// released whole, so hyper never holds part of a head this rejects.
     held: usize,
+    /// The message being read asked to switch protocols (an `Upgrade` header): once it
+    /// ends, checking pauses until its answer is known.
+    upgrade: bool,
 }
 
 impl Checker {
@@ -71,6 +78,34 @@ impl Checker {
             state: NEW_HEAD,
             limits,
             held: 0,
+            upgrade: false,
+        }
+    }
+
+    /// Whether an Upgrade request ended and its answer is awaited: nothing after it may
+    /// be released (nor checked: it may be another protocol's bytes) until then.
+    pub fn awaiting_switch(&self) -> bool {
+        self.state == State::AwaitingSwitch
+    }
+
+    /// The awaited answer came: `switched` (a `101`) passes every later byte through;
+    /// otherwise the connection stays HTTP/1 and checking resumes with the next head.
+    pub fn decided(&mut self, switched: bool) {
+        if self.state == State::AwaitingSwitch {
+            self.state = if switched {
+                State::Passthrough
+            } else {
+                NEW_HEAD
+            };
+        }
+    }
+
+    /// The state after a message ended: the next head, or a pause for an upgrade's answer.
+    fn message_end(&mut self) -> State {
+        if std::mem::take(&mut self.upgrade) {
+            State::AwaitingSwitch
+        } else {
+            NEW_HEAD
         }
     }
 
@@ -114,11 +149,12 @@ impl Checker {
             }
             match self.state {
                 State::Passthrough => return Ok(buf.len()),
+                State::AwaitingSwitch => return Ok(pos),
                 State::Body(n) => {
                     let take = (rest.len() as u64).min(n);
                     pos += take as usize;
                     self.state = if n == take {
-                        NEW_HEAD
+                        self.message_end()
                     } else {
                         State::Body(n - take)
                     };
@@ -266,7 +302,7 @@ impl Checker {
             }
             State::Trailers => {
                 if line.is_empty() {
-                    self.state = NEW_HEAD;
+                    self.state = self.message_end();
                     return Ok(());
                 }
                 if line.len() > self.limits.field_size {
@@ -291,14 +327,15 @@ impl Checker {
         if chunked && content_length.is_some() {
             return Err(reject(400, "both Content-Length and Transfer-Encoding"));
         }
-        self.state = if upgrade {
-            State::Passthrough
-        } else if chunked {
+        // An Upgrade request's own body is checked as any other; only after it does the
+        // connection wait to learn whether it switched.
+        self.upgrade = upgrade;
+        self.state = if chunked {
             State::ChunkSize
         } else {
             match content_length {
                 Some(n) if n > 0 => State::Body(n),
-                _ => NEW_HEAD,
+                _ => self.message_end(),
             }
         };
         Ok(())
@@ -397,5 +434,41 @@ mod tests {
         assert_eq!(check(many.as_bytes()).unwrap_err().status, 431);
         let big = format!("GET / HTTP/1.1\r\nX-A: {}\r\n\r\n", "v".repeat(300));
         assert_eq!(check(big.as_bytes()).unwrap_err().status, 431);
+    }
+
+    #[test]
+    fn an_upgrade_request_pauses_checking_until_its_answer() {
+        let upgrade = b"GET / HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\n\r\n";
+        let smuggle = b"POST / HTTP/1.1\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n";
+        let stream = [&upgrade[..], smuggle].concat();
+
+        let mut c = Checker::new(LIMITS);
+        assert_eq!(c.advance(&stream), (upgrade.len(), None));
+        assert!(c.awaiting_switch());
+        // Nothing more is released while waiting, however often it is asked.
+        assert_eq!(c.advance(&stream[upgrade.len()..]), (0, None));
+        c.decided(false);
+        assert!(!c.awaiting_switch());
+        assert_eq!(
+            c.advance(&stream[upgrade.len()..]).1.map(|r| r.status),
+            Some(400)
+        );
+
+        let mut c = Checker::new(LIMITS);
+        assert_eq!(c.advance(&stream).0, upgrade.len());
+        c.decided(true);
+        assert_eq!(c.advance(smuggle), (smuggle.len(), None));
+    }
+
+    #[test]
+    fn an_upgrade_request_body_is_checked_before_the_pause() {
+        let mut c = Checker::new(LIMITS);
+        let req = b"POST / HTTP/1.1\r\nUpgrade: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n";
+        assert_eq!(c.advance(req).1.map(|r| r.status), Some(400));
+
+        let mut c = Checker::new(LIMITS);
+        let req = b"POST / HTTP/1.1\r\nUpgrade: x\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n";
+        assert_eq!(c.advance(req), (req.len(), None));
+        assert!(c.awaiting_switch());
     }
 }

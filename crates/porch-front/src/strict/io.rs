@@ -10,6 +10,7 @@ use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use super::checker::{reject, Checker, HeadLimits};
+use super::switch::Switch;
 use super::timeouts::{Activity, ReadTimer, Timeouts};
 use crate::reject::{stand_in_request, Verdict};
 
@@ -23,6 +24,9 @@ pub struct StrictIo<T> {
     ready: usize,
     failed: bool,
     verdict: Verdict,
+    /// Whether an Upgrade request switched protocols: until its answer, nothing after it
+    /// is read.
+    switch: Switch,
     timeouts: Timeouts,
     activity: Activity,
     /// Running while the connection idles between requests (`keep_alive`) or while a
@@ -37,6 +41,7 @@ impl<T> StrictIo<T> {
         inner: T,
         limits: HeadLimits,
         verdict: Verdict,
+        switch: Switch,
         timeouts: Timeouts,
         activity: Activity,
     ) -> Self {
@@ -47,6 +52,7 @@ impl<T> StrictIo<T> {
             ready: 0,
             failed: false,
             verdict,
+            switch,
             timeouts,
             activity,
             read_timer: None,
@@ -113,6 +119,14 @@ impl<T: AsyncRead + AsyncWrite + Unpin> AsyncRead for StrictIo<T> {
                 // answer instead.
                 return Poll::Pending;
             }
+            if me.checker.awaiting_switch() {
+                // What follows an Upgrade request is HTTP/1 again (checked) or another
+                // protocol (passed through): only its answer tells which.
+                let switched = ready!(me.switch.poll_decision(cx));
+                me.checker.decided(switched);
+                me.check_buffered();
+                continue;
+            }
             if me.buf.len() > 1 << 20 {
                 // Unreleased bytes never grow past a head's limits; this is a safety net.
                 me.failed = true;
@@ -161,30 +175,36 @@ impl<T: AsyncRead + AsyncWrite + Unpin> AsyncRead for StrictIo<T> {
             if before == 0 && matches!(me.read_timer, Some((ReadTimer::Idle, _))) {
                 me.read_timer = None;
             }
-            let (valid, violation) = me.checker.advance(&me.buf);
-            me.ready = valid;
-            if let Some(r) = violation {
-                tracing::debug!("rejected request: {} {}", r.status, r.reason);
-                me.failed = true;
-                // Bytes before the violation (earlier pipelined requests) still go through.
-                me.buf.truncate(valid);
-                // For a head, a stand-in request carries the answer. Mid-body, the body is
-                // ended in well-formed chunked framing and the verdict tells the reader.
-                let tail = match me.checker.body_terminator() {
-                    None => stand_in_request(r),
-                    Some(end) => {
-                        me.verdict.set(r);
-                        end.to_string()
-                    }
-                };
-                me.buf.extend_from_slice(tail.as_bytes());
-                me.ready = me.buf.len();
-            }
+            me.check_buffered();
         }
     }
 }
 
 impl<T> StrictIo<T> {
+    /// Runs the checker over the unreleased bytes: what passed becomes readable; on a
+    /// violation, its answer follows the bytes before it and nothing more is read.
+    fn check_buffered(&mut self) {
+        let (valid, violation) = self.checker.advance(&self.buf);
+        self.ready = valid;
+        if let Some(r) = violation {
+            tracing::debug!("rejected request: {} {}", r.status, r.reason);
+            self.failed = true;
+            // Bytes before the violation (earlier pipelined requests) still go through.
+            self.buf.truncate(valid);
+            // For a head, a stand-in request carries the answer. Mid-body, the body is
+            // ended in well-formed chunked framing and the verdict tells the reader.
+            let tail = match self.checker.body_terminator() {
+                None => stand_in_request(r),
+                Some(end) => {
+                    self.verdict.set(r);
+                    end.to_string()
+                }
+            };
+            self.buf.extend_from_slice(tail.as_bytes());
+            self.ready = self.buf.len();
+        }
+    }
+
     /// A write made progress (`Ready`) or is blocked by a client that does not read
     /// (`Pending`): past the send timeout that is an error, which drops the connection.
     fn send_clock<R>(
@@ -243,5 +263,139 @@ impl<T: AsyncRead + AsyncWrite + Unpin> AsyncWrite for StrictIo<T> {
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
+
+    use super::*;
+
+    const UPGRADE: &[u8] =
+        b"GET /ws HTTP/1.1\r\nHost: a\r\nUpgrade: foo\r\nConnection: upgrade\r\n\r\n";
+
+    fn strict(switch: &Switch) -> (StrictIo<DuplexStream>, DuplexStream) {
+        let (client, server) = tokio::io::duplex(64 * 1024);
+        let io = StrictIo::new(
+            server,
+            HeadLimits {
+                request_line: 4094,
+                fields: 100,
+                field_size: 8190,
+            },
+            Verdict::default(),
+            switch.clone(),
+            Timeouts {
+                keep_alive: Duration::from_secs(5),
+                header: Duration::from_secs(30),
+                send: Duration::from_secs(60),
+            },
+            Activity::default(),
+        );
+        (io, client)
+    }
+
+    /// What the strict layer releases within `wait` (an hour of paused time: longer than
+    /// every clock).
+    async fn released(io: &mut StrictIo<DuplexStream>, wait: Duration) -> Option<Vec<u8>> {
+        let mut buf = vec![0; 64 * 1024];
+        let n = tokio::time::timeout(wait, io.read(&mut buf))
+            .await
+            .ok()?
+            .unwrap();
+        Some(buf[..n].to_vec())
+    }
+
+    const HOUR: Duration = Duration::from_secs(3600);
+
+    #[tokio::test(start_paused = true)]
+    async fn an_upgrade_that_gets_no_101_leaves_the_connection_checked() {
+        let switch = Switch::default();
+        let (mut io, mut client) = strict(&switch);
+        let smuggle = b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n";
+        client
+            .write_all(&[UPGRADE, smuggle].concat())
+            .await
+            .unwrap();
+        assert_eq!(released(&mut io, HOUR).await.unwrap(), UPGRADE);
+        // Held, neither released nor timed out, while the answer is awaited.
+        assert_eq!(released(&mut io, HOUR).await, None);
+        switch.decide(false);
+        let next = released(&mut io, HOUR).await.unwrap();
+        let text = String::from_utf8_lossy(&next);
+        assert!(
+            text.contains("x-porch-reject") && text.contains(" 400 "),
+            "{text}"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn after_a_declined_upgrade_a_slow_head_still_gets_408() {
+        let switch = Switch::default();
+        let (mut io, mut client) = strict(&switch);
+        client.write_all(UPGRADE).await.unwrap();
+        assert_eq!(released(&mut io, HOUR).await.unwrap(), UPGRADE);
+        switch.decide(false);
+        client
+            .write_all(b"GET / HTTP/1.1\r\nHost: a\r\n")
+            .await
+            .unwrap();
+        let next = released(&mut io, HOUR).await.unwrap();
+        let text = String::from_utf8_lossy(&next);
+        assert!(text.contains(" 408 "), "{text}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn bare_lf_after_a_declined_upgrade_is_rejected_and_a_second_upgrade_waits_again() {
+        let switch = Switch::default();
+        let (mut io, mut client) = strict(&switch);
+        client
+            .write_all(&[UPGRADE, UPGRADE].concat())
+            .await
+            .unwrap();
+        assert_eq!(released(&mut io, HOUR).await.unwrap(), UPGRADE);
+        switch.decide(false);
+        assert_eq!(released(&mut io, HOUR).await.unwrap(), UPGRADE);
+        // The first answer was used up: the second request waits for its own.
+        assert_eq!(released(&mut io, HOUR).await, None);
+        switch.decide(false);
+        client
+            .write_all(b"GET / HTTP/1.1\nHost: a\n\n")
+            .await
+            .unwrap();
+        let text = String::from_utf8_lossy(&released(&mut io, HOUR).await.unwrap()).into_owned();
+        assert!(text.contains(" 400 "), "{text}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn after_a_101_bytes_pass_through_unchecked() {
+        let switch = Switch::default();
+        let (mut io, mut client) = strict(&switch);
+        // A body on the Upgrade request is checked as any body is.
+        let with_body =
+            b"POST /ws HTTP/1.1\r\nHost: a\r\nUpgrade: foo\r\nContent-Length: 3\r\n\r\nabc";
+        client.write_all(with_body).await.unwrap();
+        let mut got = Vec::new();
+        while got.len() < with_body.len() {
+            got.extend(released(&mut io, HOUR).await.unwrap());
+        }
+        assert_eq!(got, with_body);
+        client
+            .write_all(b"\x81\x05hello\nnot http\0")
+            .await
+            .unwrap();
+        assert_eq!(released(&mut io, HOUR).await, None);
+        switch.decide(true);
+        assert_eq!(
+            released(&mut io, HOUR).await.unwrap(),
+            b"\x81\x05hello\nnot http\0"
+        );
+        // No clock runs on a tunnel's reads here (the proxy runs its own idle clock).
+        assert_eq!(released(&mut io, HOUR).await, None);
+        client.write_all(b"more").await.unwrap();
+        assert_eq!(released(&mut io, HOUR).await.unwrap(), b"more");
     }
 }

@@ -12,12 +12,18 @@
 //!
 //! Bytes are only released to hyper once validated; a head's final empty line is released
 //! only after the whole head passed, so hyper never dispatches a request this rejects.
+//!
+//! An `Upgrade` header only asks to switch protocols. Checking stops for good only once a
+//! `101` answered it ([`Switch`]); until that answer, the bytes after the request are held
+//! unread, and after any other answer they are checked as the next request.
 
 mod checker;
 mod grammar;
 mod io;
+mod switch;
 mod timeouts;
 
 pub use checker::{Checker, HeadLimits, Reject};
 pub use io::StrictIo;
+pub use switch::Switch;
 pub use timeouts::{Activity, ActivityGuard, Timeouts};
