@@ -23,7 +23,7 @@ pub const EXIT_MISMATCH: u8 = 4;
 pub const WORKER_MODULE: &str = "porch.worker";
 /// Bumped whenever frames or the spec change meaning; the front and the worker extension
 /// must agree on it, so a front never talks to an extension from another release.
-pub const PROTOCOL: u32 = 2;
+pub const PROTOCOL: u32 = 3;
 /// porch's release; the front and the worker extension come from one.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
@@ -34,12 +34,19 @@ pub struct AppSpec {
     pub callable: String,
     /// `MODULE:factory()`: call the attribute to get the app.
     pub factory: bool,
+    /// `MODULE:factory("prod", debug=True)`: the text between the parentheses, Python
+    /// literals only, evaluated by the worker.
+    #[serde(default)]
+    pub args: Option<String>,
 }
 
 impl fmt::Display for AppSpec {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let call = if self.factory { "()" } else { "" };
-        write!(f, "{}:{}{call}", self.module, self.callable)
+        write!(f, "{}:{}", self.module, self.callable)?;
+        if self.factory {
+            write!(f, "({})", self.args.as_deref().unwrap_or(""))?;
+        }
+        Ok(())
     }
 }
 
@@ -104,6 +111,7 @@ mod tests {
                 module: "pkg.mod".into(),
                 callable: "create".into(),
                 factory: true,
+                args: None,
             },
             threads: 2,
             multiprocess: true,

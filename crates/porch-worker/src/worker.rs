@@ -184,7 +184,13 @@ fn import_app(py: Python<'_>, spec: &WorkerSpec) -> Result<App, ()> {
             ))
         })?;
         if spec_app.factory {
-            callable = callable.call0()?;
+            callable = match &spec_app.args {
+                None => callable.call0()?,
+                // Literal arguments only, parsed by Python's own `ast`, as Gunicorn does.
+                Some(text) => py
+                    .import("porch._app")?
+                    .call_method1("call_factory", (callable, text.as_str()))?,
+            };
         }
         if !callable.is_callable() {
             return Err(pyo3::exceptions::PyTypeError::new_err(format!(

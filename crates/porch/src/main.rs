@@ -3,8 +3,10 @@
 //! worker extension (crates/porch-worker), started by [`supervisor`].
 
 mod interpreter;
+mod process;
 mod server;
 mod supervisor;
+mod systemd;
 
 fn main() -> std::process::ExitCode {
     server::main()

@@ -54,6 +54,8 @@ pub struct Pool {
     spec: std::sync::Mutex<WorkerSpec>,
     /// Replaced on SIGHUP with the spec (another `--venv` or `--python`).
     interpreter: std::sync::Mutex<Interpreter>,
+    /// `-e KEY=VALUE` / `raw_env`, set in each new worker's environment.
+    worker_env: std::sync::Mutex<Vec<(String, String)>>,
     link: LinkConfig,
     max_requests: u64,
     jitter: u64,
@@ -82,6 +84,7 @@ impl Pool {
         Arc::new(Pool {
             spec: std::sync::Mutex::new(worker_spec(cfg, app)),
             interpreter: std::sync::Mutex::new(interpreter),
+            worker_env: std::sync::Mutex::new(cfg.process.worker_env.clone()),
             link: LinkConfig {
                 threads: cfg.threads,
                 prefetch: cfg.prefetch,
@@ -123,6 +126,17 @@ impl Pool {
         if let Some(venv) = &interpreter.venv {
             cmd.env("VIRTUAL_ENV", venv);
         }
+        // systemd's sockets are porch's, not the workers'.
+        for var in ["LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES"] {
+            cmd.env_remove(var);
+        }
+        cmd.envs(
+            self.worker_env
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .iter()
+                .cloned(),
+        );
         // SAFETY: the closure runs in the forked child before exec and only calls dup2 and
         // fcntl, which are async-signal-safe; it touches no memory shared with the parent.
         unsafe {
@@ -455,6 +469,11 @@ impl Pool {
         }
         if new.script_name != spec.script_name {
             changed.push("script_name");
+        }
+        let mut env = self.worker_env.lock().unwrap_or_else(|e| e.into_inner());
+        if *env != cfg.process.worker_env {
+            changed.push("raw_env");
+            *env = cfg.process.worker_env.clone();
         }
         *spec = new;
         changed
