@@ -177,3 +177,21 @@ def _answers(port: int) -> bool:
         return get(f"http://127.0.0.1:{port}/say", timeout=2).status_code == 200
     except requests.RequestException:
         return False
+
+
+def test_reload_replaces_the_workers_when_a_source_file_changes(porch, tmp_path):
+    app = tmp_path / "reloadme.py"
+    app.write_text(_VERSIONED_APP.format(version="one"))
+    p = porch("--reload", "-w", "1", "reloadme:application", cwd=tmp_path,
+              env={"PYTHONPATH": str(tmp_path)})
+    assert get(p.url + "/").text == "one"
+    assert wait_until(lambda: "--reload: watching" in p.log(), 10), p.log()
+    app.write_text(_VERSIONED_APP.format(version="two"))
+    assert wait_until(lambda: get(p.url + "/").text == "two", 20), p.log()
+
+
+_VERSIONED_APP = '''
+def application(environ, start_response):
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [b"{version}"]
+'''

@@ -4,6 +4,7 @@
 
 mod interpreter;
 mod process;
+mod reload;
 mod server;
 mod supervisor;
 mod systemd;

@@ -343,6 +343,21 @@ async fn run(mut cfg: Config, args: &Args) -> ExitCode {
             .collect();
     }
 
+    if let (true, Some(pool)) = (cfg.process.reload, &pool) {
+        let mut roots: Vec<std::path::PathBuf> = cfg
+            .chdir
+            .clone()
+            .or_else(|| std::env::current_dir().ok())
+            .into_iter()
+            .collect();
+        roots.extend(cfg.pythonpath.iter().cloned());
+        let pool = pool.clone();
+        tokio::spawn(crate::reload::watch(
+            roots,
+            cfg.process.reload_extra_files.clone(),
+            move || pool.generation.send_modify(|g| *g += 1),
+        ));
+    }
     let worker_stats = pool.as_ref().map(|p| p.stats.clone());
     let front = match Front::new(cfg.clone(), queue_tx, worker_stats, queue_stats) {
         Ok(f) => f,
