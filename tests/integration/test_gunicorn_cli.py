@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -195,3 +196,36 @@ def application(environ, start_response):
     start_response("200 OK", [("Content-Type", "text/plain")])
     return [b"{version}"]
 '''
+
+
+# The combined format as Logstash's COMBINEDAPACHELOG and GoAccess read it.
+COMBINED = re.compile(
+    r'^(?P<h>\S+) - - \[(?P<t>\d{2}/[A-Z][a-z]{2}/\d{4}:\d{2}:\d{2}:\d{2} [+-]\d{4})\] '
+    r'"(?P<r>[^"]*)" (?P<s>\d{3}) (?P<b>\d+|-) "(?P<f>[^"]*)" "(?P<a>[^"]*)"'
+)
+
+
+def test_combined_log_time_is_the_common_log_format(porch, tmp_path):
+    log = tmp_path / "access.log"
+    p = porch("-w", "1", "--access-logfile", log, "wsgiapp:application")
+    assert get(p.url + "/say?text=t").status_code == 200
+    assert wait_until(lambda: log.exists() and log.read_text().strip(), 5)
+    line = log.read_text().splitlines()[0]
+    m = COMBINED.match(line)
+    assert m, line
+    assert time.strptime(m["t"], "%d/%b/%Y:%H:%M:%S %z")
+    assert m["r"] == "GET /say?text=t HTTP/1.1" and m["s"] == "200", line
+
+
+def test_gunicorn_access_log_template(porch, tmp_path):
+    log = tmp_path / "access.log"
+    fmt = '%(h)s %(l)s %(u)s %(t)s "%(r)s" %(s)s %(b)s "%(f)s" "%(a)s" %(D)s %(L)s %(m)s %(U)s %(q)s %({X-Request-Id}i)s'
+    p = porch("-w", "1", "--access-logfile", log, "--access-logformat", fmt, "wsgiapp:application")
+    r = get(p.url + "/say?text=t", headers={"X-Request-Id": "abc123", "User-Agent": "probe/1"})
+    assert r.status_code == 200
+    assert wait_until(lambda: log.exists() and log.read_text().strip(), 5)
+    line = log.read_text().splitlines()[0]
+    assert COMBINED.match(line), line
+    tail = line.split('"probe/1" ', 1)[1].split()
+    assert int(tail[0]) >= 0 and float(tail[1]) >= 0, line
+    assert tail[2:] == ["GET", "/say", "text=t", "abc123"], line

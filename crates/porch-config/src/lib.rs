@@ -39,7 +39,7 @@ pub use file::{FileConfig, ListenerFile, RouteFile, TlsFile, UpstreamFile};
 pub use forwarded::TrustedProxies;
 pub use limits::{Limits, RateLimit};
 pub use listener::{strip_port, CertKey, ListenerConfig, Route, RouteAction, TlsConfig};
-pub use log::AccessLogFormat;
+pub use log::{AccessLogFormat, Atom, Piece};
 pub use process::Process;
 pub use static_mount::StaticMount;
 pub use upstream::{Balance, HealthCheck, UpstreamConfig};
