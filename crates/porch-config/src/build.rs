@@ -5,7 +5,7 @@
 //! that, of several mistakes, the same one is always reported first.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::cli::Args;
@@ -14,6 +14,7 @@ use crate::limits::{limits, rate_limit};
 use crate::listener::{file_listeners, flag_listeners};
 use crate::log::log_level;
 use crate::process::{self, Process};
+use crate::pyconfig::{self, Source};
 use crate::upstream::upstreams;
 use crate::users::run_as;
 use crate::values::{positive, seconds, seconds_or, seconds_or_unlimited, seconds_or_zero};
@@ -24,13 +25,37 @@ use crate::{
 
 impl Config {
     /// Layers flags and environment (`args`) over the file named by `-c` over defaults.
+    /// A Python (Gunicorn) configuration file is evaluated by the app's interpreter.
     pub fn from_args(args: &Args) -> Result<Config, ConfigError> {
-        let config_file = args.config.as_ref().map(PathBuf::from);
-        let file = match &config_file {
-            Some(p) => FileConfig::load(p)?,
-            None => FileConfig::default(),
+        let (file, config_file, loaded) = match pyconfig::source(args) {
+            None => (FileConfig::default(), None, None),
+            Some(Source::Toml(p)) => match FileConfig::load(&p) {
+                Ok(f) => (f, Some(p), None),
+                // Gunicorn reads any `-c` file as Python (`-c gunicorn.conf`).
+                Err(e) if p.extension().is_none_or(|x| x != "toml") => {
+                    let source = p.display().to_string();
+                    match pyconfig::load(args, &source, &args_python(args)?) {
+                        Ok(l) => (FileConfig::default(), Some(p), Some(l)),
+                        Err(_) => return Err(e),
+                    }
+                }
+                Err(e) => return Err(e),
+            },
+            Some(Source::Python(s)) => {
+                let loaded = pyconfig::load(args, &s, &args_python(args)?)?;
+                let path = (!s.starts_with("python:")).then(|| PathBuf::from(&s));
+                (FileConfig::default(), path, Some(loaded))
+            }
         };
-        Self::build(args, file, config_file)
+        let Some(loaded) = loaded else {
+            return Self::build(args, file, config_file);
+        };
+        // The Python file's settings, and no line numbers (they are not TOML lines).
+        let mut cfg = Self::build(args, loaded.file, None)?;
+        cfg.config_file = config_file;
+        cfg.notes.extend(loaded.notes);
+        cfg.hooks = loaded.hooks;
+        Ok(cfg)
     }
 
     pub(crate) fn build(
@@ -124,9 +149,28 @@ impl Config {
             script_name,
             config_file,
             process,
+            hooks: None,
             notes,
         })
     }
+}
+
+/// The interpreter for a Python configuration: the workers' own, as far as the flags and
+/// variables name it (the file cannot name it, being Python).
+fn args_python(args: &Args) -> Result<PathBuf, ConfigError> {
+    let python = args
+        .python
+        .as_deref()
+        .filter(|p| !p.is_empty())
+        .map(Path::new);
+    let venv = args
+        .venv
+        .as_deref()
+        .filter(|p| !p.is_empty())
+        .map(Path::new);
+    crate::resolve_python(python, venv)
+        .map(|(p, _)| p)
+        .map_err(|e| ConfigError::value("config", args.config.as_deref().unwrap_or(""), &e))
 }
 
 fn cores() -> usize {

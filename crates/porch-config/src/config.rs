@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::{
-    AccessLogFormat, AppSpec, Limits, ListenerConfig, Process, RateLimit, TrustedProxies,
+    AccessLogFormat, AppSpec, Hooks, Limits, ListenerConfig, Process, RateLimit, TrustedProxies,
     UpstreamConfig,
 };
 
@@ -64,6 +64,8 @@ pub struct Config {
     pub config_file: Option<PathBuf>,
     /// The pid file, the workers' environment, daemon mode, umask, reload.
     pub process: Process,
+    /// The Gunicorn hooks of a Python configuration file.
+    pub hooks: Option<Hooks>,
     /// One line each about accepted Gunicorn options that porch treats differently,
     /// logged at start-up.
     pub notes: Vec<String>,

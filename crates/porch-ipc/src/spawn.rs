@@ -61,6 +61,17 @@ pub struct WorkerSpec {
     pub chdir: Option<PathBuf>,
     pub pythonpath: Vec<PathBuf>,
     pub script_name: String,
+    /// A Gunicorn configuration whose worker hooks to call (a path or `python:MODULE`),
+    /// with what the hooks' `server` object tells (JSON: `workers`, `binds`).
+    #[serde(default)]
+    pub hooks: Option<WorkerHooks>,
+}
+
+/// Where the worker finds its Gunicorn hooks (see `porch.hooks`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorkerHooks {
+    pub source: String,
+    pub info: String,
 }
 
 impl WorkerSpec {
@@ -118,6 +129,7 @@ mod tests {
             chdir: Some("/srv".into()),
             pythonpath: vec!["/a".into()],
             script_name: "/site".into(),
+            hooks: None,
         }
     }
 

@@ -2,6 +2,7 @@
 //! processes. It links no Python: workers are the app's own interpreter running porch's
 //! worker extension (crates/porch-worker), started by [`supervisor`].
 
+mod hooks;
 mod interpreter;
 mod process;
 mod reload;

@@ -295,6 +295,11 @@ async fn run(mut cfg: Config, args: &Args) -> ExitCode {
         None => None,
     };
 
+    let front_hooks = pool.as_ref().and_then(|p| p.front_hooks());
+    if let Some(h) = &front_hooks {
+        h.run("on_starting", serde_json::json!({})).await;
+    }
+
     // Ports below 1024 need root only to bind; everything after runs as --user/--group.
     if let Some((uid, gid)) = cfg.run_as {
         if let Err(e) = drop_privileges(uid, gid) {
@@ -410,6 +415,9 @@ async fn run(mut cfg: Config, args: &Args) -> ExitCode {
             env!("CARGO_PKG_VERSION")
         ),
     }
+    if let Some(h) = &front_hooks {
+        h.run("when_ready", serde_json::json!({})).await;
+    }
 
     loop {
         tokio::select! {
@@ -448,6 +456,9 @@ async fn run(mut cfg: Config, args: &Args) -> ExitCode {
                             None => tracing::warn!("HUP: the configuration has no app any more; keeping the current one"),
                         },
                     }
+                    if let Some(h) = pool.front_hooks() {
+                        h.run("on_reload", serde_json::json!({})).await;
+                    }
                     tracing::info!("HUP: starting fresh workers with the app's current code");
                     pool.generation.send_modify(|g| *g += 1);
                 }
@@ -458,7 +469,12 @@ async fn run(mut cfg: Config, args: &Args) -> ExitCode {
                     let index = slots.len();
                     tracing::info!("TTIN: adding worker slot {index}");
                     match pool.boot().await {
-                        Ok(w) => slots.push(Slot::start(&pool, index, w)),
+                        Ok(w) => {
+                            slots.push(Slot::start(&pool, index, w));
+                            if let Some(h) = pool.front_hooks() {
+                                h.run("nworkers_changed", serde_json::json!({"new": index + 1, "old": index})).await;
+                            }
+                        }
                         Err(e) => tracing::error!("TTIN: the new worker failed to start: {e}"),
                     }
                 }
@@ -469,6 +485,9 @@ async fn run(mut cfg: Config, args: &Args) -> ExitCode {
                     tracing::info!("TTOU: retiring a worker ({} left)", slots.len());
                     let _ = slot.stop.send(true);
                     tokio::spawn(slot.task);
+                    if let Some(h) = pool.as_ref().and_then(|p| p.front_hooks()) {
+                        h.run("nworkers_changed", serde_json::json!({"new": slots.len(), "old": slots.len() + 1})).await;
+                    }
                 } else {
                     tracing::warn!("TTOU: keeping the last worker");
                 }
@@ -494,6 +513,9 @@ async fn run(mut cfg: Config, args: &Args) -> ExitCode {
     )
     .await;
     let _ = admin_stop_tx.send(true);
+    if let Some(h) = pool.as_ref().and_then(|p| p.front_hooks()) {
+        h.run("on_exit", serde_json::json!({})).await;
+    }
     tracing::info!("stopped");
     ExitCode::SUCCESS
 }
