@@ -17,7 +17,8 @@ pub struct Process {
     pub worker_env: Vec<(String, String)>,
     /// Detach from the terminal and run in the background (`--daemon`).
     pub daemon: bool,
-    /// `umask` for porch and its workers (`--umask`).
+    /// `umask` for porch and its workers (`--umask`); Gunicorn's default, 0, leaves the
+    /// inherited mask alone (Gunicorn applies it to its socket files only).
     pub umask: Option<u32>,
     /// Replace the workers when a source file changes (`--reload`).
     pub reload: bool,
@@ -70,7 +71,8 @@ impl Process {
             .clone()
             .or(file.umask.clone())
             .map(|m| parse_umask(&m))
-            .transpose()?;
+            .transpose()?
+            .filter(|m| *m != 0);
         if args.preload || file.preload_app == Some(true) {
             notes.push(
                 "`--preload` accepted: each worker imports the app itself; the first worker \
