@@ -19,3 +19,14 @@ def create_app():
         return [body]
 
     return app
+
+
+def configured(name, greeting="hello"):
+    """``factory_app:configured("prod", greeting="hi")``: a factory with literal arguments."""
+
+    def app(environ, start_response):
+        body = f"{greeting} from {name}".encode()
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [body]
+
+    return app

@@ -36,6 +36,7 @@ Endpoints (routing on PATH_INFO):
   /status?code=C  responds with status C
   /barrier?name=&n=&timeout=  waits until n requests are inside at once (threads)
   /no-start-response  returns without calling start_response
+  /osenv?key=K    os.environ[K] in the worker, or <unset>
 """
 
 from __future__ import annotations
@@ -491,6 +492,10 @@ def no_start_response(environ, start_response):
     return [b"never started"]
 
 
+def osenv(environ, start_response):
+    return _respond(start_response, os.environ.get(_query(environ).get("key", ""), "<unset>").encode())
+
+
 ROUTES = {
     "/env": env_view,
     "/say": say,
@@ -515,6 +520,7 @@ ROUTES = {
     "/status": status,
     "/barrier": barrier,
     "/no-start-response": no_start_response,
+    "/osenv": osenv,
 }
 
 

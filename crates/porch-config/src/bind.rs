@@ -1,9 +1,12 @@
 //! Listening addresses, in the forms Gunicorn command lines use.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
 
 use crate::ConfigError;
+
+/// Gunicorn's port for a bind with none (`-b 0.0.0.0`).
+const DEFAULT_PORT: u16 = 8000;
 
 /// A listening address.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -20,21 +23,37 @@ impl BindAddr {
             }
             return Ok(BindAddr::Unix(path.into()));
         }
-        let expected = "HOST:PORT, [::]:PORT or unix:PATH (e.g. 0.0.0.0:8000)";
+        let expected = "HOST:PORT, HOST, [::]:PORT or unix:PATH (e.g. 0.0.0.0:8000)";
         if let Ok(addr) = s.parse::<SocketAddr>() {
             return Ok(BindAddr::Tcp(addr));
         }
-        // `localhost:8000` and a bare `:8000` are common in Gunicorn command lines.
-        let (host, port) = s
-            .rsplit_once(':')
-            .ok_or_else(|| ConfigError::value(key, s, expected))?;
-        let port: u16 = port
-            .parse()
-            .map_err(|_| ConfigError::value(key, s, expected))?;
+        // A host alone gets Gunicorn's default port, 8000.
+        let (host, port) = match s.rsplit_once(':') {
+            Some((h, p))
+                if !h.ends_with(':') && !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()) =>
+            {
+                let port: u16 = p
+                    .parse()
+                    .map_err(|_| ConfigError::value(key, s, expected))?;
+                (h, port)
+            }
+            _ => (s, DEFAULT_PORT),
+        };
+        let host = host.trim_start_matches('[').trim_end_matches(']');
         let ip: IpAddr = match host {
+            // `:8000` is common in Gunicorn command lines.
             "" | "0.0.0.0" => IpAddr::from([0, 0, 0, 0]),
             "localhost" => IpAddr::from([127, 0, 0, 1]),
-            _ => return Err(ConfigError::value(key, s, expected)),
+            _ => match host.parse::<IpAddr>() {
+                Ok(ip) => ip,
+                // A name (`web`, `myhost.internal`): its first address, as Gunicorn binds.
+                Err(_) => (host, port)
+                    .to_socket_addrs()
+                    .ok()
+                    .and_then(|mut a| a.next())
+                    .map(|a| a.ip())
+                    .ok_or_else(|| ConfigError::value(key, s, expected))?,
+            },
         };
         Ok(BindAddr::Tcp(SocketAddr::new(ip, port)))
     }
@@ -67,7 +86,22 @@ mod tests {
             BindAddr::parse("bind", "unix:/run/p.sock").unwrap(),
             BindAddr::Unix("/run/p.sock".into())
         );
-        let err = BindAddr::parse("bind", "nonsense").unwrap_err().to_string();
+        for (host_only, addr) in [
+            ("0.0.0.0", "0.0.0.0:8000"),
+            ("127.0.0.1", "127.0.0.1:8000"),
+            ("[::]", "[::]:8000"),
+            ("::1", "[::1]:8000"),
+            ("localhost", "127.0.0.1:8000"),
+        ] {
+            assert_eq!(
+                BindAddr::parse("bind", host_only).unwrap(),
+                BindAddr::Tcp(addr.parse().unwrap()),
+                "{host_only}"
+            );
+        }
+        let err = BindAddr::parse("bind", "no-such-host.invalid:80")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("`bind`") && err.contains("HOST:PORT"), "{err}");
     }
 }

@@ -5,7 +5,7 @@
 //! that, of several mistakes, the same one is always reported first.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::cli::Args;
@@ -13,23 +13,49 @@ use crate::file::Lines;
 use crate::limits::{limits, rate_limit};
 use crate::listener::{file_listeners, flag_listeners};
 use crate::log::log_level;
+use crate::process::{self, Process};
+use crate::pyconfig::{self, Source};
 use crate::upstream::upstreams;
 use crate::users::run_as;
-use crate::values::{positive, seconds, seconds_or, seconds_or_zero};
+use crate::values::{positive, seconds, seconds_or, seconds_or_unlimited, seconds_or_zero};
 use crate::{
-    parse_app, AccessLogFormat, BindAddr, Config, ConfigError, FileConfig, StaticMount,
-    TrustedProxies,
+    parse_app, AccessLogFormat, BindAddr, CertKey, Config, ConfigError, FileConfig, StaticMount,
+    TlsConfig, TrustedProxies,
 };
 
 impl Config {
     /// Layers flags and environment (`args`) over the file named by `-c` over defaults.
+    /// A Python (Gunicorn) configuration file is evaluated by the app's interpreter.
     pub fn from_args(args: &Args) -> Result<Config, ConfigError> {
-        let config_file = args.config.as_ref().map(PathBuf::from);
-        let file = match &config_file {
-            Some(p) => FileConfig::load(p)?,
-            None => FileConfig::default(),
+        let (file, config_file, loaded) = match pyconfig::source(args) {
+            None => (FileConfig::default(), None, None),
+            Some(Source::Toml(p)) => match FileConfig::load(&p) {
+                Ok(f) => (f, Some(p), None),
+                // Gunicorn reads any `-c` file as Python (`-c gunicorn.conf`).
+                Err(e) if p.extension().is_none_or(|x| x != "toml") => {
+                    let source = p.display().to_string();
+                    match pyconfig::load(args, &source, &args_python(args)?) {
+                        Ok(l) => (FileConfig::default(), Some(p), Some(l)),
+                        Err(_) => return Err(e),
+                    }
+                }
+                Err(e) => return Err(e),
+            },
+            Some(Source::Python(s)) => {
+                let loaded = pyconfig::load(args, &s, &args_python(args)?)?;
+                let path = (!s.starts_with("python:")).then(|| PathBuf::from(&s));
+                (FileConfig::default(), path, Some(loaded))
+            }
         };
-        Self::build(args, file, config_file)
+        let Some(loaded) = loaded else {
+            return Self::build(args, file, config_file);
+        };
+        // The Python file's settings, and no line numbers (they are not TOML lines).
+        let mut cfg = Self::build(args, loaded.file, None)?;
+        cfg.config_file = config_file;
+        cfg.notes.extend(loaded.notes);
+        cfg.hooks = loaded.hooks;
+        Ok(cfg)
     }
 
     pub(crate) fn build(
@@ -47,8 +73,19 @@ impl Config {
         let binds = binds(args, &file)?;
         let listener_tables = std::mem::take(&mut file.listener);
         let upstream_tables = std::mem::take(&mut file.upstream);
-        let workers = positive("workers", args.workers.or(file.workers), cores())?;
-        let threads = positive("threads", args.threads.or(file.threads), 1)?;
+        let workers = positive(
+            "workers",
+            args.workers
+                .or(file.workers)
+                .or(crate::env::web_concurrency()?),
+            cores(),
+        )?;
+        let by_class = process::threads(args, &file)?;
+        let mut notes = args.notes.clone();
+        notes.extend(by_class.notes);
+        let threads = positive("threads", by_class.threads, 1)?;
+        let process = Process::new(args, &file, &mut notes)?;
+        let tls = flag_tls(args, &file)?;
         let t = Timeouts::new(args, &file)?;
         let py = Python::new(args, &file)?;
         let log = Logging::new(args, &file)?;
@@ -62,7 +99,7 @@ impl Config {
         let statics = statics(args, &file)?;
         let upstreams = upstreams(upstream_tables, &lines)?;
         let listeners = if listener_tables.is_empty() || !args.bind.is_empty() {
-            flag_listeners(&binds, &statics, app.is_some())?
+            flag_listeners(&binds, &statics, app.is_some(), tls)?
         } else {
             file_listeners(listener_tables, app.is_some(), &upstreams, &lines)?
         };
@@ -112,8 +149,29 @@ impl Config {
             admin_bind,
             script_name,
             config_file,
+            process,
+            hooks: None,
+            notes,
         })
     }
+}
+
+/// The interpreter for a Python configuration: the workers' own, as far as the flags and
+/// variables name it (the file cannot name it, being Python).
+fn args_python(args: &Args) -> Result<PathBuf, ConfigError> {
+    let python = args
+        .python
+        .as_deref()
+        .filter(|p| !p.is_empty())
+        .map(Path::new);
+    let venv = args
+        .venv
+        .as_deref()
+        .filter(|p| !p.is_empty())
+        .map(Path::new);
+    crate::resolve_python(python, venv)
+        .map(|(p, _)| p)
+        .map_err(|e| ConfigError::value("config", args.config.as_deref().unwrap_or(""), &e))
 }
 
 fn cores() -> usize {
@@ -123,10 +181,14 @@ fn cores() -> usize {
 /// Parsed even when `[[listener]]` tables will be used instead, so a bad `bind` in the
 /// file never goes unnoticed.
 fn binds(args: &Args, file: &FileConfig) -> Result<Vec<BindAddr>, ConfigError> {
+    let port;
     let strings = if !args.bind.is_empty() {
         &args.bind
     } else if !file.bind.is_empty() {
         &file.bind
+    } else if let Some(p) = crate::env::port_bind()? {
+        port = [p];
+        &port[..]
     } else {
         return Ok(vec![BindAddr::Tcp(SocketAddr::from((
             [127, 0, 0, 1],
@@ -150,7 +212,7 @@ struct Timeouts {
 
 impl Timeouts {
     fn new(args: &Args, file: &FileConfig) -> Result<Timeouts, ConfigError> {
-        let timeout = seconds("timeout", args.timeout.or(file.timeout), 30.0)?;
+        let timeout = seconds_or_unlimited("timeout", args.timeout.or(file.timeout), 30.0)?;
         Ok(Timeouts {
             timeout,
             // Unset, these keep what `timeout` alone used to give: a boot time of at
@@ -166,16 +228,16 @@ impl Timeouts {
                 args.queue_timeout.or(file.queue_timeout),
                 timeout,
             )?,
-            graceful: seconds(
+            graceful: seconds_or_zero(
                 "graceful_timeout",
                 args.graceful_timeout.or(file.graceful_timeout),
                 30.0,
             )?,
-            shutdown_delay: seconds_or_zero(
-                "shutdown_delay",
-                args.shutdown_delay.or(file.shutdown_delay),
-            )?,
-            keep_alive: seconds("keep_alive", args.keep_alive.or(file.keep_alive), 5.0)?,
+            shutdown_delay: match args.shutdown_delay.or(file.shutdown_delay) {
+                None => Duration::ZERO,
+                v => seconds_or_zero("shutdown_delay", v, 1.0)?,
+            },
+            keep_alive: seconds_or_zero("keep_alive", args.keep_alive.or(file.keep_alive), 5.0)?,
             header: seconds(
                 "header_timeout",
                 args.header_timeout.or(file.header_timeout),
@@ -296,6 +358,37 @@ fn statics(args: &Args, file: &FileConfig) -> Result<Vec<StaticMount>, ConfigErr
         statics.push(StaticMount::new("static", prefix, dir)?);
     }
     Ok(statics)
+}
+
+/// `--certfile`/`--keyfile`: TLS on every `--bind` address, as Gunicorn does.
+fn flag_tls(args: &Args, file: &FileConfig) -> Result<Option<TlsConfig>, ConfigError> {
+    let cert = args.certfile.clone().or(file.certfile.clone());
+    let key = args.keyfile.clone().or(file.keyfile.clone());
+    if let Some(reqs) = args.cert_reqs.or(file.cert_reqs).filter(|r| *r != 0) {
+        return Err(ConfigError::value(
+            "cert_reqs",
+            reqs,
+            "0: porch does not ask clients for certificates (terminate mutual TLS at a proxy in front)",
+        ));
+    }
+    match (cert, key) {
+        (None, None) => Ok(None),
+        (Some(cert), Some(key)) => Ok(Some(TlsConfig {
+            certs: vec![CertKey {
+                cert: cert.into(),
+                key: key.into(),
+            }],
+            hsts_max_age: None,
+        })),
+        (Some(_), None) => Err(ConfigError::Missing {
+            key: "keyfile",
+            hint: "--certfile needs --keyfile with the certificate's private key",
+        }),
+        (None, Some(_)) => Err(ConfigError::Missing {
+            key: "certfile",
+            hint: "--keyfile needs --certfile with the certificate",
+        }),
+    }
 }
 
 /// TCP only: the admin endpoints are for probes and scrapers on the network.

@@ -3,8 +3,6 @@
 //! Values here are "as typed": every field is optional so that [`crate::Config`] can layer
 //! flags over `PORCH_*` variables over `porch.toml` over defaults, and validate once.
 
-use std::ffi::OsString;
-
 use clap::Parser;
 
 #[derive(Parser, Debug, Default, Clone)]
@@ -209,125 +207,87 @@ pub struct Args {
     /// Validate the configuration and the app import, then exit.
     #[arg(long = "check-config")]
     pub check_config: bool,
+
+    /// Gunicorn worker class: sync (default), gthread (= --threads), gevent or eventlet
+    /// (threads instead of greenlets, see --worker-connections).
+    #[arg(
+        short = 'k',
+        long = "worker-class",
+        env = "PORCH_WORKER_CLASS",
+        help_heading = GUNICORN
+    )]
+    pub worker_class: Option<String>,
+
+    /// With -k gevent/eventlet: threads per worker, at most 32 [default: 1000, so 32].
+    #[arg(long = "worker-connections", help_heading = GUNICORN)]
+    pub worker_connections: Option<usize>,
+
+    /// Write porch's process id to this file (removed on exit).
+    #[arg(short = 'p', long = "pid", value_name = "FILE", env = "PORCH_PID", help_heading = GUNICORN)]
+    pub pid: Option<String>,
+
+    /// Set an environment variable for the app: `KEY=VALUE`. Repeatable.
+    #[arg(short = 'e', long = "env", value_name = "KEY=VALUE", help_heading = GUNICORN)]
+    pub raw_env: Vec<String>,
+
+    /// TLS certificate (PEM) for the --bind addresses.
+    #[arg(long, help_heading = GUNICORN)]
+    pub certfile: Option<String>,
+
+    /// TLS private key (PEM) for the --bind addresses.
+    #[arg(long, help_heading = GUNICORN)]
+    pub keyfile: Option<String>,
+
+    /// CA certificates for client certificates; accepted only with --cert-reqs 0.
+    #[arg(long = "ca-certs", help_heading = GUNICORN)]
+    pub ca_certs: Option<String>,
+
+    /// Whether to ask clients for a certificate: 0 (no, the default) only.
+    #[arg(long = "cert-reqs", help_heading = GUNICORN)]
+    pub cert_reqs: Option<u8>,
+
+    /// Run in the background (detached from the terminal); logs go to --error-logfile.
+    #[arg(short = 'D', long, help_heading = GUNICORN)]
+    pub daemon: bool,
+
+    /// Replace the workers when a Python source file under the app's directory changes.
+    #[arg(long, help_heading = GUNICORN)]
+    pub reload: bool,
+
+    /// Another file to watch with --reload. Repeatable.
+    #[arg(long = "reload-extra-file", value_name = "FILE", help_heading = GUNICORN)]
+    pub reload_extra_files: Vec<String>,
+
+    /// File mode mask for porch and its workers, e.g. 0o007 or 7 [default: inherited].
+    #[arg(short = 'm', long, help_heading = GUNICORN)]
+    pub umask: Option<String>,
+
+    /// Also send the workers' stdout to --error-logfile (stderr always goes there).
+    #[arg(long = "capture-output", help_heading = GUNICORN)]
+    pub capture_output: bool,
+
+    /// Accepted for Gunicorn command lines; each worker imports the app itself.
+    #[arg(long = "preload", help_heading = GUNICORN)]
+    pub preload: bool,
+
+    /// Accepted for Gunicorn command lines (porch's processes keep their names).
+    #[arg(short = 'n', long = "name", help_heading = GUNICORN)]
+    pub name: Option<String>,
+
+    /// Accepted for Gunicorn command lines (porch's workers need no heartbeat files).
+    #[arg(long = "worker-tmp-dir", value_name = "DIR", help_heading = GUNICORN)]
+    pub worker_tmp_dir: Option<String>,
+
+    /// Notes about accepted Gunicorn options, gathered before parsing (see `gunicorn`).
+    #[arg(skip)]
+    pub notes: Vec<String>,
 }
 
-/// Gunicorn flags porch does not support yet, with what to do instead.
-const UNSUPPORTED_GUNICORN_FLAGS: &[(&str, &str)] = &[
-    (
-        "-k",
-        "porch runs WSGI apps in its own workers; drop the flag",
-    ),
-    (
-        "--worker-class",
-        "porch runs WSGI apps in its own workers; drop the flag",
-    ),
-    (
-        "--worker-connections",
-        "use --threads for concurrency per worker",
-    ),
-    ("--preload", "each porch worker imports the app itself"),
-    ("--reload", "send SIGHUP to reload the app"),
-    ("-D", "run porch under a process supervisor instead"),
-    ("--daemon", "run porch under a process supervisor instead"),
-    ("-p", "porch writes no pid file"),
-    ("--pid", "porch writes no pid file"),
-    ("--certfile", "TLS is configured in porch.toml"),
-    ("--keyfile", "TLS is configured in porch.toml"),
-    ("--ca-certs", "TLS is configured in porch.toml"),
-    ("-n", "process naming is not available"),
-    ("--name", "process naming is not available"),
-    ("--paste", "point porch at the WSGI callable instead"),
-    (
-        "--statsd-host",
-        "use porch's Prometheus /metrics on --admin-bind",
-    ),
-    ("--worker-tmp-dir", "porch workers need no heartbeat files"),
-    (
-        "--proxy-protocol",
-        "the PROXY protocol is not available yet",
-    ),
-    ("-e", "set environment variables in the shell or container"),
-    (
-        "--env",
-        "set environment variables in the shell or container",
-    ),
-    (
-        "--capture-output",
-        "Python's stdout/stderr already go to porch's error log",
-    ),
-    ("--reuse-port", "porch owns its listening sockets"),
-    ("--umask", "set the umask in the shell or container"),
-    ("--initgroups", "dropping privileges is not available yet"),
-    ("--print-config", "use --check-config"),
-    ("--max-requests-jitter-seconds", "use --max-requests-jitter"),
-];
-
-/// A Gunicorn flag porch does not support, found in the arguments.
-#[derive(Debug, thiserror::Error)]
-#[error("porch does not support Gunicorn's `{flag}` option: {hint}")]
-pub struct UnsupportedFlag {
-    pub flag: String,
-    pub hint: &'static str,
-}
-
-/// Finds the first unsupported Gunicorn flag (`--flag`, `--flag=value` or `-k` forms).
-pub fn find_unsupported(args: &[OsString]) -> Option<UnsupportedFlag> {
-    for arg in args.iter().skip(1) {
-        let arg = arg.to_string_lossy();
-        if arg == "--" {
-            break;
-        }
-        let name = arg.split('=').next().unwrap_or(&arg);
-        for (flag, hint) in UNSUPPORTED_GUNICORN_FLAGS {
-            let short_joined = flag.len() == 2 && !name.starts_with("--") && name.starts_with(flag);
-            if name == *flag || short_joined {
-                return Some(UnsupportedFlag {
-                    flag: (*flag).to_string(),
-                    hint,
-                });
-            }
-        }
-    }
-    None
-}
-
-/// The arguments to parse: `PORCH_CMD_ARGS` (split like a shell would) first, then the real
-/// command line, so flags typed by hand win, as with `GUNICORN_CMD_ARGS`.
-pub fn effective_args(argv: impl IntoIterator<Item = OsString>) -> Result<Vec<OsString>, String> {
-    let mut argv = argv.into_iter();
-    let mut out: Vec<OsString> = argv.next().into_iter().collect();
-    if let Ok(extra) = std::env::var("PORCH_CMD_ARGS") {
-        let split = shlex::split(&extra)
-            .ok_or_else(|| format!("PORCH_CMD_ARGS: unbalanced quotes in {extra:?}"))?;
-        out.extend(split.into_iter().map(OsString::from));
-    }
-    out.extend(argv);
-    Ok(out)
-}
+const GUNICORN: &str = "Gunicorn compatibility";
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn os(v: &[&str]) -> Vec<OsString> {
-        v.iter().map(OsString::from).collect()
-    }
-
-    #[test]
-    fn unsupported_flags_are_named_in_every_spelling() {
-        for (args, flag) in [
-            (vec!["porch", "--preload", "app"], "--preload"),
-            (vec!["porch", "-k", "gevent", "app"], "-k"),
-            (vec!["porch", "-kgevent", "app"], "-k"),
-            (
-                vec!["porch", "--worker-class=gevent", "app"],
-                "--worker-class",
-            ),
-        ] {
-            assert_eq!(find_unsupported(&os(&args)).unwrap().flag, flag);
-        }
-        assert!(find_unsupported(&os(&["porch", "-w", "2", "--bind", "x", "app"])).is_none());
-    }
 
     #[test]
     fn each_timeout_has_its_own_flag() {

@@ -5,7 +5,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::{
-    AccessLogFormat, AppSpec, Limits, ListenerConfig, RateLimit, TrustedProxies, UpstreamConfig,
+    AccessLogFormat, AppSpec, Hooks, Limits, ListenerConfig, Process, RateLimit, TrustedProxies,
+    UpstreamConfig,
 };
 
 /// The validated configuration every part of porch reads.
@@ -31,6 +32,8 @@ pub struct Config {
     /// On TERM: time /healthz answers 503 while porch still accepts and serves, before the
     /// listeners close (Kubernetes removes endpoints asynchronously).
     pub shutdown_delay: Duration,
+    /// How long an idle connection stays open between requests; zero (`--keep-alive 0`)
+    /// closes each HTTP/1 connection after its response.
     pub keep_alive: Duration,
     /// Time from a request head's first byte to its end (408 after).
     pub header_timeout: Duration,
@@ -62,4 +65,23 @@ pub struct Config {
     /// `SCRIPT_NAME` the app is mounted under (from the environment or the file).
     pub script_name: String,
     pub config_file: Option<PathBuf>,
+    /// The pid file, the workers' environment, daemon mode, umask, reload.
+    pub process: Process,
+    /// The Gunicorn hooks of a Python configuration file.
+    pub hooks: Option<Hooks>,
+    /// One line each about accepted Gunicorn options that porch treats differently,
+    /// logged at start-up.
+    pub notes: Vec<String>,
+}
+
+impl Config {
+    /// The idle time allowed before a connection's next request (or its first): the
+    /// keep-alive time, or the header time when keep-alive is off.
+    pub fn idle_timeout(&self) -> Duration {
+        if self.keep_alive.is_zero() {
+            self.header_timeout
+        } else {
+            self.keep_alive
+        }
+    }
 }

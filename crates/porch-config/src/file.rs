@@ -58,6 +58,27 @@ pub struct FileConfig {
     pub backlog: Option<usize>,
     pub admin_bind: Option<String>,
     pub script_name: Option<String>,
+    /// Gunicorn's worker class (`-k`): sync, gthread, gevent, eventlet.
+    pub worker_class: Option<String>,
+    pub worker_connections: Option<usize>,
+    pub pidfile: Option<String>,
+    /// `KEY=VALUE` strings set in the workers' environment.
+    #[serde(default)]
+    pub raw_env: Vec<String>,
+    /// TLS on the `bind` addresses (PEM files).
+    pub certfile: Option<String>,
+    pub keyfile: Option<String>,
+    pub ca_certs: Option<String>,
+    pub cert_reqs: Option<u8>,
+    pub daemon: Option<bool>,
+    pub umask: Option<String>,
+    pub reload: Option<bool>,
+    #[serde(default)]
+    pub reload_extra_files: Vec<String>,
+    pub capture_output: Option<bool>,
+    pub preload_app: Option<bool>,
+    pub proc_name: Option<String>,
+    pub worker_tmp_dir: Option<String>,
     /// `[static]` table: URL prefix → directory.
     #[serde(default, rename = "static")]
     pub statics: BTreeMap<String, String>,

@@ -14,23 +14,30 @@ mod build;
 pub mod cli;
 mod config;
 mod cpus;
+mod env;
 mod error;
 mod file;
 mod forwarded;
+pub mod gunicorn;
 mod limits;
 mod listener;
 mod log;
+mod process;
+mod pyconfig;
+mod python;
 mod static_mount;
 mod upstream;
 mod upstream_addr;
 #[allow(unsafe_code)]
 mod users;
 mod values;
+pub mod worker_class;
 
 pub use app::{parse_app, AppSpec};
 pub use bind::BindAddr;
 pub use config::Config;
 pub use cpus::available_cpus;
+pub use env::effective_args;
 pub use error::ConfigError;
 pub use file::{FileConfig, ListenerFile, RouteFile, TlsFile, UpstreamFile};
 pub use forwarded::TrustedProxies;
@@ -38,7 +45,10 @@ pub use limits::{Limits, RateLimit};
 pub use listener::{
     strip_port, CertKey, ListenerConfig, ProxyRoute, Route, RouteAction, TlsConfig,
 };
-pub use log::AccessLogFormat;
+pub use log::{AccessLogFormat, Atom, Piece};
+pub use process::Process;
+pub use pyconfig::{Hooks, DEFAULT_FILE as DEFAULT_PYTHON_CONFIG};
+pub use python::resolve_python;
 pub use static_mount::StaticMount;
 pub use upstream::{Balance, HealthCheck, UpstreamConfig};
 pub use upstream_addr::UpstreamAddr;

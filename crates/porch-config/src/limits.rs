@@ -2,7 +2,11 @@
 //! memory, connections or workers every other client needs.
 
 use crate::cli::Args;
-use crate::values::positive;
+use crate::values::{count_or_max, positive};
+
+/// What `0` ("unlimited" in Gunicorn) means for the request line and a header field:
+/// 1 MiB, far past anything a browser or client library sends.
+pub(crate) const UNLIMITED_HEAD_PART: usize = 1 << 20;
 use crate::{ConfigError, FileConfig};
 
 /// A per-client-IP token bucket, like nginx's `limit_req`.
@@ -38,21 +42,24 @@ pub struct Limits {
 
 pub(crate) fn limits(args: &Args, file: &FileConfig) -> Result<Limits, ConfigError> {
     let limits = Limits {
-        request_line: positive(
+        request_line: count_or_max(
             "limit_request_line",
             args.limit_request_line.or(file.limit_request_line),
             4094,
+            UNLIMITED_HEAD_PART,
         )?,
-        request_fields: positive(
+        request_fields: count_or_max(
             "limit_request_fields",
             args.limit_request_fields.or(file.limit_request_fields),
             100,
+            32768,
         )?,
-        request_field_size: positive(
+        request_field_size: count_or_max(
             "limit_request_field_size",
             args.limit_request_field_size
                 .or(file.limit_request_field_size),
             8190,
+            UNLIMITED_HEAD_PART,
         )?,
         request_body: args
             .limit_request_body

@@ -142,6 +142,7 @@ pub(crate) fn flag_listeners(
     binds: &[BindAddr],
     statics: &[StaticMount],
     has_app: bool,
+    tls: Option<TlsConfig>,
 ) -> Result<Vec<ListenerConfig>, ConfigError> {
     let mut routes: Vec<Route> = statics
         .iter()
@@ -166,7 +167,7 @@ pub(crate) fn flag_listeners(
         .iter()
         .map(|b| ListenerConfig {
             bind: b.clone(),
-            tls: None,
+            tls: tls.clone(),
             h2c: false,
             redirect_https: None,
             routes: routes.clone(),

@@ -27,12 +27,43 @@ pub(crate) fn seconds_or(
     v.map_or(Ok(default), |v| checked_seconds(key, v))
 }
 
-/// A pause that may be zero (off).
-pub(crate) fn seconds_or_zero(key: &str, v: Option<f64>) -> Result<Duration, ConfigError> {
+/// What Gunicorn's `0` ("no limit") becomes for a time: about three years.
+pub(crate) const UNLIMITED: Duration = Duration::from_secs(100_000_000);
+
+/// Like [`seconds`], but `0` means no limit, as in Gunicorn (`--timeout 0`).
+pub(crate) fn seconds_or_unlimited(
+    key: &str,
+    v: Option<f64>,
+    default: f64,
+) -> Result<Duration, ConfigError> {
     match v {
-        None => Ok(Duration::ZERO),
-        Some(v) if v.is_finite() && (0.0..1e9).contains(&v) => Ok(Duration::from_secs_f64(v)),
-        Some(v) => Err(ConfigError::value(key, v, "a number of seconds, 0 or more")),
+        Some(0.0) => Ok(UNLIMITED),
+        v => seconds(key, v, default),
+    }
+}
+
+/// Like [`seconds`], but `0` is kept as zero (`--keep-alive 0`: no keep-alive).
+pub(crate) fn seconds_or_zero(
+    key: &str,
+    v: Option<f64>,
+    default: f64,
+) -> Result<Duration, ConfigError> {
+    match v {
+        Some(0.0) => Ok(Duration::ZERO),
+        v => seconds(key, v, default),
+    }
+}
+
+/// A count where Gunicorn's `0` means "the largest allowed".
+pub(crate) fn count_or_max(
+    key: &str,
+    v: Option<usize>,
+    default: usize,
+    max: usize,
+) -> Result<usize, ConfigError> {
+    match v {
+        Some(0) => Ok(max),
+        v => positive(key, v, default),
     }
 }
 

@@ -41,7 +41,7 @@ impl Front {
         queue_stats: Arc<QueueStats>,
     ) -> std::io::Result<Arc<Front>> {
         let access_log = match &cfg.access_log {
-            Some(t) => Some(AccessLog::open(t, cfg.access_log_format)?),
+            Some(t) => Some(AccessLog::open(t, cfg.access_log_format.clone())?),
             None => None,
         };
         let spill_dir = std::env::temp_dir();

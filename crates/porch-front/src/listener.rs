@@ -181,13 +181,13 @@ enum Proto {
 macro_rules! http1_settings {
     ($b:expr, $cfg:expr) => {
         $b.timer(TokioTimer::new())
-            .keep_alive(true)
+            .keep_alive(!$cfg.keep_alive.is_zero())
             .half_close(false)
             .pipeline_flush(true)
             .max_headers($cfg.limits.request_fields)
             // The strict layer runs the precise keep-alive and header clocks (with 408);
             // this is only a backstop.
-            .header_read_timeout($cfg.keep_alive + $cfg.header_timeout)
+            .header_read_timeout($cfg.idle_timeout() + $cfg.header_timeout)
             .max_buf_size(head_size(&$cfg.limits))
     };
 }
@@ -350,7 +350,7 @@ impl Connections {
                     verdict,
                     switch,
                     Timeouts {
-                        keep_alive: self.front.cfg.keep_alive,
+                        keep_alive: self.front.cfg.idle_timeout(),
                         header: self.front.cfg.header_timeout,
                         send: self.front.cfg.send_timeout,
                     },
@@ -371,7 +371,7 @@ impl Connections {
                 let conn = self.http2.serve_connection(TokioIo::new(io), svc);
                 let idle = IdleLimit {
                     activity,
-                    keep_alive: self.front.cfg.keep_alive,
+                    keep_alive: self.front.cfg.idle_timeout(),
                     graceful: self.front.cfg.graceful_timeout,
                     stalls: stalls.unwrap_or_default(),
                     send: self.front.cfg.send_timeout,

@@ -1,4 +1,5 @@
-//! The access log: Gunicorn's/nginx's combined format, or one JSON object per line.
+//! The access log: Gunicorn's/nginx's combined format, a Gunicorn `--access-logformat`
+//! template, or one JSON object per line.
 
 use std::io::Write;
 use std::net::IpAddr;
@@ -6,12 +7,14 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use crate::http_util::header_str;
-use porch_config::AccessLogFormat;
+use porch_config::{AccessLogFormat, Atom, Piece};
 
 /// Where access lines go. Lines are written whole under a lock, so they never interleave.
 pub struct AccessLog {
     out: Mutex<Box<dyn Write + Send>>,
     format: AccessLogFormat,
+    /// Request headers the template logs, kept with each record.
+    headers: Vec<http::HeaderName>,
 }
 
 impl AccessLog {
@@ -26,9 +29,15 @@ impl AccessLog {
                     .open(target)?,
             )
         };
+        let headers = format
+            .request_headers()
+            .iter()
+            .filter_map(|h| http::HeaderName::from_bytes(h.as_bytes()).ok())
+            .collect();
         Ok(Arc::new(AccessLog {
             out: Mutex::new(out),
             format,
+            headers,
         }))
     }
 
@@ -56,6 +65,8 @@ pub struct AccessRecord {
     pub started: Instant,
     pub queue_wait: Option<Duration>,
     pub aborted: bool,
+    /// The request headers a Gunicorn template asks for, in the log's order.
+    pub headers: Vec<String>,
 }
 
 impl AccessRecord {
@@ -85,13 +96,15 @@ impl AccessRecord {
             started,
             queue_wait: None,
             aborted: false,
+            headers: log.headers.iter().map(|h| header(h.clone())).collect(),
         }
     }
 
     pub fn emit(self) {
-        let line = match self.log.format {
+        let line = match &self.log.format {
+            AccessLogFormat::Template(pieces) => self.render(pieces),
             AccessLogFormat::Combined => {
-                let when = httpdate::fmt_http_date(SystemTime::now());
+                let when = clf_time(SystemTime::now());
                 format!(
                     "{} - - [{}] \"{} {} {}\" {} {} \"{}\" \"{}\" {:.6}\n",
                     self.remote.map_or("-".to_string(), |ip| ip.to_string()),
@@ -134,6 +147,101 @@ impl AccessRecord {
     }
 }
 
+impl AccessRecord {
+    /// A Gunicorn template line; client text is escaped as in the combined format.
+    fn render(&self, pieces: &[Piece]) -> String {
+        use std::fmt::Write as _;
+        let mut out = String::with_capacity(160);
+        let elapsed = self.started.elapsed();
+        let mut wanted = self.headers.iter();
+        for piece in pieces {
+            let atom = match piece {
+                Piece::Text(t) => {
+                    out.push_str(t);
+                    continue;
+                }
+                Piece::Atom(a) => a,
+            };
+            let (path, query) = self
+                .target
+                .split_once('?')
+                .unwrap_or((self.target.as_str(), ""));
+            let _ = match atom {
+                Atom::Remote => write!(
+                    out,
+                    "{}",
+                    self.remote.map_or("-".to_string(), |ip| ip.to_string())
+                ),
+                Atom::Dash => write!(out, "-"),
+                Atom::Time => write!(out, "[{}]", clf_time(SystemTime::now())),
+                Atom::RequestLine => write!(
+                    out,
+                    "{} {} {}",
+                    escape(&self.method),
+                    escape(&self.target),
+                    self.protocol
+                ),
+                Atom::Method => write!(out, "{}", escape(&self.method)),
+                Atom::Path => write!(out, "{}", escape(path)),
+                Atom::Query => write!(out, "{}", if query.is_empty() { "" } else { query }),
+                Atom::Protocol => write!(out, "{}", self.protocol),
+                Atom::Status => write!(out, "{}", self.status),
+                Atom::Bytes => write!(out, "{}", self.bytes),
+                Atom::BytesOrDash if self.bytes == 0 => write!(out, "-"),
+                Atom::BytesOrDash => write!(out, "{}", self.bytes),
+                Atom::Referer => write!(out, "{}", escape(&self.referer)),
+                Atom::UserAgent => write!(out, "{}", escape(&self.user_agent)),
+                Atom::Seconds => write!(out, "{}", elapsed.as_secs()),
+                Atom::Millis => write!(out, "{}", elapsed.as_millis()),
+                Atom::Micros => write!(out, "{}", elapsed.as_micros()),
+                Atom::DecimalSeconds => write!(out, "{:.6}", elapsed.as_secs_f64()),
+                Atom::Pid => write!(out, "<{}>", std::process::id()),
+                Atom::RequestHeader(_) => {
+                    write!(out, "{}", escape(wanted.next().map_or("", |v| v.as_str())))
+                }
+                Atom::ResponseHeader(_) => write!(out, "-"),
+                Atom::Env(name) => {
+                    write!(out, "{}", escape(&std::env::var(name).unwrap_or_default()))
+                }
+            };
+        }
+        out.push('\n');
+        out
+    }
+}
+
+/// The time as the combined log format writes it (strftime `%d/%b/%Y:%H:%M:%S %z`, local
+/// time): `01/Dec/2026:13:28:32 +0000`, which GoAccess and COMBINEDAPACHELOG expect.
+pub(crate) fn clf_time(t: SystemTime) -> String {
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    let secs = t
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs()) as libc::time_t;
+    // SAFETY: localtime_r reads `secs` and writes into the zeroed struct we own.
+    let tm = unsafe {
+        let mut tm: libc::tm = std::mem::zeroed();
+        if libc::localtime_r(&secs, &mut tm).is_null() {
+            libc::gmtime_r(&secs, &mut tm);
+        }
+        tm
+    };
+    let offset = tm.tm_gmtoff / 60;
+    let sign = if offset < 0 { '-' } else { '+' };
+    format!(
+        "{:02}/{}/{}:{:02}:{:02}:{:02} {sign}{:02}{:02}",
+        tm.tm_mday,
+        MONTHS[tm.tm_mon.clamp(0, 11) as usize],
+        tm.tm_year + 1900,
+        tm.tm_hour,
+        tm.tm_min,
+        tm.tm_sec,
+        offset.abs() / 60,
+        offset.abs() % 60,
+    )
+}
+
 /// A field of the combined format, escaped as nginx does: `"`, `\\`, control bytes and
 /// every non-ASCII byte (C1 controls and bidi overrides among them) become `\\xHH`, so a
 /// client can neither break the quoted fields apart nor hide text from whoever reads the
@@ -172,7 +280,24 @@ fn ascii_json(json: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::{ascii_json, escape};
+    use super::{ascii_json, clf_time, escape};
+
+    #[test]
+    fn combined_time_is_the_common_log_format() {
+        // 2026-12-01 13:28:32 UTC
+        let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_796_131_712);
+        let s = clf_time(t);
+        let (date, zone) = s.split_once(' ').unwrap();
+        assert_eq!(date.len(), "01/Dec/2026:13:28:32".len(), "{s}");
+        assert!(date.contains("/Dec/2026:"), "{s}");
+        assert!(
+            zone.len() == 5 && (zone.starts_with('+') || zone.starts_with('-')),
+            "{s}"
+        );
+        if zone == "+0000" {
+            assert_eq!(s, "01/Dec/2026:13:28:32 +0000");
+        }
+    }
 
     #[test]
     fn json_lines_are_ascii() {

@@ -34,12 +34,19 @@ pub struct AppSpec {
     pub callable: String,
     /// `MODULE:factory()`: call the attribute to get the app.
     pub factory: bool,
+    /// `MODULE:factory("prod", debug=True)`: the text between the parentheses, Python
+    /// literals only, evaluated by the worker.
+    #[serde(default)]
+    pub args: Option<String>,
 }
 
 impl fmt::Display for AppSpec {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let call = if self.factory { "()" } else { "" };
-        write!(f, "{}:{}{call}", self.module, self.callable)
+        write!(f, "{}:{}", self.module, self.callable)?;
+        if self.factory {
+            write!(f, "({})", self.args.as_deref().unwrap_or(""))?;
+        }
+        Ok(())
     }
 }
 
@@ -54,6 +61,17 @@ pub struct WorkerSpec {
     pub chdir: Option<PathBuf>,
     pub pythonpath: Vec<PathBuf>,
     pub script_name: String,
+    /// A Gunicorn configuration whose worker hooks to call (a path or `python:MODULE`),
+    /// with what the hooks' `server` object tells (JSON: `workers`, `binds`).
+    #[serde(default)]
+    pub hooks: Option<WorkerHooks>,
+}
+
+/// Where the worker finds its Gunicorn hooks (see `porch.hooks`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorkerHooks {
+    pub source: String,
+    pub info: String,
 }
 
 impl WorkerSpec {
@@ -104,12 +122,14 @@ mod tests {
                 module: "pkg.mod".into(),
                 callable: "create".into(),
                 factory: true,
+                args: None,
             },
             threads: 2,
             multiprocess: true,
             chdir: Some("/srv".into()),
             pythonpath: vec!["/a".into()],
             script_name: "/site".into(),
+            hooks: None,
         }
     }
 

@@ -24,11 +24,18 @@ fn main(py: Python<'_>) -> u8 {
     worker::main(py)
 }
 
+/// Whether TERM or INT reached this worker (for Gunicorn's `worker_int` hook).
+#[pyfunction]
+fn interrupted() -> bool {
+    worker::INTERRUPTED.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 #[pymodule]
 #[pyo3(name = "_worker")]
 fn porch_worker(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("VERSION", porch_ipc::spawn::VERSION)?;
     m.add("PROTOCOL", porch_ipc::spawn::PROTOCOL)?;
     m.add_function(wrap_pyfunction!(main, m)?)?;
+    m.add_function(wrap_pyfunction!(interrupted, m)?)?;
     Ok(())
 }

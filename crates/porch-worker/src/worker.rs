@@ -174,6 +174,15 @@ fn import_app(py: Python<'_>, spec: &WorkerSpec) -> Result<App, ()> {
         sys.setattr("argv", vec!["porch"])?;
         // Fatal errors (segfaults in C extensions) print the Python stack before dying.
         py.import("faulthandler")?.call_method0("enable")?;
+        // Gunicorn's post_fork: after the paths are set, before the app is imported.
+        let hooks = match &spec.hooks {
+            Some(h) => {
+                let m = py.import("porch.hooks")?;
+                m.call_method1("worker_start", (h.source.as_str(), h.info.as_str()))?;
+                Some(m)
+            }
+            None => None,
+        };
 
         let spec_app = &spec.app;
         let module = py.import(spec_app.module.as_str())?;
@@ -184,13 +193,23 @@ fn import_app(py: Python<'_>, spec: &WorkerSpec) -> Result<App, ()> {
             ))
         })?;
         if spec_app.factory {
-            callable = callable.call0()?;
+            callable = match &spec_app.args {
+                None => callable.call0()?,
+                // Literal arguments only, parsed by Python's own `ast`, as Gunicorn does.
+                Some(text) => py
+                    .import("porch._app")?
+                    .call_method1("call_factory", (callable, text.as_str()))?,
+            };
         }
         if !callable.is_callable() {
             return Err(pyo3::exceptions::PyTypeError::new_err(format!(
                 "{} is not callable",
                 spec_app
             )));
+        }
+        // post_worker_init, and pre_request/post_request around the app.
+        if let Some(m) = hooks {
+            callable = m.call_method1("worker_ready", (callable,))?;
         }
         Ok(App {
             callable: callable.unbind(),
@@ -273,6 +292,16 @@ fn on_signals(sink: &Sink, running: &Running, inbox: &Inbox, stream: &UnixStream
             sink.write_detached(&frames);
             continue;
         }
+        // A request timed out: the front kills this worker next (Gunicorn's worker_abort).
+        Python::attach(|py| {
+            let hooks = py
+                .import("sys")
+                .and_then(|s| s.getattr("modules"))
+                .and_then(|m| m.get_item("porch.hooks"));
+            if let Ok(m) = hooks {
+                let _ = m.call_method0("worker_abort");
+            }
+        });
         let jobs: Vec<(u32, u64)> = running
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -305,9 +334,15 @@ fn on_signals(sink: &Sink, running: &Running, inbox: &Inbox, stream: &UnixStream
 /// Ctrl-C in a terminal) reach the workers too. The front drains on them; a worker keeps
 /// running what it has until the front closes its socket, instead of dying mid-request
 /// (the default action) or raising KeyboardInterrupt in a view (Python's).
+/// Set once TERM or INT reached this worker (Gunicorn's `worker_int` hook then runs as
+/// the worker stops).
+pub static INTERRUPTED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
 fn wait_for_the_front_on_term_and_int() {
-    extern "C" fn ignore(_: libc::c_int) {}
-    // SAFETY: installs a handler that does nothing (async-signal-safe by construction) for
+    extern "C" fn ignore(_: libc::c_int) {
+        INTERRUPTED.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+    // SAFETY: installs a handler that only sets a flag (async-signal-safe) for
     // two signals of this process. A handler, not SIG_IGN: a handler is reset to the
     // default action on exec, so programs the app starts still stop on TERM and INT.
     unsafe {

@@ -5,7 +5,7 @@
 //! `bin/python` (`--venv`, `$VIRTUAL_ENV`); the `python3` beside porch's own executable
 //! (porch installed by pip lives in the venv's `bin/`); `python3` on `PATH`.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use porch_config::Config;
@@ -32,33 +32,9 @@ const MIN_PYTHON: (u32, u32) = (3, 9);
 impl Interpreter {
     /// Picks the interpreter for a configuration; an error says what to pass instead.
     pub fn resolve(cfg: &Config) -> Result<Interpreter, String> {
-        if let Some(path) = &cfg.python {
-            return Ok(Interpreter {
-                path: path.clone(),
-                venv: None,
-            });
-        }
-        if let Some(venv) = &cfg.venv {
-            return Ok(Interpreter {
-                path: venv.join("bin/python"),
-                venv: Some(venv.clone()),
-            });
-        }
-        let beside = std::env::current_exe()
-            .ok()
-            .and_then(|exe| Some(exe.parent()?.join("python3")))
-            .filter(|p| p.is_file());
-        if let Some(path) = beside {
-            return Ok(Interpreter { path, venv: None });
-        }
-        match on_path("python3") {
-            Some(path) => Ok(Interpreter { path, venv: None }),
-            None => Err(
-                "no Python interpreter found to run the workers: pass --python PATH \
-                         or --venv DIR (or install porch into the app's virtualenv)"
-                    .into(),
-            ),
-        }
+        let (path, venv) =
+            porch_config::resolve_python(cfg.python.as_deref(), cfg.venv.as_deref())?;
+        Ok(Interpreter { path, venv })
     }
 
     /// Starts the interpreter once to check that it is a CPython porch supports and that
@@ -122,17 +98,4 @@ impl Interpreter {
             )),
         }
     }
-}
-
-fn on_path(name: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .map(|dir| dir.join(name))
-        .find(|p| is_executable(p))
-}
-
-fn is_executable(p: &Path) -> bool {
-    use std::os::unix::fs::PermissionsExt;
-    p.metadata()
-        .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
 }

@@ -2,9 +2,13 @@
 //! processes. It links no Python: workers are the app's own interpreter running porch's
 //! worker extension (crates/porch-worker), started by [`supervisor`].
 
+mod hooks;
 mod interpreter;
+mod process;
+mod reload;
 mod server;
 mod supervisor;
+mod systemd;
 
 fn main() -> std::process::ExitCode {
     server::main()

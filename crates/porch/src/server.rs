@@ -10,32 +10,38 @@ use clap::Parser;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::watch;
 
-use porch_config::cli::{self, Args};
-use porch_config::Config;
+use porch_config::cli::Args;
+use porch_config::{effective_args, gunicorn, Config};
 use porch_front::{self as front, Front, Listener};
 
 use crate::interpreter::Interpreter;
+use crate::process::PidFile;
 use crate::supervisor::Pool;
 
 pub fn main() -> ExitCode {
-    let argv = match cli::effective_args(std::env::args_os()) {
+    let argv = match effective_args(std::env::args_os()) {
         Ok(a) => a,
         Err(e) => {
             eprintln!("porch: {e}");
             return ExitCode::from(2);
         }
     };
-    if let Some(flag) = cli::find_unsupported(&argv) {
-        eprintln!("porch: {flag}");
-        return ExitCode::from(2);
-    }
-    let args = match Args::try_parse_from(&argv) {
+    // Every refused or unknown option at once, each with what to do instead.
+    let screened = match gunicorn::screen(argv) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("porch: cannot start with these options:\n  {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let mut args = match Args::try_parse_from(&screened.args) {
         Ok(a) => a,
         Err(e) => {
             let _ = e.print();
             return ExitCode::from(if e.use_stderr() { 2 } else { 0 });
         }
     };
+    args.notes = screened.notes;
     let cfg = match Config::from_args(&args) {
         Ok(c) => c,
         Err(e) => {
@@ -43,9 +49,21 @@ pub fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if let Some(mask) = cfg.process.umask {
+        crate::process::set_umask(mask);
+    }
+    if cfg.process.daemon && !args.check_config {
+        if let Err(e) = crate::process::daemonize() {
+            eprintln!("porch: cannot run in the background: {e}");
+            return ExitCode::from(1);
+        }
+    }
     if let Err(e) = setup_logging(&cfg) {
         eprintln!("porch: cannot open the error log: {e}");
         return ExitCode::from(2);
+    }
+    for note in &cfg.notes {
+        tracing::warn!("{note}");
     }
     raise_open_files_limit();
     let cores = porch_config::available_cpus();
@@ -65,7 +83,7 @@ pub fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    let code = runtime.block_on(run(Arc::new(cfg), &args));
+    let code = runtime.block_on(run(cfg, &args));
     // Workers exit on their own when their socket closes; do not wait for stray tasks.
     runtime.shutdown_timeout(Duration::from_millis(100));
     code
@@ -108,10 +126,18 @@ fn setup_logging(cfg: &Config) -> std::io::Result<()> {
             .create(true)
             .append(true)
             .open(path)?;
-        // Workers inherit stderr, so Python tracebacks land in the same file.
-        // SAFETY: both descriptors are open; dup2 atomically replaces fd 2.
-        if unsafe { libc::dup2(file.as_raw_fd(), 2) } < 0 {
-            return Err(std::io::Error::last_os_error());
+        // Workers inherit stderr, so Python tracebacks land in the same file; with
+        // --capture-output their stdout (print) too.
+        let fds: &[i32] = if cfg.process.capture_output {
+            &[1, 2]
+        } else {
+            &[2]
+        };
+        for &fd in fds {
+            // SAFETY: both descriptors are open; dup2 atomically replaces `fd`.
+            if unsafe { libc::dup2(file.as_raw_fd(), fd) } < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
         }
     }
     tracing_subscriber::fmt()
@@ -160,8 +186,21 @@ impl Slot {
     }
 }
 
-async fn run(cfg: Arc<Config>, args: &Args) -> ExitCode {
+async fn run(mut cfg: Config, args: &Args) -> ExitCode {
     let check_only = args.check_config;
+    // systemd's sockets replace the configured addresses (never with --check-config,
+    // which must leave them alone).
+    let inherited = match crate::systemd::inherited().filter(|_| !check_only) {
+        Some(fds) => match crate::systemd::adopt(&mut cfg, &fds) {
+            Ok(l) => Some(l),
+            Err(e) => {
+                eprintln!("porch: cannot use the sockets systemd passed (LISTEN_FDS): {e}");
+                return ExitCode::from(1);
+            }
+        },
+        None => None,
+    };
+    let cfg = Arc::new(cfg);
     // Handlers first: a HUP arriving while the workers boot must not kill porch (the
     // default action), and a TTIN/TTOU must not be lost; they are acted on once serving.
     let mut term = signal(SignalKind::terminate()).expect("signal handler");
@@ -221,15 +260,30 @@ async fn run(cfg: Arc<Config>, args: &Args) -> ExitCode {
     }
 
     let mut listeners = Vec::new();
-    for l in &cfg.listeners {
-        match Listener::bind(&l.bind).await {
-            Ok(sock) => listeners.push(sock),
-            Err(e) => {
-                tracing::error!("cannot listen on {}: {e}", l.bind);
-                return ExitCode::from(1);
+    if let Some(inherited) = inherited {
+        tracing::info!("using {} socket(s) passed by systemd", inherited.len());
+        listeners = inherited;
+    } else {
+        for l in &cfg.listeners {
+            match Listener::bind(&l.bind).await {
+                Ok(sock) => listeners.push(sock),
+                Err(e) => {
+                    tracing::error!("cannot listen on {}: {e}", l.bind);
+                    return ExitCode::from(1);
+                }
             }
         }
     }
+    let _pidfile = match &cfg.process.pidfile {
+        Some(path) => match PidFile::write(path) {
+            Ok(p) => Some(p),
+            Err(e) => {
+                tracing::error!("cannot write the pid file {}: {e}", path.display());
+                return ExitCode::from(1);
+            }
+        },
+        None => None,
+    };
     let admin = match cfg.admin_bind {
         Some(a) => match tokio::net::TcpListener::bind(a).await {
             Ok(l) => Some(l),
@@ -240,6 +294,11 @@ async fn run(cfg: Arc<Config>, args: &Args) -> ExitCode {
         },
         None => None,
     };
+
+    let front_hooks = pool.as_ref().and_then(|p| p.front_hooks());
+    if let Some(h) = &front_hooks {
+        h.run("on_starting", serde_json::json!({})).await;
+    }
 
     // Ports below 1024 need root only to bind; everything after runs as --user/--group.
     if let Some((uid, gid)) = cfg.run_as {
@@ -289,6 +348,21 @@ async fn run(cfg: Arc<Config>, args: &Args) -> ExitCode {
             .collect();
     }
 
+    if let (true, Some(pool)) = (cfg.process.reload, &pool) {
+        let mut roots: Vec<std::path::PathBuf> = cfg
+            .chdir
+            .clone()
+            .or_else(|| std::env::current_dir().ok())
+            .into_iter()
+            .collect();
+        roots.extend(cfg.pythonpath.iter().cloned());
+        let pool = pool.clone();
+        tokio::spawn(crate::reload::watch(
+            roots,
+            cfg.process.reload_extra_files.clone(),
+            move || pool.generation.send_modify(|g| *g += 1),
+        ));
+    }
     let worker_stats = pool.as_ref().map(|p| p.stats.clone());
     let front = match Front::new(cfg.clone(), queue_tx, worker_stats, queue_stats) {
         Ok(f) => f,
@@ -341,6 +415,9 @@ async fn run(cfg: Arc<Config>, args: &Args) -> ExitCode {
             env!("CARGO_PKG_VERSION")
         ),
     }
+    if let Some(h) = &front_hooks {
+        h.run("when_ready", serde_json::json!({})).await;
+    }
 
     loop {
         tokio::select! {
@@ -379,6 +456,9 @@ async fn run(cfg: Arc<Config>, args: &Args) -> ExitCode {
                             None => tracing::warn!("HUP: the configuration has no app any more; keeping the current one"),
                         },
                     }
+                    if let Some(h) = pool.front_hooks() {
+                        h.run("on_reload", serde_json::json!({})).await;
+                    }
                     tracing::info!("HUP: starting fresh workers with the app's current code");
                     pool.generation.send_modify(|g| *g += 1);
                 }
@@ -389,7 +469,12 @@ async fn run(cfg: Arc<Config>, args: &Args) -> ExitCode {
                     let index = slots.len();
                     tracing::info!("TTIN: adding worker slot {index}");
                     match pool.boot().await {
-                        Ok(w) => slots.push(Slot::start(&pool, index, w)),
+                        Ok(w) => {
+                            slots.push(Slot::start(&pool, index, w));
+                            if let Some(h) = pool.front_hooks() {
+                                h.run("nworkers_changed", serde_json::json!({"new": index + 1, "old": index})).await;
+                            }
+                        }
                         Err(e) => tracing::error!("TTIN: the new worker failed to start: {e}"),
                     }
                 }
@@ -400,6 +485,9 @@ async fn run(cfg: Arc<Config>, args: &Args) -> ExitCode {
                     tracing::info!("TTOU: retiring a worker ({} left)", slots.len());
                     let _ = slot.stop.send(true);
                     tokio::spawn(slot.task);
+                    if let Some(h) = pool.as_ref().and_then(|p| p.front_hooks()) {
+                        h.run("nworkers_changed", serde_json::json!({"new": slots.len(), "old": slots.len() + 1})).await;
+                    }
                 } else {
                     tracing::warn!("TTOU: keeping the last worker");
                 }
@@ -439,6 +527,9 @@ async fn run(cfg: Arc<Config>, args: &Args) -> ExitCode {
     )
     .await;
     let _ = admin_stop_tx.send(true);
+    if let Some(h) = pool.as_ref().and_then(|p| p.front_hooks()) {
+        h.run("on_exit", serde_json::json!({})).await;
+    }
     tracing::info!("stopped");
     ExitCode::SUCCESS
 }

@@ -54,6 +54,10 @@ pub struct Pool {
     spec: std::sync::Mutex<WorkerSpec>,
     /// Replaced on SIGHUP with the spec (another `--venv` or `--python`).
     interpreter: std::sync::Mutex<Interpreter>,
+    /// Gunicorn's front-side hooks (`pre_fork`, `child_exit`) from a Python configuration.
+    hooks: std::sync::Mutex<Option<crate::hooks::FrontHooks>>,
+    /// `-e KEY=VALUE` / `raw_env`, set in each new worker's environment.
+    worker_env: std::sync::Mutex<Vec<(String, String)>>,
     link: LinkConfig,
     max_requests: u64,
     jitter: u64,
@@ -81,7 +85,9 @@ impl Pool {
         let (requeue, returned) = async_channel::unbounded();
         Arc::new(Pool {
             spec: std::sync::Mutex::new(worker_spec(cfg, app)),
+            hooks: std::sync::Mutex::new(crate::hooks::FrontHooks::new(cfg, &interpreter)),
             interpreter: std::sync::Mutex::new(interpreter),
+            worker_env: std::sync::Mutex::new(cfg.process.worker_env.clone()),
             link: LinkConfig {
                 threads: cfg.threads,
                 prefetch: cfg.prefetch,
@@ -106,6 +112,9 @@ impl Pool {
 
     /// Starts a worker process and waits until it has imported the app.
     pub async fn boot(&self) -> Result<Worker, BootError> {
+        if let Some(h) = self.front_hooks() {
+            h.run("pre_fork", serde_json::json!({})).await;
+        }
         let (ours, theirs) = std::os::unix::net::UnixStream::pair()?;
         let theirs_fd = theirs.as_raw_fd();
         let interpreter = self.lock_interpreter().clone();
@@ -123,6 +132,17 @@ impl Pool {
         if let Some(venv) = &interpreter.venv {
             cmd.env("VIRTUAL_ENV", venv);
         }
+        // systemd's sockets are porch's, not the workers'.
+        for var in ["LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES"] {
+            cmd.env_remove(var);
+        }
+        cmd.envs(
+            self.worker_env
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .iter()
+                .cloned(),
+        );
         // SAFETY: the closure runs in the forked child before exec and only calls dup2 and
         // fcntl, which are async-signal-safe; it touches no memory shared with the parent.
         unsafe {
@@ -296,6 +316,10 @@ impl Pool {
                 }
             };
             tracing::info!("worker {pid} exited: {why}");
+            if let Some(h) = self.front_hooks() {
+                h.run("child_exit", serde_json::json!({ "worker_pid": pid }))
+                    .await;
+            }
             if *stopping.borrow() {
                 if let Some(w) = next.take() {
                     self.stop_worker(w).await;
@@ -420,6 +444,14 @@ fn worker_spec(cfg: &Config, app: &porch_config::AppSpec) -> WorkerSpec {
         chdir: cfg.chdir.clone(),
         pythonpath: cfg.pythonpath.clone(),
         script_name: cfg.script_name.clone(),
+        hooks: cfg
+            .hooks
+            .as_ref()
+            .filter(|h| crate::hooks::WORKER_HOOKS.iter().any(|n| h.has(n)))
+            .map(|h| spawn::WorkerHooks {
+                source: h.source.clone(),
+                info: crate::hooks::server_info(cfg).to_string(),
+            }),
     }
 }
 
@@ -448,6 +480,8 @@ impl Pool {
         if new.pythonpath != spec.pythonpath {
             changed.push("pythonpath");
         }
+        *self.hooks.lock().unwrap_or_else(|e| e.into_inner()) =
+            crate::hooks::FrontHooks::new(cfg, &interpreter);
         let mut current = self.lock_interpreter();
         if *current != interpreter {
             changed.push("python");
@@ -456,12 +490,25 @@ impl Pool {
         if new.script_name != spec.script_name {
             changed.push("script_name");
         }
+        if new.hooks != spec.hooks {
+            changed.push("hooks");
+        }
+        let mut env = self.worker_env.lock().unwrap_or_else(|e| e.into_inner());
+        if *env != cfg.process.worker_env {
+            changed.push("raw_env");
+            *env = cfg.process.worker_env.clone();
+        }
         *spec = new;
         changed
     }
 }
 
 impl Pool {
+    /// The front-side hooks of the current configuration, if it has any.
+    pub fn front_hooks(&self) -> Option<crate::hooks::FrontHooks> {
+        self.hooks.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
     fn lock_interpreter(&self) -> std::sync::MutexGuard<'_, Interpreter> {
         self.interpreter.lock().unwrap_or_else(|e| e.into_inner())
     }
