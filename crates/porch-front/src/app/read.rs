@@ -21,30 +21,19 @@ impl Front {
         loop {
             let next = tokio::time::timeout(self.cfg.body_timeout, incoming.frame());
             let Ok(next) = next.await else {
-                return Err(Rejection::client(
-                    StatusCode::REQUEST_TIMEOUT,
-                    "request body not received in time",
-                )
-                .closing());
+                return Err(Rejection::body_timed_out());
             };
             let Some(frame) = next else { break };
             let frame = frame.map_err(|e| {
                 tracing::debug!("request body not received in full: {e}");
-                Rejection::client(
-                    StatusCode::BAD_REQUEST,
-                    "request body incomplete or malformed",
-                )
+                Rejection::body_incomplete()
             })?;
             let Ok(data) = frame.into_data() else {
                 continue;
             };
             total += data.len() as u64;
             if total > limits.request_body {
-                return Err(Rejection::client(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    "request body too large",
-                )
-                .closing());
+                return Err(Rejection::body_too_large());
             }
             if file.is_none() && mem.len() + data.len() > limits.body_memory {
                 let spill = tempfile::Builder::new()

@@ -199,7 +199,7 @@ impl Checker {
     }
 
     /// A head that ended, or had no request line yet.
-    fn is_fresh_head(&self) -> bool {
+    pub(super) fn is_fresh_head(&self) -> bool {
         self.state == NEW_HEAD
     }
 

@@ -34,7 +34,18 @@ pub struct StrictIo<T> {
     read_timer: Option<(ReadTimer, Pin<Box<tokio::time::Sleep>>)>,
     /// Running while the client does not take what porch writes (`send`).
     write_timer: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// After porch closed a connection mid-request (413, 400, 408): until when it still
+    /// reads and drops what the client sends, and how much more it will drop.
+    linger: Option<(Pin<Box<tokio::time::Sleep>>, usize)>,
 }
+
+/// How long porch keeps reading a closed connection's late bytes: a client that is still
+/// sending a body when porch answers (413 before the end of a large upload) would
+/// otherwise get a reset that can destroy the answer in its receive buffer before it
+/// reads it (nginx's `lingering_close`, `lingering_time`).
+const LINGER_TIME: std::time::Duration = std::time::Duration::from_secs(5);
+/// The most porch drops while lingering.
+const LINGER_BYTES: usize = 64 << 20;
 
 impl<T> StrictIo<T> {
     pub fn new(
@@ -57,7 +68,15 @@ impl<T> StrictIo<T> {
             activity,
             read_timer: None,
             write_timer: None,
+            linger: None,
         }
+    }
+
+    /// Whether the client may still be sending when porch closes: a rejection, a body not
+    /// read to its end, or bytes of a next request. A connection closed between requests
+    /// (keep-alive timeout, `Connection: close`) is not lingered on.
+    fn client_may_be_sending(&self) -> bool {
+        self.failed || !self.buf.is_empty() || !self.checker.is_fresh_head()
     }
 
     /// Which read timer should run now, if any.
@@ -262,7 +281,28 @@ impl<T: AsyncRead + AsyncWrite + Unpin> AsyncWrite for StrictIo<T> {
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+        let me = self.get_mut();
+        if me.linger.is_none() {
+            // The answer is out (and the FIN after it) before any lingering.
+            ready!(Pin::new(&mut me.inner).poll_shutdown(cx))?;
+            if !me.client_may_be_sending() {
+                return Poll::Ready(Ok(()));
+            }
+            me.linger = Some((Box::pin(tokio::time::sleep(LINGER_TIME)), LINGER_BYTES));
+        }
+        let (deadline, left) = me.linger.as_mut().expect("set above");
+        let mut scratch = [0u8; 16 * 1024];
+        loop {
+            if *left == 0 || deadline.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(Ok(()));
+            }
+            let mut rb = ReadBuf::new(&mut scratch);
+            match ready!(Pin::new(&mut me.inner).poll_read(cx, &mut rb)) {
+                Ok(()) if rb.filled().is_empty() => return Poll::Ready(Ok(())), // client done
+                Ok(()) => *left = left.saturating_sub(rb.filled().len()),
+                Err(_) => return Poll::Ready(Ok(())),
+            }
+        }
     }
 }
 
@@ -397,5 +437,61 @@ mod tests {
         assert_eq!(released(&mut io, HOUR).await, None);
         client.write_all(b"more").await.unwrap();
         assert_eq!(released(&mut io, HOUR).await.unwrap(), b"more");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn closing_mid_body_reads_what_the_client_still_sends_then_ends() {
+        let (mut io, mut client) = strict(&Switch::default());
+        client
+            .write_all(b"POST /up HTTP/1.1\r\nHost: a\r\nContent-Length: 100000\r\n\r\nxxxx")
+            .await
+            .unwrap();
+        assert!(released(&mut io, HOUR).await.is_some());
+        io.write_all(b"HTTP/1.1 413 Payload Too Large\r\nConnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        let closing = tokio::spawn(async move { io.shutdown().await });
+        // The client still sends; porch keeps draining instead of closing on it.
+        for _ in 0..10 {
+            client.write_all(&[b'x'; 8192]).await.unwrap();
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert!(
+            !closing.is_finished(),
+            "closed while the client was still sending"
+        );
+        let mut answer = Vec::new();
+        client.read_to_end(&mut answer).await.unwrap();
+        assert!(answer.starts_with(b"HTTP/1.1 413"));
+        drop(client);
+        closing.await.unwrap().unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn lingering_ends_at_its_deadline_for_a_client_that_never_stops() {
+        let (mut io, mut client) = strict(&Switch::default());
+        client
+            .write_all(b"POST /up HTTP/1.1\r\nHost: a\r\nContent-Length: 100000\r\n\r\nxx")
+            .await
+            .unwrap();
+        assert!(released(&mut io, HOUR).await.is_some());
+        let closing = tokio::spawn(async move { io.shutdown().await });
+        tokio::time::sleep(LINGER_TIME + Duration::from_millis(10)).await;
+        assert!(closing.is_finished());
+        drop(client);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn closing_between_requests_does_not_linger() {
+        let (mut io, mut client) = strict(&Switch::default());
+        client
+            .write_all(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+            .await
+            .unwrap();
+        assert!(released(&mut io, HOUR).await.is_some());
+        tokio::time::timeout(Duration::from_millis(1), io.shutdown())
+            .await
+            .expect("no lingering after a complete request")
+            .unwrap();
     }
 }
