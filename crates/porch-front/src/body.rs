@@ -49,7 +49,9 @@ pub struct WorkerBody {
     pub rx: ReplyReceiver,
     pub declared: Option<u64>,
     pub sent: u64,
-    pub record: Option<AccessRecord>,
+    /// Boxed: the response is moved several times per request, and most servers run
+    /// without an access log.
+    pub record: Option<Box<AccessRecord>>,
     pub failed: bool,
 }
 

@@ -65,7 +65,7 @@ impl Front {
         let local = peer.local;
         let (server_name, server_port) = host_and_port(&parts.headers, &parts.uri, local);
         let (remote_addr, remote_port) = match peer.remote {
-            Some(a) => (a.ip().to_string(), a.port()),
+            Some(a) => (ip_string(a.ip()), a.port()),
             None => (String::new(), 0),
         };
         let (body, file) = match body {
@@ -102,6 +102,28 @@ impl Front {
     }
 }
 
+/// `IpAddr::to_string` goes through the formatting machinery, a visible share of a
+/// small request's cost; IPv4, the common case, is written directly.
+fn ip_string(ip: std::net::IpAddr) -> String {
+    let std::net::IpAddr::V4(v4) = ip else {
+        return ip.to_string();
+    };
+    let mut s = String::with_capacity(15);
+    for (i, octet) in v4.octets().into_iter().enumerate() {
+        if i > 0 {
+            s.push('.');
+        }
+        if octet >= 100 {
+            s.push(char::from(b'0' + octet / 100));
+        }
+        if octet >= 10 {
+            s.push(char::from(b'0' + octet / 10 % 10));
+        }
+        s.push(char::from(b'0' + octet % 10));
+    }
+    s
+}
+
 fn host_and_port(
     headers: &http::HeaderMap,
     uri: &http::Uri,
@@ -123,4 +145,23 @@ fn host_and_port(
         local.map_or("localhost".to_string(), |a| a.ip().to_string()),
         default_port,
     )
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn ipv4_addresses_are_written_as_display_writes_them() {
+        for ip in [
+            "0.0.0.0",
+            "127.0.0.1",
+            "10.20.30.40",
+            "255.255.255.255",
+            "1.100.9.199",
+        ] {
+            let ip: std::net::IpAddr = ip.parse().unwrap();
+            assert_eq!(super::ip_string(ip), ip.to_string());
+        }
+        let v6: std::net::IpAddr = "::1".parse().unwrap();
+        assert_eq!(super::ip_string(v6), "::1");
+    }
 }

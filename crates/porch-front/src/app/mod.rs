@@ -39,12 +39,13 @@ impl Front {
             return rejection.response();
         }
         let (request, body_file) = self.ipc_request(&parts, peer, body);
-        let line = format!(
-            "{} {} {:?}",
-            parts.method,
-            parts.uri.path_and_query().map_or("/", |p| p.as_str()),
-            parts.version
-        );
+        // Built by hand: `format!` with `{:?}` cost more than the rest of this function.
+        let target = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+        let version = crate::http_util::protocol(parts.version);
+        let mut line = String::with_capacity(parts.method.as_str().len() + target.len() + 10);
+        for piece in [parts.method.as_str(), " ", target, " ", version] {
+            line.push_str(piece);
+        }
         let (tx, mut rx) = reply_channel(&self.response_memory);
         let fate = Arc::new(Fate::default());
         let job = Job {

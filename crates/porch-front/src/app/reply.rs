@@ -127,7 +127,7 @@ pub(super) fn build_response(
         rx,
         declared: if is_head { None } else { declared },
         sent: 0,
-        record,
+        record: record.map(Box::new),
         failed: false,
     };
     builder
