@@ -246,6 +246,7 @@ async fn run(mut cfg: Config, args: &Args) -> ExitCode {
             return ExitCode::SUCCESS;
         };
         let app = cfg.app.as_ref().map(|a| a.to_string()).unwrap_or_default();
+        pool.without_hooks();
         return match pool.boot().await {
             Ok(w) => {
                 drop(w);
