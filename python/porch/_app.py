@@ -1,6 +1,7 @@
 """Helpers the worker extension calls while it loads the app."""
 
 import ast
+import inspect
 
 
 def call_factory(factory, text):
@@ -21,3 +22,15 @@ def call_factory(factory, text):
             f'e.g. create_app("prod", debug=True): {e}'
         ) from None
     return factory(*args, **kwargs)
+
+
+def check_wsgi(app, name):
+    """Refuses an ASGI app (an async callable) by name: called as WSGI it would answer
+    every request with an error instead of failing once, here, at start-up."""
+    call = app if inspect.isroutine(app) else getattr(type(app), "__call__", None)
+    if inspect.iscoroutinefunction(call) or inspect.iscoroutinefunction(app):
+        raise TypeError(
+            f"{name} is an ASGI app (an async callable): ASGI is not supported yet; "
+            "porch serves WSGI apps (for Django, point porch at the project's wsgi.py)"
+        )
+    return app

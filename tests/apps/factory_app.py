@@ -30,3 +30,13 @@ def configured(name, greeting="hello"):
         return [body]
 
     return app
+
+
+class AsgiApp:
+    """An ASGI app (async __call__), as FastAPI's and Starlette's are."""
+
+    async def __call__(self, scope, receive, send):
+        pass
+
+
+asgi = AsgiApp()

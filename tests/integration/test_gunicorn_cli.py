@@ -229,3 +229,9 @@ def test_gunicorn_access_log_template(porch, tmp_path):
     tail = line.split('"probe/1" ', 1)[1].split()
     assert int(tail[0]) >= 0 and float(tail[1]) >= 0, line
     assert tail[2:] == ["GET", "/say", "text=t", "abc123"], line
+
+
+def test_an_asgi_app_is_refused_at_start_by_name():
+    r = run_porch(["--check-config", "factory_app:asgi"], timeout=30)
+    assert r.returncode != 0
+    assert "factory_app:asgi is an ASGI app" in r.stdout + r.stderr, r.stdout + r.stderr

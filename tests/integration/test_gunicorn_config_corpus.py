@@ -190,3 +190,21 @@ def test_refused_settings_and_failing_files_name_the_file(tmp_path):
                   cwd=tmp_path, timeout=30)
     assert r.returncode == 2, r.stderr
     assert "broken.py" in r.stderr and "undefined_name" in r.stderr, r.stderr
+
+
+def test_check_config_reads_the_file_and_runs_no_hook(tmp_path):
+    (tmp_path / "gunicorn.conf.py").write_text(
+        "workers = 'many'\n" "def post_fork(server, worker):\n    open('post_fork', 'w').close()\n"
+    )
+    write_app(tmp_path, "app:application")
+    r = run_porch(["--check-config", "app:application"], cwd=tmp_path, timeout=30,
+                  env={"PYTHONPATH": str(tmp_path)})
+    assert r.returncode == 2 and "`workers`" in r.stderr, r.stderr
+    (tmp_path / "gunicorn.conf.py").write_text(
+        "workers = 2\n" "def post_fork(server, worker):\n    open('post_fork', 'w').close()\n"
+        "def pre_fork(server, worker):\n    open('pre_fork', 'w').close()\n"
+    )
+    r = run_porch(["--check-config", "app:application"], cwd=tmp_path, timeout=30,
+                  env={"PYTHONPATH": str(tmp_path)})
+    assert r.returncode == 0, r.stderr
+    assert not (tmp_path / "post_fork").exists() and not (tmp_path / "pre_fork").exists()

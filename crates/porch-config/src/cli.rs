@@ -200,7 +200,8 @@ pub struct Args {
     #[arg(long = "admin-bind", env = "PORCH_ADMIN_BIND")]
     pub admin_bind: Option<String>,
 
-    /// Configuration file (TOML).
+    /// Configuration file: porch.toml, or a Gunicorn gunicorn.conf.py (or python:MODULE)
+    /// [default: ./gunicorn.conf.py when it exists].
     #[arg(short = 'c', long = "config", env = "PORCH_CONFIG")]
     pub config: Option<String>,
 

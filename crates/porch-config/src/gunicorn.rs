@@ -116,6 +116,10 @@ const KNOWN: &[Known] = &[
     Known { names: &["--control-socket-mode"], setting: "control_socket_mode", takes: Takes::Value, treat: Treat::Note("porch has no control socket") },
     Known { names: &["--no-control-socket"], setting: "control_socket_disable", takes: Takes::Nothing, treat: Treat::Note("porch has no control socket") },
     Known { names: &["--reload-engine"], setting: "reload_engine", takes: Takes::Value, treat: Treat::Note("--reload checks file times once a second") },
+    // Settings Gunicorn reads from configuration files only.
+    Known { names: &[], setting: "logconfig_dict", takes: Takes::Value, treat: LOG_CONFIG },
+    Known { names: &[], setting: "secure_scheme_headers", takes: Takes::Value, treat: Treat::Note("porch takes the scheme from X-Forwarded-Proto of --forwarded-allow-ips peers") },
+    Known { names: &[], setting: "tmp_upload_dir", takes: Takes::Value, treat: Treat::Note("porch's front spills large request bodies to temporary files itself") },
     Known { names: &["--debug"], setting: "debug", takes: Takes::Nothing, treat: Treat::Note("use --log-level debug") },
 ];
 

@@ -120,16 +120,15 @@ fn evaluate(args: &Args, source: &str, python: &Path) -> Result<String, ConfigEr
     }
     let out = child.wait_with_output().map_err(|e| fail(e.to_string()))?;
     let stderr = String::from_utf8_lossy(&out.stderr);
-    // What the file printed goes to porch's error log, as it would under Gunicorn.
-    eprint!("{stderr}");
     if !out.status.success() {
-        let last = stderr.lines().rev().find(|l| !l.trim().is_empty());
         return Err(fail(format!(
-            "the Gunicorn configuration failed to load with {}: {}",
+            "the Gunicorn configuration failed to load with {}:\n{}",
             python.display(),
-            last.unwrap_or("(no message)")
+            stderr.trim_end()
         )));
     }
+    // What the file printed goes to porch's error log, as it would under Gunicorn.
+    eprint!("{stderr}");
     String::from_utf8(out.stdout).map_err(|e| fail(e.to_string()))
 }
 

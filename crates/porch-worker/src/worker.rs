@@ -207,6 +207,10 @@ fn import_app(py: Python<'_>, spec: &WorkerSpec) -> Result<App, ()> {
                 spec_app
             )));
         }
+        // An async callable is an ASGI app: refused here, once, by name.
+        callable = py
+            .import("porch._app")?
+            .call_method1("check_wsgi", (callable, spec_app.to_string()))?;
         // post_worker_init, and pre_request/post_request around the app.
         if let Some(m) = hooks {
             callable = m.call_method1("worker_ready", (callable,))?;

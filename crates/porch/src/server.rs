@@ -246,6 +246,7 @@ async fn run(mut cfg: Config, args: &Args) -> ExitCode {
             return ExitCode::SUCCESS;
         };
         let app = cfg.app.as_ref().map(|a| a.to_string()).unwrap_or_default();
+        pool.without_hooks();
         return match pool.boot().await {
             Ok(w) => {
                 drop(w);
@@ -260,6 +261,8 @@ async fn run(mut cfg: Config, args: &Args) -> ExitCode {
     }
 
     let mut listeners = Vec::new();
+    // systemd's sockets stand in for the configured addresses, which a reload re-reads.
+    let from_systemd = inherited.is_some();
     if let Some(inherited) = inherited {
         tracing::info!("using {} socket(s) passed by systemd", inherited.len());
         listeners = inherited;
@@ -449,7 +452,7 @@ async fn run(mut cfg: Config, args: &Args) -> ExitCode {
                                 if !changed.is_empty() {
                                     tracing::info!("HUP: new settings for workers: {}", changed.join(", "));
                                 }
-                                if new.listeners != cfg.listeners || new.workers != cfg.workers || new.threads != cfg.threads {
+                                if (new.listeners != cfg.listeners && !from_systemd) || new.workers != cfg.workers || new.threads != cfg.threads {
                                     tracing::warn!("HUP: listeners, routes, workers and threads change on restart only");
                                 }
                             }

@@ -504,6 +504,12 @@ impl Pool {
 }
 
 impl Pool {
+    /// `--check-config` boots a worker to import the app and runs no hooks.
+    pub fn without_hooks(&self) {
+        *self.hooks.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        self.spec.lock().unwrap_or_else(|e| e.into_inner()).hooks = None;
+    }
+
     /// The front-side hooks of the current configuration, if it has any.
     pub fn front_hooks(&self) -> Option<crate::hooks::FrontHooks> {
         self.hooks.lock().unwrap_or_else(|e| e.into_inner()).clone()
