@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import signal
+import random
 import socket
 import subprocess
 import sys
@@ -24,11 +25,35 @@ APPS = ROOT / "tests" / "apps"
 PORCH_BIN = Path(os.environ.get("PORCH_BIN", ROOT / ".venv" / "bin" / "porch"))
 
 
+def _port_range() -> tuple[int, int]:
+    """Ports below the kernel's ephemeral range: a port the kernel hands out for port 0
+    is also what it gives the next outgoing connection, so between choosing it and porch
+    binding it, a client socket of some test could take it (EADDRINUSE)."""
+    try:
+        low = int(open("/proc/sys/net/ipv4/ip_local_port_range").read().split()[0])
+    except (OSError, ValueError, IndexError):
+        low = 32768
+    return (max(1024, low - 12000), low)
+
+
+_PORTS = _port_range()
+_next_port = random.randrange(*_PORTS)
+
+
 def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A TCP port that nothing uses right now on any address, taken in turn from a range
+    no outgoing connection uses (so it is still free when porch binds it)."""
+    global _next_port
+    lo, hi = _PORTS
+    for _ in range(hi - lo):
+        port, _next_port = _next_port, lo + (_next_port + 1 - lo) % (hi - lo)
+        with socket.socket() as s:
+            try:
+                s.bind(("0.0.0.0", port))
+            except OSError:
+                continue
+        return port
+    raise RuntimeError(f"no free TCP port in {lo}-{hi}")
 
 
 def wait_for_port(port: int, proc: subprocess.Popen | None = None, timeout: float = 30.0) -> None:
