@@ -69,6 +69,7 @@ impl Config {
         let admin_bind = admin_bind(args, &file)?;
         let script_name = script_name(&file)?;
         let max_worker_memory = max_worker_memory(args, &file)?;
+        let interface = crate::interface::interface(&args.interface, &file)?;
         let rate_limit = rate_limit(args, &file)?;
         let run_as = run_as(
             args.user.clone().or(file.user.clone()),
@@ -111,6 +112,7 @@ impl Config {
             admin_bind,
             script_name,
             config_file,
+            interface,
         })
     }
 }

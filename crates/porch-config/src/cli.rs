@@ -204,6 +204,9 @@ pub struct Args {
     /// Validate the configuration and the app import, then exit.
     #[arg(long = "check-config")]
     pub check_config: bool,
+
+    #[command(flatten)]
+    pub interface: crate::interface::InterfaceArgs,
 }
 
 /// Gunicorn flags porch does not support yet, with what to do instead.

@@ -59,4 +59,6 @@ pub struct Config {
     /// `SCRIPT_NAME` the app is mounted under (from the environment or the file).
     pub script_name: String,
     pub config_file: Option<PathBuf>,
+    /// WSGI or ASGI, and the ASGI worker's loop and concurrency.
+    pub interface: crate::InterfaceConfig,
 }

@@ -57,6 +57,9 @@ pub struct FileConfig {
     pub backlog: Option<usize>,
     pub admin_bind: Option<String>,
     pub script_name: Option<String>,
+    pub interface: Option<String>,
+    pub r#loop: Option<String>,
+    pub asgi_concurrency: Option<usize>,
     /// `[static]` table: URL prefix → directory.
     #[serde(default, rename = "static")]
     pub statics: BTreeMap<String, String>,

@@ -35,6 +35,8 @@ struct State {
     /// Threads blocked in [`Inbox::wait_next`]: waking them costs a system call, spent
     /// only when one waits.
     sleepers: usize,
+    /// `Cancel` and `Disconnect` frames for an ASGI worker's running requests.
+    controls: Vec<(Kind, u32)>,
 }
 
 /// What a thread that wants a request gets. (Not boxed: one per request, moved once.)
@@ -111,6 +113,52 @@ impl Inbox {
         open
     }
 
+    /// For an event loop that reads when the socket is readable: reads what is there
+    /// without waiting, under the lock (so [`Inbox::give_back`] never reads at the same
+    /// time), and files it.
+    pub fn read_now(&self, stream: &UnixStream) {
+        let mut st = self.lock();
+        if st.closed {
+            return;
+        }
+        let mut chunk = [0u8; 64 * 1024];
+        loop {
+            match recv_now(stream, &mut chunk) {
+                Some(0) => {
+                    st.closed = true;
+                    break;
+                }
+                Some(n) => {
+                    st.buf.extend_from_slice(&chunk[..n]);
+                    if n < chunk.len() {
+                        break;
+                    }
+                }
+                None => {
+                    let e = std::io::Error::last_os_error().kind();
+                    if e == std::io::ErrorKind::Interrupted {
+                        continue;
+                    }
+                    if e != std::io::ErrorKind::WouldBlock {
+                        st.closed = true;
+                    }
+                    break;
+                }
+            }
+        }
+        st.file_frames();
+    }
+
+    /// Up to `n` requests, in the order sent, without reading; and the control frames
+    /// that arrived. `closed`: no request will come any more (the socket ended).
+    pub fn take(&self, n: usize) -> (Vec<Job>, Vec<(Kind, u32)>, bool) {
+        let mut st = self.lock();
+        let n = n.min(st.backlog.len());
+        let jobs = st.backlog.drain(..n).collect();
+        let controls = std::mem::take(&mut st.controls);
+        (jobs, controls, st.closed)
+    }
+
     /// Takes back every request not started (the answer to SIGUSR2). What the front sent
     /// and no thread has read yet is read first, unless a thread is reading right now (it
     /// then has everything sent so far, or is waiting for more: nothing is behind it).
@@ -163,6 +211,7 @@ impl State {
                 }
                 // Stacks are asked for by signal (see `worker::on_signals`).
                 Kind::DumpStack => {}
+                Kind::Cancel | Kind::Disconnect => self.controls.push((frame.kind, frame.id)),
                 other => eprintln!("porch worker: unexpected {other:?} frame"),
             }
         }
