@@ -10,7 +10,6 @@ idle worker. Response frames of one loop iteration are written together.
 
 import asyncio
 import inspect
-import io
 import os
 import sys
 import traceback
@@ -241,10 +240,23 @@ class Cycle:
     def time_out(self):
         """Past ``--timeout`` (the front answered 504): send the task's stack, cancel it."""
         self.timed_out = True
-        buf = io.StringIO()
         try:
-            self.task.print_stack(file=buf)
+            text = task_stack(self.task)
         except Exception as e:  # the stack is for the log; never fail the cancel on it
-            buf.write("(stack unavailable: %r)\n" % (e,))
-        self.server.channel.stack(self.id, buf.getvalue())
+            text = "(stack unavailable: %r)\n" % (e,)
+        self.server.channel.stack(self.id, text)
         self.task.cancel()
+
+
+def task_stack(task):
+    """The frames a suspended task waits in, outermost first: the chain of coroutines
+    each awaits (``Task.print_stack`` shows only the outermost one)."""
+    frames = []
+    coro = task.get_coro()
+    while coro is not None:
+        frame = getattr(coro, "cr_frame", None) or getattr(coro, "gi_frame", None)
+        if frame is None:
+            break
+        frames.append((frame, frame.f_lineno))
+        coro = getattr(coro, "cr_await", None) or getattr(coro, "gi_yieldfrom", None)
+    return "".join(traceback.StackSummary.extract(frames).format())
