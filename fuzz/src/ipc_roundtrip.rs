@@ -65,7 +65,8 @@ pub fn run(data: &[u8]) {
                 let (Ok(status), Ok(hs)) = (u.arbitrary::<u16>(), headers(&mut u)) else {
                     break;
                 };
-                let head = Head { status, headers: hs };
+                let reason = Bytes::from(u.arbitrary::<Vec<u8>>().unwrap_or_default());
+                let head = Head { status, headers: hs, reason };
                 let mut payload = Vec::new();
                 head.encode_payload(&mut payload);
                 let mut framed = Vec::new();

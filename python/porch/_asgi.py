@@ -112,6 +112,11 @@ class Server:
         for kind, id in controls:
             cycle = self.cycles.get(id)
             if cycle is None:
+                if kind == "cancel":
+                    # Ended as its time ran out, or never started: it must not run now, and
+                    # the front waits for an answer to tell a busy loop from a blocked one.
+                    self.channel.discard(id)
+                    self.channel.stack(id, "(the request was not running in the event loop)\n")
                 continue
             if kind == "cancel":
                 cycle.time_out()

@@ -159,6 +159,14 @@ impl Inbox {
         (jobs, controls, st.closed)
     }
 
+    /// Drops request `id` if it has not started: the front answered it already.
+    pub fn discard(&self, id: u32) -> bool {
+        let mut st = self.lock();
+        let before = st.backlog.len();
+        st.backlog.retain(|(j, _)| *j != id);
+        st.backlog.len() != before
+    }
+
     /// Takes back every request not started (the answer to SIGUSR2). What the front sent
     /// and no thread has read yet is read first, unless a thread is reading right now (it
     /// then has everything sent so far, or is waiting for more: nothing is behind it).
@@ -302,6 +310,32 @@ mod tests {
         assert_eq!(inbox.give_back(&worker), Vec::<u32>::new());
         assert!(inbox.read_from(&worker));
         assert!(matches!(inbox.next_or_read(), Next::Job((7, _), false)));
+    }
+
+    #[test]
+    fn an_event_loop_reads_without_waiting_and_takes_what_it_has_room_for() {
+        let (front, worker) = UnixStream::pair().unwrap();
+        let inbox = Inbox::default();
+        inbox.read_now(&worker); // nothing there: no wait, nothing taken
+        assert!(matches!(inbox.take(4), (j, c, false) if j.is_empty() && c.is_empty()));
+        for id in 1..=3 {
+            (&front).write_all(&request_frame(id)).unwrap();
+        }
+        let mut cancel = Vec::new();
+        ipc::encode_vec(&mut cancel, Kind::Cancel, 1, &[]);
+        ipc::encode_vec(&mut cancel, Kind::Disconnect, 2, &[]);
+        (&front).write_all(&cancel).unwrap();
+        inbox.read_now(&worker);
+        let (jobs, controls, closed) = inbox.take(2);
+        assert_eq!(jobs.iter().map(|(id, _)| *id).collect::<Vec<_>>(), [1, 2]);
+        assert_eq!(controls, [(Kind::Cancel, 1), (Kind::Disconnect, 2)]);
+        assert!(!closed);
+        // The third waits unstarted: the front may take it back, or it may be dropped.
+        assert!(inbox.discard(3));
+        assert!(!inbox.discard(3));
+        drop(front);
+        inbox.read_now(&worker);
+        assert!(matches!(inbox.take(4), (j, _, true) if j.is_empty()));
     }
 
     #[test]

@@ -155,6 +155,8 @@ pub struct LinkConfig {
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
+mod tests_asgi;
+#[cfg(test)]
 mod tests_fair;
 #[cfg(test)]
 mod tests_timeout;

@@ -203,6 +203,11 @@ impl Channel {
         self.shared.sink.write(py, &frame);
     }
 
+    /// Drops request `id` if it waits unstarted (it was cancelled before it began).
+    fn discard(&self, id: u32) -> bool {
+        self.inbox.discard(id)
+    }
+
     /// Writes the frames of this loop iteration.
     fn flush(&self, py: Python<'_>) {
         self.shared.flush(py);
