@@ -85,6 +85,14 @@ async def app(scope, receive, send):
         await send({"type": "http.response.body", "body": b"data: second\n\n", "more_body": True})
         await send({"type": "http.response.body", "body": b""})
         return
+    if path == "/ticks":
+        # A piece every 0.4 s for a while: a stream that keeps sending outlives --timeout.
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        for i in range(int(scope["query_string"].decode() or "5")):
+            await asyncio.sleep(0.4)
+            await send({"type": "http.response.body", "body": b"tick %d\n" % i, "more_body": True})
+        await send({"type": "http.response.body", "body": b""})
+        return
     if path == "/release":
         released.set()
         return await respond(send, 200, {"released": True})

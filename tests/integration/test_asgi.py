@@ -219,6 +219,10 @@ def test_a_request_past_the_timeout_is_cancelled_and_the_worker_lives_on(porch):
     assert '"GET /sleep?60 HTTP/1.1"' in log
     assert "asgi_app.py" in log and "in app" in log, "the coroutine's frames are logged"
     assert get(p, "/pid").json()["pid"] == pid, "the worker was not replaced"
+    # The timeout bounds pauses of a response, not its length: a stream that keeps
+    # sending runs past it.
+    r = get(p, "/ticks?8", timeout=30)
+    assert r.status_code == 200 and r.text == "".join(f"tick {i}\n" for i in range(8))
 
 
 def test_a_blocked_loop_past_the_timeout_gets_its_worker_replaced(porch):

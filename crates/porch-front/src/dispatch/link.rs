@@ -393,6 +393,12 @@ impl Link {
         let Some(f) = self.inflight.get_mut(&frame.id) else {
             return Ok(false); // a late frame for a request already failed
         };
+        if cfg.asgi && matches!(frame.kind, Kind::Head | Kind::Body) && f.started.is_some() {
+            // An ASGI response in progress is progress: the timeout bounds the wait for
+            // the head and each pause between body pieces (nginx's proxy_read_timeout),
+            // so Server-Sent Events and long streams live as long as they keep sending.
+            f.started = Some(TokioInstant::now());
+        }
         match frame.kind {
             Kind::Head => {
                 f.head_sent = true;

@@ -81,6 +81,7 @@ pub enum LinkEnd {
 struct InFlight {
     reply: ReplySender,
     /// When a worker thread took it; `None` while it waits in the worker's own queue.
+    /// For an ASGI worker, moved on by each head or body frame (the timeout bounds pauses).
     /// Tokio's clock, the one the timeout sleeps on (and that tests can pause).
     started: Option<TokioInstant>,
     line: String,

@@ -98,3 +98,29 @@ async fn a_client_that_left_a_stream_is_reported_once() {
         "told once"
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_stream_that_keeps_sending_is_not_timed_out_but_a_silent_one_is() {
+    let mut s = Setup::new(asgi(4));
+    let (stream, mut rx) = job("/events");
+    s.push(stream).await;
+    let (id, _) = s.worker.request().await;
+    s.worker.head(id, 200).await;
+    // Three timeouts' worth of streaming, a piece every half timeout: no cancel.
+    for _ in 0..6 {
+        tokio::time::sleep(TIMEOUT / 2).await;
+        s.worker.body(id, b"data: tick\n\n").await;
+    }
+    settle().await;
+    assert_eq!(replies(&mut rx).len(), 7, "head and six pieces");
+    let t0 = TokioInstant::now();
+    // Then silence: cancelled a timeout after the last piece, the stream cut.
+    let cancel = s
+        .worker
+        .frame_within(TIMEOUT + Duration::from_millis(5))
+        .await
+        .expect("a cancel frame");
+    assert_eq!((cancel.kind, cancel.id), (Kind::Cancel, id));
+    assert_took(t0.elapsed(), TIMEOUT);
+    assert_eq!(replies(&mut rx), ["end false"]);
+}
