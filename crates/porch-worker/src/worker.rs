@@ -94,6 +94,13 @@ fn serve_asgi(
     stream: UnixStream,
     app: App,
 ) -> anyhow::Result<u8> {
+    if spec.threads > 1 {
+        eprintln!(
+            "[porch] [INFO] [pid {}] --threads does not apply to an ASGI app: its event loop runs up to --asgi-concurrency ({}) requests at once",
+            std::process::id(),
+            spec.asgi_concurrency
+        );
+    }
     let sink = Arc::new(Sink::new(stream.try_clone()?, false));
     let running: Running = Arc::default();
     let inbox = Arc::new(Inbox::default());
