@@ -106,6 +106,13 @@ async def app(scope, receive, send):
         except OSError:
             log.append("stream-forever: client left")
             raise
+    if path == "/long-poll":
+        # Sends nothing until the client leaves (the front tells: http.disconnect).
+        await read_body(receive)
+        log.append("long-poll: waiting")
+        message = await receive()
+        log.append("long-poll: %s" % message["type"])
+        return
     if path == "/log":
         return await respond(send, 200, {"log": log})
     if path == "/block":

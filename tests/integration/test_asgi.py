@@ -141,6 +141,13 @@ def test_a_client_that_leaves_a_stream_is_reported_to_the_app(asgi):
     assert wait_until(lambda: "stream-forever: client left" in get(asgi, "/log").json()["log"], 10)
 
 
+def test_a_client_that_leaves_a_long_poll_is_reported_to_the_app(asgi):
+    with socket.create_connection(("127.0.0.1", asgi.port), timeout=5) as s:
+        s.sendall(b"GET /long-poll HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert wait_until(lambda: "long-poll: waiting" in get(asgi, "/log").json()["log"], 10)
+    assert wait_until(lambda: "long-poll: http.disconnect" in get(asgi, "/log").json()["log"], 10)
+
+
 def test_many_requests_run_at_once_in_one_worker(porch):
     """--asgi-concurrency bounds the tasks; the rest wait in porch's queue, and all finish."""
     p = porch("-w", "1", "--asgi-concurrency", "3", *VENV, "asgi_app:app")

@@ -14,6 +14,9 @@ use super::{InFlight, Job, LinkConfig, LinkEnd, Queue, Reply};
 use porch_ipc::{self as ipc, Decoder, Kind};
 use std::sync::Arc;
 
+/// How often a link to an ASGI worker looks for clients that left.
+const GONE_SWEEP: Duration = Duration::from_secs(1);
+
 /// Feeds one worker from the queue until told to drain or the worker goes away.
 pub struct Link {
     pub pid: u32,
@@ -95,6 +98,11 @@ impl Link {
         let mut out = BytesMut::with_capacity(16 * 1024);
         let mut retire_notified = false;
         let mut any_idle = cfg.capacity.watch();
+        // ASGI: how often running requests are checked for clients that left before
+        // their response sent anything (a long poll); a body piece that cannot be
+        // delivered tells at once.
+        let mut sweep = tokio::time::interval(GONE_SWEEP);
+        sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         let end = loop {
             if draining && self.inflight.is_empty() {
                 break LinkEnd::Drained;
@@ -202,6 +210,12 @@ impl Link {
                 }
                 changed = drain.changed(), if !draining => {
                     draining = changed.is_err() || *drain.borrow();
+                }
+                _ = sweep.tick(), if cfg.asgi && !self.inflight.is_empty() => {
+                    self.sweep_gone();
+                    if self.tell_gone(&mut out).is_err() {
+                        break LinkEnd::WorkerGone;
+                    }
                 }
             }
         };
@@ -439,6 +453,16 @@ impl Link {
         self.order.retain(|&x| x != id);
         self.give_back(f);
         self.mark_started(cfg);
+    }
+
+    /// Notes the running requests whose client left (an ASGI worker is told).
+    fn sweep_gone(&mut self) {
+        for (&id, f) in self.inflight.iter_mut() {
+            if f.started.is_some() && !f.disconnect_sent && f.reply.is_closed() {
+                f.disconnect_sent = true;
+                self.gone.push(id);
+            }
+        }
     }
 
     /// Queues a `Disconnect` frame for each request whose client left, and writes.

@@ -124,3 +124,25 @@ async fn a_stream_that_keeps_sending_is_not_timed_out_but_a_silent_one_is() {
     assert_took(t0.elapsed(), TIMEOUT);
     assert_eq!(replies(&mut rx), ["end false"]);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_client_that_left_a_silent_request_is_reported_within_a_second() {
+    let mut s = Setup::new(asgi(4));
+    let (poll, rx) = job("/long-poll");
+    s.push(poll).await;
+    let (id, _) = s.worker.request().await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(
+        s.worker.frame_within(AT_ONCE).await.is_none(),
+        "nothing while the client waits"
+    );
+    drop(rx);
+    let f = s
+        .worker
+        .frame_within(GONE_SWEEP_BOUND)
+        .await
+        .expect("a disconnect frame");
+    assert_eq!((f.kind, f.id), (Kind::Disconnect, id));
+}
+
+const GONE_SWEEP_BOUND: Duration = Duration::from_millis(1001);
