@@ -70,7 +70,12 @@ class Server:
         self.app = app
         self.channel = channel
         self.concurrency = concurrency
+        #: Every request whose task still runs, by id (for cancel and disconnect).
         self.cycles = {}
+        #: Requests whose response is not complete: the places taken. A task that works on
+        #: after its response (a background task) no longer takes one, as the front sees it:
+        #: it counts a place free once the response ended.
+        self.busy = 0
         self.closed = False
         self.flush_scheduled = False
 
@@ -101,13 +106,14 @@ class Server:
         self.channel.flush()
 
     def on_readable(self):
-        self.accept(self.channel.poll(self.concurrency - len(self.cycles)))
+        self.accept(self.channel.poll(self.concurrency - self.busy))
 
     def accept(self, polled):
         requests, controls, closed = polled
         for id, scope, body, body_file, response in requests:
             cycle = Cycle(self, id, scope, body, body_file, response)
             self.cycles[id] = cycle
+            self.busy += 1
             cycle.task = self.loop.create_task(cycle.run())
         for kind, id in controls:
             cycle = self.cycles.get(id)
@@ -128,10 +134,14 @@ class Server:
             self.loop.remove_reader(self.channel.fileno())
         self.check_finished()
 
+    def released(self):
+        """A response is complete: a request waiting in the channel takes its place."""
+        self.busy -= 1
+        self.accept(self.channel.take(self.concurrency - self.busy))
+
     def done(self, id):
         del self.cycles[id]
-        # A request waiting in the channel takes the free place at once.
-        self.accept(self.channel.take(self.concurrency - len(self.cycles)))
+        self.check_finished()
 
     def check_finished(self):
         if self.closed and not self.cycles and not self.finished.done():
@@ -144,7 +154,7 @@ class Cycle:
 
     __slots__ = (
         "server", "id", "scope", "body", "body_file", "response", "task",
-        "body_sent", "file", "gone", "client_left", "waiter", "timed_out",
+        "body_sent", "file", "gone", "client_left", "waiter", "timed_out", "counted",
     )
 
     def __init__(self, server, id, scope, body, body_file, response):
@@ -161,6 +171,7 @@ class Cycle:
         self.client_left = False
         self.waiter = None
         self.timed_out = False
+        self.counted = True
 
     async def run(self):
         response = self.response
@@ -182,10 +193,17 @@ class Cycle:
         finally:
             if not response.complete and response.fail():
                 self.server.schedule_flush()
-            self.client_gone()
+            self.complete()
             if self.file is not None:
                 self.file.close()
             self.server.done(self.id)
+
+    def complete(self):
+        """The response ended: ``http.disconnect`` from now on, and its place is free."""
+        self.client_gone()
+        if self.counted:
+            self.counted = False
+            self.server.released()
 
     def error(self, message):
         scope = self.scope
@@ -227,12 +245,12 @@ class Cycle:
             if response.body(message.get("body", b""), message.get("more_body", False)):
                 self.server.schedule_flush()
             if response.complete:
-                self.client_gone()
+                self.complete()
         elif kind == "http.response.start":
             response.start(message["status"], message.get("headers", ()))
         elif kind == "http.response.pathsend":
             response.pathsend(os.fspath(message["path"]))
-            self.client_gone()
+            self.complete()
         else:
             raise RuntimeError("unexpected ASGI message %r in an HTTP request" % (kind,))
 

@@ -93,6 +93,14 @@ async def app(scope, receive, send):
             await send({"type": "http.response.body", "body": b"tick %d\n" % i, "more_body": True})
         await send({"type": "http.response.body", "body": b""})
         return
+    if path == "/respond-then-work":
+        # Background work after the response (as BackgroundTasks do): it waits for
+        # /release, which must be served meanwhile even with --asgi-concurrency 1.
+        await respond(send, 200, {"responded": True})
+        await released.wait()
+        released.clear()
+        log.append("background work done")
+        return
     if path == "/release":
         released.set()
         return await respond(send, 200, {"released": True})

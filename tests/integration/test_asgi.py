@@ -148,6 +148,14 @@ def test_a_client_that_leaves_a_long_poll_is_reported_to_the_app(asgi):
     assert wait_until(lambda: "long-poll: http.disconnect" in get(asgi, "/log").json()["log"], 10)
 
 
+def test_work_after_the_response_does_not_hold_a_place(porch):
+    p = porch("-w", "1", "--asgi-concurrency", "1", *VENV, "asgi_app:app")
+    assert get(p, "/respond-then-work").json() == {"responded": True}
+    # The first task still runs, but its response is complete: this one gets the place.
+    assert get(p, "/release", timeout=20).json() == {"released": True}
+    assert wait_until(lambda: "background work done" in get(p, "/log").json()["log"], 10)
+
+
 def test_many_requests_run_at_once_in_one_worker(porch):
     """--asgi-concurrency bounds the tasks; the rest wait in porch's queue, and all finish."""
     p = porch("-w", "1", "--asgi-concurrency", "3", *VENV, "asgi_app:app")
