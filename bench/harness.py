@@ -59,6 +59,7 @@ APP_SCENARIOS = {
     "django-json": {"module": "benchsite.wsgi:application", "path": "/json", "title": "Django JSON view"},
     "django-db": {"module": "benchsite.wsgi:application", "path": "/db", "title": "Django view, 1 PostgreSQL row"},
     "upload": {"module": "upload:application", "path": "/", "title": "1 MiB POST, sha256 returned"},
+    "asgi-hello": {"module": "hello_asgi:app", "path": "/", "title": "ASGI hello world", "asgi": True},
 }
 STATIC_SCENARIOS = {
     "static-1k": {"file": "1k.bin", "size": 1024, "title": "static file 1 KiB"},
@@ -66,7 +67,8 @@ STATIC_SCENARIOS = {
 }
 SCENARIOS = list(APP_SCENARIOS) + list(STATIC_SCENARIOS) + ["proxy", "slow-clients", "memory", "ceiling"]
 
-APP_SERVERS = ["porch", "granian-bt4", "granian", "gunicorn-sync", "gunicorn-gthread", "uwsgi", "nginx+gunicorn"]
+APP_SERVERS = ["porch", "granian-bt4", "granian", "gunicorn-sync", "gunicorn-gthread", "uwsgi", "nginx+gunicorn",
+               "uvicorn"]
 if PORCH_BASE:
     APP_SERVERS.insert(1, "porch-base")
 SERVER_LABELS = {
@@ -79,18 +81,20 @@ SERVER_LABELS = {
     "uwsgi": "uWSGI (http-socket)",
     "nginx+gunicorn": "nginx → Gunicorn sync",
     "nginx": "nginx",
+    "uvicorn": "Uvicorn (uvloop, httptools)",
 }
 SERVER_SETTINGS = {
     "porch": "`porch -w N -b 127.0.0.1:PORT MODULE:CALLABLE` (its defaults: 1 thread per worker); "
     "static: `--static /static/=DIR`; proxy: `bench/conf/porch-proxy.toml`",
     "granian-bt4": "`granian --interface wsgi --workers N --blocking-threads 4` (access log off by default)",
-    "granian": "`granian --interface wsgi --workers N` (default blocking threads)",
+    "granian": "`granian --interface wsgi --workers N` (default blocking threads; `--interface asgi` for ASGI apps)",
     "gunicorn-sync": "`gunicorn -k sync -w N` (the default worker; meant to sit behind a buffering proxy)",
     "gunicorn-gthread": "`gunicorn -k gthread -w N --threads 4` (keep-alive 2 s, its default)",
     "uwsgi": "`uwsgi --master --processes N --http-socket ADDR --module M --need-app --strict "
     "--die-on-term --single-interpreter --enable-threads --vacuum --disable-logging` (pyuwsgi wheel)",
     "nginx+gunicorn": "nginx (`worker_processes N`, Gunicorn's documented proxy config: unix socket upstream, "
     "`client_max_body_size 4G`, `proxy_redirect off`) → `gunicorn -k sync -w N -b unix:SOCK`",
+    "uvicorn": "`uvicorn --workers N --loop uvloop --http httptools --no-access-log` (ASGI apps only)",
     "nginx": "nginx (`worker_processes N`, `sendfile on`, `tcp_nopush on`, `access_log off`, "
     "`keepalive_requests 100000`; proxy: `upstream { keepalive 64; }`, `proxy_http_version 1.1`, "
     "`proxy_set_header Connection \"\"`)",
@@ -418,6 +422,13 @@ class Bench:
             module = app["module"]
             if scenario == "django-db" and not self.pg:
                 raise NotAvailable(self.pg_error or "no PostgreSQL")
+            asgi = app.get("asgi", False)
+            if asgi and kind == "granian-bt4":
+                raise NotAvailable("blocking threads are a WSGI setting; see Granian (defaults)")
+            if asgi and kind not in ("porch", "porch-base", "granian", "uvicorn"):
+                raise NotAvailable(f"{kind} runs WSGI apps only")
+            if kind == "uvicorn" and not asgi:
+                raise NotAvailable("uvicorn runs ASGI apps only")
             if kind == "porch":
                 self.porch_check()
                 procs.append(self.start("porch", pin + [PORCH, "-w", workers, "-b", addr, module], env=env, cwd=APPS))
@@ -429,7 +440,8 @@ class Bench:
                                                      "--log-level", "warning", module], env=env, cwd=APPS))
             elif kind in ("granian", "granian-bt4"):
                 extra = ["--blocking-threads", "4"] if kind == "granian-bt4" else []
-                procs.append(self.start(kind, pin + [VENV / "bin/granian", "--interface", "wsgi", "--host", "127.0.0.1",
+                procs.append(self.start(kind, pin + [VENV / "bin/granian", "--interface", "asgi" if asgi else "wsgi",
+                                                     "--host", "127.0.0.1",
                                                      "--port", port, "--workers", workers, *extra,
                                                      "--log-level", "warning", module], env=env, cwd=APPS))
             elif kind == "uwsgi":
@@ -449,6 +461,11 @@ class Bench:
                 except NotAvailable:
                     self.stop(procs[0])
                     raise
+            elif kind == "uvicorn":
+                procs.append(self.start(kind, pin + [VENV / "bin/uvicorn", "--workers", workers, "--host", "127.0.0.1",
+                                                     "--port", port, "--loop", "uvloop", "--http", "httptools",
+                                                     "--no-access-log", "--log-level", "warning", module],
+                                        env=env, cwd=APPS))
             else:
                 raise NotAvailable(f"{kind} does not run WSGI apps")
             path = app["path"]
@@ -814,11 +831,12 @@ NGINX_FRONT = string.Template("""\
 
 def ceiling_apps(selected):
     """The apps whose ceiling is measured: those selected, or all when none is."""
-    return [s for s in APP_SCENARIOS if s in selected] or list(APP_SCENARIOS)
+    wsgi = [s for s in APP_SCENARIOS if not APP_SCENARIOS[s].get("asgi")]  # ceiling.py calls WSGI apps
+    return [s for s in wsgi if s in selected] or wsgi
 
 
 def expected_body(scenario, body: bytes) -> bool:
-    if scenario in ("hello", "slow-clients"):
+    if scenario in ("hello", "slow-clients", "asgi-hello"):
         return body == b"Hello, World!"
     if scenario in ("django-json", "memory"):
         return b'"message"' in body

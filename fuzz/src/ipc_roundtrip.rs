@@ -82,6 +82,8 @@ pub fn run(data: &[u8]) {
                 let kinds = [
                     Kind::DumpStack,
                     Kind::Stop,
+                    Kind::Cancel,
+                    Kind::Disconnect,
                     Kind::Ready,
                     Kind::Body,
                     Kind::End,

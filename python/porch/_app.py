@@ -25,12 +25,13 @@ def call_factory(factory, text):
 
 
 def check_wsgi(app, name):
-    """Refuses an ASGI app (an async callable) by name: called as WSGI it would answer
-    every request with an error instead of failing once, here, at start-up."""
+    """With ``--interface wsgi``, refuses an ASGI app (an async callable) by name: called
+    as WSGI it would answer every request with an error instead of failing once, here, at
+    start-up."""
     call = app if inspect.isroutine(app) else getattr(type(app), "__call__", None)
     if inspect.iscoroutinefunction(call) or inspect.iscoroutinefunction(app):
         raise TypeError(
-            f"{name} is an ASGI app (an async callable): ASGI is not supported yet; "
-            "porch serves WSGI apps (for Django, point porch at the project's wsgi.py)"
+            f"{name} is an ASGI app (an async callable) but --interface wsgi was given: "
+            "drop it (porch tells ASGI from WSGI at import) or use --interface asgi"
         )
     return app

@@ -175,7 +175,18 @@ def worker_ready(app):
     _call("post_worker_init", _worker)
     if not (_loaded.get("pre_request") or _loaded.get("post_request")):
         return app
+    if _is_async(app):
+        # An ASGI app keeps its own callable (the worker tells ASGI from WSGI by it);
+        # pre_request/post_request wrap WSGI calls only, as in Gunicorn's ASGI workers.
+        return app
     return _with_request_hooks(app)
+
+
+def _is_async(app):
+    import inspect
+
+    call = app if inspect.isroutine(app) else getattr(type(app), "__call__", None)
+    return inspect.iscoroutinefunction(call) or inspect.iscoroutinefunction(app)
 
 
 def _with_request_hooks(app):

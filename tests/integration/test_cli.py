@@ -102,12 +102,12 @@ def test_bad_config_file_names_the_key(tmp_path, text, must_name):
     "flag, names",
     [
         (["--paste", "development.ini"], ["--paste", "WSGI callable"]),
-        (["-k", "uvicorn.workers.UvicornWorker"], ["uvicorn.workers.UvicornWorker", "ASGI"]),
+        (["-k", "aiohttp.GunicornWebWorker"], ["aiohttp.GunicornWebWorker", "--interface asgi"]),
         (["--worker-class", "tornado"], ["tornado"]),
         (["--proxy-protocol"], ["--proxy-protocol", "X-Forwarded-For"]),
         (["--no-such-flag"], ["--no-such-flag"]),
     ],
-    ids=["paste", "k-uvicorn", "worker-class-tornado", "proxy-protocol", "unknown"],
+    ids=["paste", "k-aiohttp", "worker-class-tornado", "proxy-protocol", "unknown"],
 )
 def test_unsupported_gunicorn_flag_is_an_error_naming_it(flag, names):
     port = free_port()

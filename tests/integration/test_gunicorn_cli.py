@@ -43,13 +43,13 @@ def test_sync_and_gthread_are_porch_workers(porch):
 
 def test_every_refused_option_is_reported_in_one_message():
     r = run_porch(
-        ["--paste", "x.ini", "--bogus", "-k", "uvicorn_worker.UvicornWorker", "--dirty-app",
+        ["--paste", "x.ini", "--bogus", "-k", "aiohttp.GunicornWebWorker", "--dirty-app",
          "a:b", "--print-config", "wsgiapp:application"],
         timeout=10,
     )
     assert r.returncode == 2
     err = r.stderr
-    for name in ("--paste", "--bogus", "uvicorn_worker.UvicornWorker", "--dirty-app", "--print-config"):
+    for name in ("--paste", "--bogus", "aiohttp.GunicornWebWorker", "--dirty-app", "--print-config"):
         assert name in err, f"{name} missing: {err}"
     # One line each, each with what to do instead.
     assert len([l for l in err.splitlines() if l.startswith("  `") or l.startswith("  worker")]) == 5, err
@@ -231,7 +231,8 @@ def test_gunicorn_access_log_template(porch, tmp_path):
     assert tail[2:] == ["GET", "/say", "text=t", "abc123"], line
 
 
-def test_an_asgi_app_is_refused_at_start_by_name():
-    r = run_porch(["--check-config", "factory_app:asgi"], timeout=30)
+def test_an_asgi_app_forced_to_wsgi_is_refused_at_start_by_name():
+    r = run_porch(["--check-config", "--interface", "wsgi", "factory_app:asgi"], timeout=30)
     assert r.returncode != 0
     assert "factory_app:asgi is an ASGI app" in r.stdout + r.stderr, r.stdout + r.stderr
+    assert "--interface asgi" in r.stdout + r.stderr

@@ -56,6 +56,7 @@ class Line:
     """One corpus line, prepared to run in `tmp`: its arguments, app and address."""
 
     def __init__(self, entry: dict, tmp: Path):
+        self.cmd = entry["cmd"]
         self.port = free_port()
         self.env = {"PORT": str(self.port), **{k: str(v) for k, v in (entry.get("env") or {}).items()}}
         words = program_args(shlex.split(expand(entry["cmd"], self.env)))
@@ -113,9 +114,17 @@ class Line:
         for parent in [path.parents[i] for i in range(len(module.split(".")) - 1)]:
             parent.mkdir(parents=True, exist_ok=True)
             (parent / "__init__.py").touch()
-        app = ("def _app(environ, start_response):\n"
-               "    start_response('200 OK', [('Content-Type', 'text/plain')])\n"
-               "    return [b'corpus ok']\n")
+        if "uvicorn" in self.cmd:
+            # `-k uvicorn.workers.UvicornWorker`: the project's app is ASGI.
+            app = ("async def _app(scope, receive, send):\n"
+                   "    assert scope['type'] == 'http'\n"
+                   "    await send({'type': 'http.response.start', 'status': 200,\n"
+                   "                'headers': [(b'content-type', b'text/plain')]})\n"
+                   "    await send({'type': 'http.response.body', 'body': b'corpus ok'})\n")
+        else:
+            app = ("def _app(environ, start_response):\n"
+                   "    start_response('200 OK', [('Content-Type', 'text/plain')])\n"
+                   "    return [b'corpus ok']\n")
         app += f"def {name}(*a, **k):\n    return _app\n" if factory else f"{name} = _app\n"
         path.with_suffix(".py").write_text(app)
 

@@ -3,7 +3,7 @@
 For each interpreter (Debian's /usr/bin/python3 and the pyenv versions 3.9-3.13): a fresh
 virtualenv, the one wheel ``scripts/test`` built (``PORCH_WHEEL``) installed with pip, and
 porch run from that venv's ``bin/`` serving the WSGI test app: plain requests, streaming,
-uploads, a hung request's stack dump, kill -9 recovery. The Django example runs where
+uploads, a hung request's stack dump, kill -9 recovery, and an ASGI app. The Django example runs where
 Django 5.2 supports the interpreter (3.10+). An interpreter without porch's extension, or
 too old for it, stops start-up with exit 2 and a message naming the fix.
 """
@@ -121,6 +121,21 @@ def test_kill_9_is_replaced(served):
                       and len(served.worker_pids()) == 2, 15), served.worker_pids()
     for _ in range(6):
         assert requests.get(served.url + "/say?text=x", timeout=10).status_code == 200
+
+
+def test_an_asgi_app(venv):
+    """The ASGI worker on this CPython (asyncio's loop: no uvloop in this venv): lifespan
+    state, a request body, and a task past the timeout cancelled without losing the worker."""
+    p = Porch(["-w", "1", "--timeout", "2", "asgi_app:app"], bin=venv / "bin" / "porch")
+    try:
+        s = requests.post(p.url + "/scope?x=1", data=b"hello", timeout=10).json()
+        assert s["body_len"] == 5 and s["query_string"] == "x=1" and s["loop"] == "asyncio", s
+        assert s["state"] == {"started_by": s["pid"]}, s
+        assert requests.get(p.url + "/sleep?60", timeout=30).status_code == 504
+        assert wait_until(lambda: "its task was cancelled" in p.log(), 10), p.log()[-3000:]
+        assert requests.get(p.url + "/pid", timeout=10).json()["pid"] == s["pid"]
+    finally:
+        p.__exit__(None, None, None)
 
 
 def test_django_example(venv, tmp_path):

@@ -106,6 +106,20 @@ impl Config {
         let admin_bind = admin_bind(args, &file)?;
         let script_name = script_name(&file)?;
         let max_worker_memory = max_worker_memory(args, &file)?;
+        let mut interface = crate::interface::interface(&args.interface, &file)?;
+        if by_class.asgi {
+            // `-k uvicorn.workers.UvicornWorker`: the app is ASGI.
+            match interface.interface {
+                porch_ipc::spawn::Interface::Wsgi => {
+                    return Err(ConfigError::value(
+                        "interface",
+                        "wsgi",
+                        "`asgi` or `auto` with an ASGI worker class (-k)",
+                    ))
+                }
+                _ => interface.interface = porch_ipc::spawn::Interface::Asgi,
+            }
+        }
         let rate_limit = rate_limit(args, &file)?;
         let run_as = run_as(
             args.user.clone().or(file.user.clone()),
@@ -152,6 +166,7 @@ impl Config {
             process,
             hooks: None,
             notes,
+            interface,
         })
     }
 }

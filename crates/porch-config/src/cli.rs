@@ -282,6 +282,8 @@ pub struct Args {
     /// Notes about accepted Gunicorn options, gathered before parsing (see `gunicorn`).
     #[arg(skip)]
     pub notes: Vec<String>,
+    #[command(flatten)]
+    pub interface: crate::interface::InterfaceArgs,
 }
 
 const GUNICORN: &str = "Gunicorn compatibility";

@@ -72,6 +72,8 @@ pub struct Config {
     /// One line each about accepted Gunicorn options that porch treats differently,
     /// logged at start-up.
     pub notes: Vec<String>,
+    /// WSGI or ASGI, and the ASGI worker's loop and concurrency.
+    pub interface: crate::InterfaceConfig,
 }
 
 impl Config {

@@ -79,6 +79,9 @@ pub struct FileConfig {
     pub preload_app: Option<bool>,
     pub proc_name: Option<String>,
     pub worker_tmp_dir: Option<String>,
+    pub interface: Option<String>,
+    pub r#loop: Option<String>,
+    pub asgi_concurrency: Option<usize>,
     /// `[static]` table: URL prefix → directory.
     #[serde(default, rename = "static")]
     pub statics: BTreeMap<String, String>,

@@ -52,8 +52,9 @@ const TLS_DETAIL: Treat =
 const HTTP2: Treat = Treat::Note(
     "porch speaks HTTP/1.1 everywhere and HTTP/2 on TLS listeners (h2c = true on a porch.toml listener)",
 );
-const ASGI: Treat =
-    Treat::Refuse("ASGI is not supported yet: porch serves WSGI apps; drop the option");
+const ASGI: Treat = Treat::Note(
+    "an option of Gunicorn's ASGI workers; porch's ASGI workers take --loop and --asgi-concurrency, and always run lifespan when the app supports it",
+);
 const DIRTY: Treat = Treat::Refuse("porch has no dirty arbiters; drop the option");
 const PASTE: Treat = Treat::Refuse(
     "porch does not read PasteDeploy files: name the WSGI callable instead, e.g. `porch mysite.wsgi:application`",
@@ -314,7 +315,7 @@ mod tests {
             "x.ini",
             "--frobnicate",
             "-k",
-            "uvicorn.workers.UvicornWorker",
+            "aiohttp.GunicornWebWorker",
             "--proxy-protocol",
             "app:app",
         ])
@@ -322,7 +323,7 @@ mod tests {
         for part in [
             "--paste",
             "--frobnicate",
-            "UvicornWorker",
+            "GunicornWebWorker",
             "--proxy-protocol",
         ] {
             assert!(err.contains(part), "{part} missing in {err}");

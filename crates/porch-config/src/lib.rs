@@ -19,6 +19,7 @@ mod error;
 mod file;
 mod forwarded;
 pub mod gunicorn;
+mod interface;
 mod limits;
 mod listener;
 mod log;
@@ -41,6 +42,7 @@ pub use env::effective_args;
 pub use error::ConfigError;
 pub use file::{FileConfig, ListenerFile, RouteFile, TlsFile, UpstreamFile};
 pub use forwarded::TrustedProxies;
+pub use interface::{InterfaceArgs, InterfaceConfig};
 pub use limits::{Limits, RateLimit};
 pub use listener::{
     strip_port, CertKey, ListenerConfig, ProxyRoute, Route, RouteAction, TlsConfig,

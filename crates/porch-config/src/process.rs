@@ -32,20 +32,30 @@ pub struct Process {
 pub(crate) struct Threads {
     pub threads: Option<usize>,
     pub notes: Vec<String>,
+    /// `-k` named an ASGI worker class.
+    pub asgi: bool,
 }
 
 pub(crate) fn threads(args: &Args, file: &FileConfig) -> Result<Threads, ConfigError> {
     let threads = args.threads.or(file.threads);
     let mut notes = Vec::new();
     let Some(class) = args.worker_class.clone().or(file.worker_class.clone()) else {
-        return Ok(Threads { threads, notes });
+        return Ok(Threads {
+            threads,
+            notes,
+            asgi: false,
+        });
     };
     let class =
         WorkerClass::parse(&class).map_err(|e| ConfigError::value("worker_class", &class, &e))?;
     let (threads, note) =
         class.threads(threads, args.worker_connections.or(file.worker_connections));
     notes.extend(note);
-    Ok(Threads { threads, notes })
+    Ok(Threads {
+        threads,
+        notes,
+        asgi: class == WorkerClass::Asgi,
+    })
 }
 
 impl Process {

@@ -1,5 +1,5 @@
-//! Gunicorn's worker classes (`-k`), mapped onto porch's one kind of worker: a process
-//! running the WSGI app on `threads` Python threads.
+//! Gunicorn's worker classes (`-k`), mapped onto porch's workers: a process running a
+//! WSGI app on `threads` Python threads, or an ASGI app on an event loop.
 
 /// Greenlet workers become this many threads at most: each thread holds a real stack
 /// and competes for the GIL, so thousands (gevent's default) would only cost memory.
@@ -17,6 +17,8 @@ pub enum WorkerClass {
     Gthread,
     /// `gevent`/`eventlet`: threads instead of greenlets.
     Green(&'static str),
+    /// Uvicorn's Gunicorn workers: porch's ASGI workers (`--interface asgi`).
+    Asgi,
 }
 
 impl WorkerClass {
@@ -35,10 +37,14 @@ impl WorkerClass {
             "eventlet" | "gunicorn.workers.geventlet.EventletWorker" => {
                 WorkerClass::Green("eventlet")
             }
+            "uvicorn.workers.UvicornWorker"
+            | "uvicorn.workers.UvicornH11Worker"
+            | "uvicorn_worker.UvicornWorker"
+            | "uvicorn_worker.UvicornH11Worker" => WorkerClass::Asgi,
             asgi if is_asgi(asgi) => {
                 return Err(format!(
-                    "worker class `{s}` runs ASGI apps: ASGI is not supported yet; porch serves \
-                     WSGI apps (run the app's WSGI entry point, or keep this app on its ASGI server)"
+                    "worker class `{s}` is not supported: for an ASGI app, drop -k (porch tells \
+                     ASGI from WSGI at import) or use --interface asgi"
                 ))
             }
             "tornado" | "gunicorn.workers.gtornado.TornadoWorker" => {
@@ -63,7 +69,7 @@ impl WorkerClass {
         worker_connections: Option<usize>,
     ) -> (Option<usize>, Option<String>) {
         match self {
-            WorkerClass::Sync | WorkerClass::Gthread => (threads, None),
+            WorkerClass::Sync | WorkerClass::Gthread | WorkerClass::Asgi => (threads, None),
             WorkerClass::Green(name) => {
                 let n = worker_connections
                     .unwrap_or(DEFAULT_WORKER_CONNECTIONS)
@@ -103,9 +109,10 @@ mod tests {
             "uvicorn.workers.UvicornWorker",
             "uvicorn_worker.UvicornWorker",
         ] {
-            let err = WorkerClass::parse(asgi).unwrap_err();
-            assert!(err.contains(asgi) && err.contains("ASGI"), "{err}");
+            assert_eq!(WorkerClass::parse(asgi).unwrap(), WorkerClass::Asgi);
         }
+        let err = WorkerClass::parse("aiohttp.GunicornWebWorker").unwrap_err();
+        assert!(err.contains("--interface asgi"), "{err}");
         let err = WorkerClass::parse("meinheld.gmeinheld.MeinheldWorker").unwrap_err();
         assert!(err.contains("unknown worker class `meinheld"), "{err}");
     }

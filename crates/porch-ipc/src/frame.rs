@@ -29,6 +29,11 @@ pub enum Kind {
     DumpStack = 2,
     /// front → worker: finish what is running, then exit.
     Stop = 3,
+    /// front → worker (ASGI): request `id` ran past the timeout and was answered 504:
+    /// send its task's stack ([`Kind::Stack`]), then cancel the task.
+    Cancel = 4,
+    /// front → worker (ASGI): the client of request `id` went away (`http.disconnect`).
+    Disconnect = 5,
     /// worker → front: the app is imported, the worker takes requests. Payload: pid.
     Ready = 10,
     /// worker → front: status and headers ([`Head`]).
@@ -50,6 +55,8 @@ impl Kind {
             1 => Kind::Request,
             2 => Kind::DumpStack,
             3 => Kind::Stop,
+            4 => Kind::Cancel,
+            5 => Kind::Disconnect,
             10 => Kind::Ready,
             11 => Kind::Head,
             12 => Kind::Body,

@@ -23,7 +23,7 @@ pub const EXIT_MISMATCH: u8 = 4;
 pub const WORKER_MODULE: &str = "porch.worker";
 /// Bumped whenever frames or the spec change meaning; the front and the worker extension
 /// must agree on it, so a front never talks to an extension from another release.
-pub const PROTOCOL: u32 = 3;
+pub const PROTOCOL: u32 = 4;
 /// porch's release; the front and the worker extension come from one.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
@@ -50,6 +50,29 @@ impl fmt::Display for AppSpec {
     }
 }
 
+/// Which calling convention the app speaks (`--interface`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Interface {
+    /// Decided by the worker at import: a coroutine function (or an object whose
+    /// `__call__` is one) is ASGI, anything else WSGI.
+    #[default]
+    Auto,
+    Wsgi,
+    Asgi,
+}
+
+/// The asyncio event loop an ASGI worker runs (`--loop`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EventLoop {
+    /// uvloop when it is installed, else asyncio's own.
+    #[default]
+    Auto,
+    Asyncio,
+    Uvloop,
+}
+
 /// What a worker needs to know, passed from the supervisor at exec time.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WorkerSpec {
@@ -65,6 +88,17 @@ pub struct WorkerSpec {
     /// with what the hooks' `server` object tells (JSON: `workers`, `binds`).
     #[serde(default)]
     pub hooks: Option<WorkerHooks>,
+    #[serde(default)]
+    pub interface: Interface,
+    #[serde(default)]
+    pub event_loop: EventLoop,
+    /// Requests an ASGI worker runs at once (its tasks); WSGI workers run `threads`.
+    #[serde(default = "default_asgi_concurrency")]
+    pub asgi_concurrency: usize,
+}
+
+fn default_asgi_concurrency() -> usize {
+    100
 }
 
 /// Where the worker finds its Gunicorn hooks (see `porch.hooks`).
@@ -96,19 +130,43 @@ impl WorkerSpec {
     }
 }
 
-/// The payload of a `Ready` frame: the worker's pid and protocol version.
-pub fn ready_payload(pid: u32) -> [u8; 8] {
-    let mut out = [0u8; 8];
+/// What a worker says when it is ready: who it is, and what it runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ready {
+    pub pid: u32,
+    pub protocol: u32,
+    /// The app is ASGI (decided by `--interface`, or by the worker at import).
+    pub asgi: bool,
+    /// Requests the worker runs at once: its threads (WSGI) or tasks (ASGI). The front
+    /// sends it that many, plus `--prefetch` ahead when every worker is busy.
+    pub capacity: u32,
+}
+
+/// The payload of a `Ready` frame: pid, protocol version, interface, capacity.
+pub fn ready_payload(pid: u32, asgi: bool, capacity: u32) -> [u8; 13] {
+    let mut out = [0u8; 13];
     out[..4].copy_from_slice(&pid.to_le_bytes());
-    out[4..].copy_from_slice(&PROTOCOL.to_le_bytes());
+    out[4..8].copy_from_slice(&PROTOCOL.to_le_bytes());
+    out[8] = asgi as u8;
+    out[9..].copy_from_slice(&capacity.to_le_bytes());
     out
 }
 
-/// Reads a `Ready` payload: `(pid, protocol)`.
-pub fn parse_ready(payload: &[u8]) -> Option<(u32, u32)> {
+/// Reads a `Ready` payload. The protocol comes first after the pid in every version, so
+/// a worker of another release is recognised as such even when the rest differs.
+pub fn parse_ready(payload: &[u8]) -> Option<Ready> {
     let pid = u32::from_le_bytes(payload.get(..4)?.try_into().ok()?);
     let protocol = u32::from_le_bytes(payload.get(4..8)?.try_into().ok()?);
-    Some((pid, protocol))
+    let (asgi, capacity) = match payload.get(8..13) {
+        Some(rest) => (rest[0] != 0, u32::from_le_bytes(rest[1..].try_into().ok()?)),
+        None => (false, 0),
+    };
+    Some(Ready {
+        pid,
+        protocol,
+        asgi,
+        capacity,
+    })
 }
 
 #[cfg(test)]
@@ -130,6 +188,9 @@ mod tests {
             pythonpath: vec!["/a".into()],
             script_name: "/site".into(),
             hooks: None,
+            interface: Interface::Asgi,
+            event_loop: EventLoop::Uvloop,
+            asgi_concurrency: 50,
         }
     }
 
@@ -150,7 +211,18 @@ mod tests {
 
     #[test]
     fn ready_round_trips() {
-        assert_eq!(parse_ready(&ready_payload(42)), Some((42, PROTOCOL)));
+        let ready = Ready {
+            pid: 42,
+            protocol: PROTOCOL,
+            asgi: true,
+            capacity: 100,
+        };
+        assert_eq!(parse_ready(&ready_payload(42, true, 100)), Some(ready));
         assert_eq!(parse_ready(&[1, 2, 3]), None);
+        // An older worker's short payload still shows its protocol.
+        assert_eq!(
+            parse_ready(&[1, 0, 0, 0, 3, 0, 0, 0]).map(|r| r.protocol),
+            Some(3)
+        );
     }
 }

@@ -35,6 +35,8 @@ struct State {
     /// Threads blocked in [`Inbox::wait_next`]: waking them costs a system call, spent
     /// only when one waits.
     sleepers: usize,
+    /// `Cancel` and `Disconnect` frames for an ASGI worker's running requests.
+    controls: Vec<(Kind, u32)>,
 }
 
 /// What a thread that wants a request gets. (Not boxed: one per request, moved once.)
@@ -111,6 +113,60 @@ impl Inbox {
         open
     }
 
+    /// For an event loop that reads when the socket is readable: reads what is there
+    /// without waiting, under the lock (so [`Inbox::give_back`] never reads at the same
+    /// time), and files it.
+    pub fn read_now(&self, stream: &UnixStream) {
+        let mut st = self.lock();
+        if st.closed {
+            return;
+        }
+        let mut chunk = [0u8; 64 * 1024];
+        loop {
+            match recv_now(stream, &mut chunk) {
+                Some(0) => {
+                    st.closed = true;
+                    break;
+                }
+                Some(n) => {
+                    st.buf.extend_from_slice(&chunk[..n]);
+                    if n < chunk.len() {
+                        break;
+                    }
+                }
+                None => {
+                    let e = std::io::Error::last_os_error().kind();
+                    if e == std::io::ErrorKind::Interrupted {
+                        continue;
+                    }
+                    if e != std::io::ErrorKind::WouldBlock {
+                        st.closed = true;
+                    }
+                    break;
+                }
+            }
+        }
+        st.file_frames();
+    }
+
+    /// Up to `n` requests, in the order sent, without reading; and the control frames
+    /// that arrived. `closed`: no request will come any more (the socket ended).
+    pub fn take(&self, n: usize) -> (Vec<Job>, Vec<(Kind, u32)>, bool) {
+        let mut st = self.lock();
+        let n = n.min(st.backlog.len());
+        let jobs = st.backlog.drain(..n).collect();
+        let controls = std::mem::take(&mut st.controls);
+        (jobs, controls, st.closed)
+    }
+
+    /// Drops request `id` if it has not started: the front answered it already.
+    pub fn discard(&self, id: u32) -> bool {
+        let mut st = self.lock();
+        let before = st.backlog.len();
+        st.backlog.retain(|(j, _)| *j != id);
+        st.backlog.len() != before
+    }
+
     /// Takes back every request not started (the answer to SIGUSR2). What the front sent
     /// and no thread has read yet is read first, unless a thread is reading right now (it
     /// then has everything sent so far, or is waiting for more: nothing is behind it).
@@ -163,6 +219,7 @@ impl State {
                 }
                 // Stacks are asked for by signal (see `worker::on_signals`).
                 Kind::DumpStack => {}
+                Kind::Cancel | Kind::Disconnect => self.controls.push((frame.kind, frame.id)),
                 other => eprintln!("porch worker: unexpected {other:?} frame"),
             }
         }
@@ -253,6 +310,32 @@ mod tests {
         assert_eq!(inbox.give_back(&worker), Vec::<u32>::new());
         assert!(inbox.read_from(&worker));
         assert!(matches!(inbox.next_or_read(), Next::Job((7, _), false)));
+    }
+
+    #[test]
+    fn an_event_loop_reads_without_waiting_and_takes_what_it_has_room_for() {
+        let (front, worker) = UnixStream::pair().unwrap();
+        let inbox = Inbox::default();
+        inbox.read_now(&worker); // nothing there: no wait, nothing taken
+        assert!(matches!(inbox.take(4), (j, c, false) if j.is_empty() && c.is_empty()));
+        for id in 1..=3 {
+            (&front).write_all(&request_frame(id)).unwrap();
+        }
+        let mut cancel = Vec::new();
+        ipc::encode_vec(&mut cancel, Kind::Cancel, 1, &[]);
+        ipc::encode_vec(&mut cancel, Kind::Disconnect, 2, &[]);
+        (&front).write_all(&cancel).unwrap();
+        inbox.read_now(&worker);
+        let (jobs, controls, closed) = inbox.take(2);
+        assert_eq!(jobs.iter().map(|(id, _)| *id).collect::<Vec<_>>(), [1, 2]);
+        assert_eq!(controls, [(Kind::Cancel, 1), (Kind::Disconnect, 2)]);
+        assert!(!closed);
+        // The third waits unstarted: the front may take it back, or it may be dropped.
+        assert!(inbox.discard(3));
+        assert!(!inbox.discard(3));
+        drop(front);
+        inbox.read_now(&worker);
+        assert!(matches!(inbox.take(4), (j, _, true) if j.is_empty()));
     }
 
     #[test]

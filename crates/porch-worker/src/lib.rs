@@ -11,6 +11,7 @@
 // Return types here follow PyO3's conventions.
 #![allow(clippy::useless_conversion)]
 
+mod asgi;
 mod inbox;
 mod worker;
 mod wsgi;

@@ -5,22 +5,20 @@
 //! no GIL traffic and a busy one no hand-offs), run the WSGI call and write their own
 //! response frames.
 
-use std::collections::HashMap;
 use std::io::Write;
 use std::os::fd::FromRawFd;
 use std::os::unix::net::UnixStream;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use porch_ipc::spawn::{self, WorkerSpec, EXIT_IMPORT_FAILED, EXIT_MISMATCH, SOCKET_FD, SPEC_ENV};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList};
 
+use crate::asgi::{Channel, Running};
 use crate::inbox::{Inbox, Next};
 use crate::wsgi::{self, App, EnvironBuilder, Output, Sink};
+use porch_ipc::spawn::{EventLoop, Interface};
 use porch_ipc::{self as ipc, Kind};
-
-/// Request id → the Python thread id running it, for stack dumps of stuck requests.
-type Running = Arc<Mutex<HashMap<u32, u64>>>;
 
 /// Runs the worker until the front closes its socket; returns the exit status.
 /// Called from Python's main thread, with the GIL held.
@@ -62,8 +60,92 @@ fn run(py: Python<'_>, spec: WorkerSpec, stream: UnixStream) -> anyhow::Result<u
         Ok(app) => app,
         Err(()) => return Ok(EXIT_IMPORT_FAILED),
     };
+    let asgi = match spec.interface {
+        // Forced WSGI: an async callable would fail every request, so it fails here once.
+        Interface::Wsgi => {
+            let name = format!("{}:{}", spec.app.module, spec.app.callable);
+            let checked = py
+                .import("porch._app")
+                .and_then(|m| m.call_method1("check_wsgi", (app.callable.bind(py), name)));
+            if let Err(e) = checked {
+                e.print(py);
+                return Ok(EXIT_IMPORT_FAILED);
+            }
+            false
+        }
+        Interface::Asgi => true,
+        Interface::Auto => match python_asgi(py)
+            .and_then(|m| m.call_method1("is_asgi", (app.callable.bind(py),)))
+            .and_then(|v| v.extract::<bool>())
+        {
+            Ok(asgi) => asgi,
+            Err(e) => {
+                e.print(py);
+                return Ok(EXIT_IMPORT_FAILED);
+            }
+        },
+    };
+    if asgi {
+        return serve_asgi(py, spec, stream, app);
+    }
     // The rest runs without the GIL: the loop takes it per request, as threads do.
     py.detach(|| serve_all(spec, stream, app))
+}
+
+/// `porch._asgi`, the Python half of the ASGI worker.
+fn python_asgi(py: Python<'_>) -> PyResult<Bound<'_, PyModule>> {
+    py.import("porch._asgi")
+}
+
+/// Runs an ASGI app: the event loop (`porch._asgi.serve`) holds the GIL and this thread
+/// until the front closes the socket; lifespan startup comes before `Ready`.
+fn serve_asgi(
+    py: Python<'_>,
+    spec: WorkerSpec,
+    stream: UnixStream,
+    app: App,
+) -> anyhow::Result<u8> {
+    if spec.threads > 1 {
+        eprintln!(
+            "[porch] [INFO] [pid {}] --threads does not apply to an ASGI app: its event loop runs up to --asgi-concurrency ({}) requests at once",
+            std::process::id(),
+            spec.asgi_concurrency
+        );
+    }
+    let sink = Arc::new(Sink::new(stream.try_clone()?, false));
+    let running: Running = Arc::default();
+    let inbox = Arc::new(Inbox::default());
+    {
+        let (sink, running, inbox) = (sink.clone(), running.clone(), inbox.clone());
+        let stream = stream.try_clone()?;
+        std::thread::spawn(move || on_signals(&sink, &running, &inbox, &stream));
+    }
+    let event_loop = match spec.event_loop {
+        EventLoop::Auto => "auto",
+        EventLoop::Asyncio => "asyncio",
+        EventLoop::Uvloop => "uvloop",
+    };
+    let served = (|| -> PyResult<u8> {
+        let channel = Bound::new(
+            py,
+            Channel::new(py, stream, inbox, sink, running, &spec.script_name)?,
+        )?;
+        python_asgi(py)?
+            .call_method1(
+                "serve",
+                (
+                    app.callable.bind(py),
+                    channel,
+                    event_loop,
+                    spec.asgi_concurrency,
+                ),
+            )?
+            .extract()
+    })();
+    Ok(served.unwrap_or_else(|e| {
+        e.print(py);
+        1
+    }))
 }
 
 fn serve_all(spec: WorkerSpec, stream: UnixStream, app: App) -> anyhow::Result<u8> {
@@ -75,7 +157,7 @@ fn serve_all(spec: WorkerSpec, stream: UnixStream, app: App) -> anyhow::Result<u
         &mut ready,
         Kind::Ready,
         0,
-        &spawn::ready_payload(std::process::id()),
+        &spawn::ready_payload(std::process::id(), false, spec.threads as u32),
     );
     (&stream).write_all(&ready)?;
 
@@ -207,10 +289,6 @@ fn import_app(py: Python<'_>, spec: &WorkerSpec) -> Result<App, ()> {
                 spec_app
             )));
         }
-        // An async callable is an ASGI app: refused here, once, by name.
-        callable = py
-            .import("porch._app")?
-            .call_method1("check_wsgi", (callable, spec_app.to_string()))?;
         // post_worker_init, and pre_request/post_request around the app.
         if let Some(m) = hooks {
             callable = m.call_method1("worker_ready", (callable,))?;

@@ -5,4 +5,5 @@ from . import views
 urlpatterns = [
     path("api/hello/", views.hello, name="hello"),
     path("api/echo/", views.echo, name="echo"),
+    path("api/async/", views.async_hello, name="async_hello"),
 ]

@@ -37,3 +37,12 @@ def echo(request):
             "post": request.POST.dict() if request.content_type.startswith("application/x-www-form") else None,
         }
     )
+
+
+async def async_hello(request):
+    """An async view: under ASGI it runs in the worker's event loop."""
+    import asyncio
+
+    await asyncio.sleep(0)
+    return JsonResponse({"message": "hello from an async django view", "path": request.path,
+                         "query": request.GET.dict(), "method": request.method})

@@ -5,7 +5,6 @@ use std::collections::{HashMap, VecDeque};
 use std::time::Duration;
 
 use bytes::{Buf, BytesMut};
-use tokio::io::AsyncReadExt;
 use tokio::net::UnixStream;
 use tokio::sync::{watch, Notify};
 use tokio::time::Instant as TokioInstant;
@@ -14,6 +13,9 @@ use super::signal::{signal_give_back, signal_stack_dump, AskStack};
 use super::{InFlight, Job, LinkConfig, LinkEnd, Queue, Reply};
 use porch_ipc::{self as ipc, Decoder, Kind};
 use std::sync::Arc;
+
+/// How often a link to an ASGI worker looks for clients that left.
+const GONE_SWEEP: Duration = Duration::from_secs(1);
 
 /// Feeds one worker from the queue until told to drain or the worker goes away.
 pub struct Link {
@@ -35,6 +37,9 @@ pub struct Link {
     revoking: bool,
     /// This link's share of [`Capacity`]: its worker's idle threads.
     idle_counted: usize,
+    /// Requests whose client left while an ASGI worker streams their response: the
+    /// worker is told (a `Disconnect` frame) so the app can stop.
+    gone: Vec<u32>,
 }
 
 impl Link {
@@ -57,6 +62,7 @@ impl Link {
             ask_return: Box::new(signal_give_back),
             revoking: false,
             idle_counted: 0,
+            gone: Vec::new(),
         }
     }
 
@@ -92,6 +98,11 @@ impl Link {
         let mut out = BytesMut::with_capacity(16 * 1024);
         let mut retire_notified = false;
         let mut any_idle = cfg.capacity.watch();
+        // ASGI: how often running requests are checked for clients that left before
+        // their response sent anything (a long poll); a body piece that cannot be
+        // delivered tells at once.
+        let mut sweep = tokio::time::interval(GONE_SWEEP);
+        sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         let end = loop {
             if draining && self.inflight.is_empty() {
                 break LinkEnd::Drained;
@@ -141,6 +152,9 @@ impl Link {
                             if let Err(e) = self.route_frames(&cfg, &retire, &mut retire_notified) {
                                 break LinkEnd::Corrupt(e.to_string());
                             }
+                            if self.tell_gone(&mut out).is_err() {
+                                break LinkEnd::WorkerGone;
+                            }
                         }
                         Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
                         Err(_) => break LinkEnd::WorkerGone,
@@ -154,8 +168,10 @@ impl Link {
                 _ = sleep_until(next_deadline) => {
                     let now = TokioInstant::now();
                     if let Some((&id, _)) = self.inflight.iter().find(|(_, f)| f.started.is_some_and(|s| s + cfg.timeout <= now)) {
-                        let line = self.time_out(id, &cfg).await;
-                        break LinkEnd::TimedOut { line };
+                        if let Some(line) = self.time_out(id, &cfg, &mut out).await {
+                            break LinkEnd::TimedOut { line };
+                        }
+                        self.mark_started(&cfg);
                     }
                 }
                 job = recv_opt(cfg.returned.as_ref()), if accepting => {
@@ -194,6 +210,12 @@ impl Link {
                 }
                 changed = drain.changed(), if !draining => {
                     draining = changed.is_err() || *drain.borrow();
+                }
+                _ = sweep.tick(), if cfg.asgi && !self.inflight.is_empty() => {
+                    self.sweep_gone();
+                    if self.tell_gone(&mut out).is_err() {
+                        break LinkEnd::WorkerGone;
+                    }
                 }
             }
         };
@@ -314,6 +336,7 @@ impl Link {
                 started: None,
                 line: job.line,
                 head_sent: false,
+                disconnect_sent: false,
                 request: Some(job.request),
                 queued_at: job.queued_at,
                 deadline: TokioInstant::now() + wait_left,
@@ -384,6 +407,12 @@ impl Link {
         let Some(f) = self.inflight.get_mut(&frame.id) else {
             return Ok(false); // a late frame for a request already failed
         };
+        if cfg.asgi && matches!(frame.kind, Kind::Head | Kind::Body) && f.started.is_some() {
+            // An ASGI response in progress is progress: the timeout bounds the wait for
+            // the head and each pause between body pieces (nginx's proxy_read_timeout),
+            // so Server-Sent Events and long streams live as long as they keep sending.
+            f.started = Some(TokioInstant::now());
+        }
         match frame.kind {
             Kind::Head => {
                 f.head_sent = true;
@@ -392,7 +421,10 @@ impl Link {
                 let _ = f.reply.send(Reply::Head(head));
             }
             Kind::Body => {
-                let _ = f.reply.send(Reply::Body(frame.payload));
+                if !f.reply.send(Reply::Body(frame.payload)) && cfg.asgi && !f.disconnect_sent {
+                    f.disconnect_sent = true;
+                    self.gone.push(frame.id);
+                }
             }
             Kind::End => {
                 let ok = frame.payload.first() == Some(&1);
@@ -423,9 +455,32 @@ impl Link {
         self.mark_started(cfg);
     }
 
-    /// Answers the stuck request with 504 and logs its Python stack, asked from the worker
-    /// and waited for briefly (a thread stuck in C code holding the GIL cannot answer).
-    async fn time_out(&mut self, id: u32, cfg: &LinkConfig) -> String {
+    /// Notes the running requests whose client left (an ASGI worker is told).
+    fn sweep_gone(&mut self) {
+        for (&id, f) in self.inflight.iter_mut() {
+            if f.started.is_some() && !f.disconnect_sent && f.reply.is_closed() {
+                f.disconnect_sent = true;
+                self.gone.push(id);
+            }
+        }
+    }
+
+    /// Queues a `Disconnect` frame for each request whose client left, and writes.
+    fn tell_gone(&mut self, out: &mut BytesMut) -> std::io::Result<()> {
+        if self.gone.is_empty() {
+            return Ok(());
+        }
+        for id in self.gone.drain(..) {
+            ipc::encode(out, Kind::Disconnect, id, |_| {});
+        }
+        self.write_some(out)
+    }
+
+    /// Answers the stuck request with 504 and logs its Python stack. Returns the request
+    /// line when the worker must be killed: always for WSGI (a thread cannot be
+    /// stopped); for ASGI only when its event loop is blocked, since a responsive loop
+    /// cancels the request's task itself and the worker keeps its other requests.
+    async fn time_out(&mut self, id: u32, cfg: &LinkConfig, out: &mut BytesMut) -> Option<String> {
         let f = self
             .inflight
             .remove(&id)
@@ -436,38 +491,79 @@ impl Link {
         } else {
             Reply::Fail(504)
         });
-        let mut stack = None;
-        let asked = (self.ask_stack)(self.pid);
-        if asked {
-            let wait = tokio::time::sleep(Duration::from_secs(2));
-            tokio::pin!(wait);
-            'wait: loop {
-                tokio::select! {
-                    _ = &mut wait => break,
-                    read = self.conn.read_buf(&mut self.buf) => {
-                        if !matches!(read, Ok(n) if n > 0) { break; }
-                        while let Ok(Some(frame)) = Decoder::next(&mut self.buf) {
-                            if frame.kind == Kind::Stack && frame.id == id {
-                                stack = Some(String::from_utf8_lossy(&frame.payload).into_owned());
-                                break 'wait;
-                            }
-                            // Keep other requests' frames flowing meanwhile.
-                            if self.route_frame(frame, cfg).is_err() {
-                                break 'wait;
-                            }
+        let secs = cfg.timeout.as_secs_f64();
+        if cfg.asgi {
+            // The loop answers a `Cancel` frame with the task's stack, then cancels it.
+            ipc::encode(out, Kind::Cancel, id, |_| {});
+            if let Some(stack) = self.await_stack(id, cfg, out).await {
+                tracing::error!(
+                    "worker {} timed out ({secs}s) on request \"{}\"; its task was cancelled. Stack of the task:\n{stack}",
+                    self.pid,
+                    f.line,
+                );
+                return None;
+            }
+        }
+        let stack = if (self.ask_stack)(self.pid) {
+            self.await_stack(id, cfg, out).await
+        } else {
+            None
+        };
+        let what = if cfg.asgi {
+            "the event loop is blocked; Python stack of its thread"
+        } else {
+            "Python stack of the request's thread"
+        };
+        tracing::error!(
+            "worker {} timed out ({secs}s) on request \"{}\"; {what}:\n{}",
+            self.pid,
+            f.line,
+            stack
+                .as_deref()
+                .unwrap_or("(the worker did not answer: stuck outside Python?)\n"),
+        );
+        Some(f.line)
+    }
+
+    /// Waits briefly for the worker's `Stack` frame for `id` (a thread stuck in C code
+    /// holding the GIL, or a blocked event loop, cannot answer), writing `out` and
+    /// passing other requests' frames on meanwhile.
+    async fn await_stack(
+        &mut self,
+        id: u32,
+        cfg: &LinkConfig,
+        out: &mut BytesMut,
+    ) -> Option<String> {
+        let wait = tokio::time::sleep(Duration::from_secs(2));
+        tokio::pin!(wait);
+        loop {
+            tokio::select! {
+                _ = &mut wait => return None,
+                ready = self.conn.writable(), if !out.is_empty() => {
+                    if ready.is_err() || self.write_some(out).is_err() {
+                        return None;
+                    }
+                }
+                ready = self.conn.readable() => {
+                    if ready.is_err() { return None; }
+                    match self.conn.try_read_buf(&mut self.buf) {
+                        Ok(0) => return None,
+                        Ok(_) => {}
+                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+                        Err(_) => return None,
+                    }
+                    while let Ok(Some(frame)) = Decoder::next(&mut self.buf) {
+                        if frame.kind == Kind::Stack && frame.id == id {
+                            return Some(String::from_utf8_lossy(&frame.payload).into_owned());
+                        }
+                        // Keep other requests' frames flowing meanwhile.
+                        if self.route_frame(frame, cfg).is_err() {
+                            return None;
                         }
                     }
                 }
             }
         }
-        tracing::error!(
-            "worker {} timed out ({}s) on request \"{}\"; Python stack of the request's thread:\n{}",
-            self.pid,
-            cfg.timeout.as_secs_f64(),
-            f.line,
-            stack.as_deref().unwrap_or("(the worker did not answer: stuck outside Python?)\n"),
-        );
-        f.line
     }
 }
 
@@ -476,6 +572,8 @@ fn kind_name(k: Kind) -> &'static str {
         Kind::Request => "request",
         Kind::DumpStack => "dump-stack",
         Kind::Stop => "stop",
+        Kind::Cancel => "cancel",
+        Kind::Disconnect => "disconnect",
         Kind::Ready => "ready",
         Kind::Head => "head",
         Kind::Body => "body",

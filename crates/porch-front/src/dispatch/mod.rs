@@ -81,10 +81,13 @@ pub enum LinkEnd {
 struct InFlight {
     reply: ReplySender,
     /// When a worker thread took it; `None` while it waits in the worker's own queue.
+    /// For an ASGI worker, moved on by each head or body frame (the timeout bounds pauses).
     /// Tokio's clock, the one the timeout sleeps on (and that tests can pause).
     started: Option<TokioInstant>,
     line: String,
     head_sent: bool,
+    /// The worker was told that this request's client left.
+    disconnect_sent: bool,
     /// Kept until the answer's head, so a request the worker never began can be given
     /// to another worker (this one died, or gave it back).
     request: Option<ipc::Request>,
@@ -144,10 +147,16 @@ pub struct LinkConfig {
     pub capacity: Arc<Capacity>,
     /// Requests given back by a worker or left by a dead one: served before the queue.
     pub returned: Option<Queue>,
+    /// The worker runs an ASGI app: a request past the timeout is cancelled in its event
+    /// loop (the worker lives on) unless the loop is blocked; a client that leaves is
+    /// reported to it (`http.disconnect`).
+    pub asgi: bool,
 }
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_asgi;
 #[cfg(test)]
 mod tests_fair;
 #[cfg(test)]

@@ -31,6 +31,7 @@ pub(super) fn config(threads: usize, prefetch: usize) -> LinkConfig {
         queue_stats: Arc::default(),
         capacity: Arc::default(),
         returned: None,
+        asgi: false,
     }
 }
 

@@ -29,6 +29,8 @@ use crate::interpreter::Interpreter;
 /// A booted worker process: its app is imported and it waits for requests.
 pub struct Worker {
     pub pid: u32,
+    /// What it runs (WSGI or ASGI) and how many requests at once.
+    ready: spawn::Ready,
     child: Child,
     link: Link,
 }
@@ -97,6 +99,7 @@ impl Pool {
                 queue_stats: queue_stats.clone(),
                 capacity: Arc::default(),
                 returned: Some(returned),
+                asgi: false,
             },
             max_requests: cfg.max_requests,
             jitter: cfg.max_requests_jitter,
@@ -163,24 +166,38 @@ impl Pool {
         ours.set_nonblocking(true)?;
         let mut conn = UnixStream::from_std(ours)?;
         let mut buf = BytesMut::with_capacity(64 * 1024);
-        match await_ready(&mut conn, &mut buf, self.boot_timeout, child.wait()).await {
-            Ok(()) => {}
+        let ready = match await_ready(&mut conn, &mut buf, self.boot_timeout, child.wait()).await {
+            Ok(ready) => ready,
             Err(e @ BootError::Slow(_)) => {
                 let _ = child.start_kill();
                 return Err(e);
             }
             Err(e) => return Err(e),
+        };
+        if ready.asgi {
+            tracing::info!(
+                "booted worker {pid} (ASGI, {} requests at once)",
+                ready.capacity
+            );
+        } else {
+            tracing::info!("booted worker {pid}");
         }
-        tracing::info!("booted worker {pid}");
         Ok(Worker {
             pid,
+            ready,
             child,
             link: Link::new(pid, conn, buf, self.requeue.clone()),
         })
     }
 
-    fn link_config(&self, slot: usize) -> LinkConfig {
+    /// The link of one worker, sized by what the worker reported: its threads (WSGI) or
+    /// tasks (ASGI) are the requests it is sent at once, as threads always were.
+    fn link_config(&self, slot: usize, ready: &spawn::Ready) -> LinkConfig {
         let mut link = self.link.clone();
+        if ready.capacity > 0 {
+            link.threads = ready.capacity as usize;
+        }
+        link.asgi = ready.asgi;
         let noise = (std::process::id() as u64 * 31).wrapping_add(nanos());
         link.max_requests = max_requests_limit(self.max_requests, self.jitter, slot, noise);
         link
@@ -204,7 +221,7 @@ impl Pool {
             let pid = worker.pid;
             let mut serve = tokio::spawn(worker.link.serve(
                 self.queue.clone(),
-                self.link_config(slot),
+                self.link_config(slot, &worker.ready),
                 drain_rx,
                 retire.clone(),
             ));
@@ -401,6 +418,7 @@ impl Pool {
             pid,
             mut child,
             link,
+            ..
         } = w;
         drop(link); // closes its socket: the worker exits
         self.stop_child(&mut child, pid).await;
@@ -452,6 +470,9 @@ fn worker_spec(cfg: &Config, app: &porch_config::AppSpec) -> WorkerSpec {
                 source: h.source.clone(),
                 info: crate::hooks::server_info(cfg).to_string(),
             }),
+        interface: cfg.interface.interface,
+        event_loop: cfg.interface.event_loop,
+        asgi_concurrency: cfg.interface.asgi_concurrency,
     }
 }
 
@@ -498,6 +519,11 @@ impl Pool {
             changed.push("raw_env");
             *env = cfg.process.worker_env.clone();
         }
+        if (new.interface, new.event_loop, new.asgi_concurrency)
+            != (spec.interface, spec.event_loop, spec.asgi_concurrency)
+        {
+            changed.push("interface");
+        }
         *spec = new;
         changed
     }
@@ -528,16 +554,16 @@ async fn await_ready(
     buf: &mut BytesMut,
     boot_timeout: Duration,
     exited: impl std::future::Future<Output = std::io::Result<ExitStatus>>,
-) -> Result<(), BootError> {
+) -> Result<spawn::Ready, BootError> {
     let ready = async {
         loop {
             if let Some(frame) = Decoder::next(buf).map_err(|e| BootError::Exited(e.to_string()))? {
                 if frame.kind == Kind::Ready {
                     return match spawn::parse_ready(&frame.payload) {
-                        Some((_, spawn::PROTOCOL)) => Ok(()),
+                        Some(ready) if ready.protocol == spawn::PROTOCOL => Ok(ready),
                         other => Err(BootError::Mismatch(format!(
                             "it speaks protocol {:?}, this porch {}",
-                            other.map(|(_, p)| p),
+                            other.map(|r| r.protocol),
                             spawn::PROTOCOL
                         ))),
                     };

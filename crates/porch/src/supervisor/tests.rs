@@ -27,14 +27,17 @@ fn frame(kind: Kind, id: u32, payload: &[u8]) -> Vec<u8> {
 }
 
 fn ready(protocol: u32) -> Vec<u8> {
-    let mut payload = ready_payload(1234);
-    payload[4..].copy_from_slice(&protocol.to_le_bytes());
+    let mut payload = ready_payload(1234, false, 1);
+    payload[4..8].copy_from_slice(&protocol.to_le_bytes());
     frame(Kind::Ready, 0, &payload)
 }
 
 /// Runs the front's side of the handshake on a socket pair; `worker` plays the worker on
 /// the other end. The worker "exits" with `status` once it closed its socket.
-async fn handshake<F, Fut>(status: ExitStatus, worker: F) -> (Result<(), BootError>, BytesMut)
+async fn handshake<F, Fut>(
+    status: ExitStatus,
+    worker: F,
+) -> (Result<spawn::Ready, BootError>, BytesMut)
 where
     F: FnOnce(UnixStream) -> Fut,
     Fut: std::future::Future<Output = ()> + Send + 'static,

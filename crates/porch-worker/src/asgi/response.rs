@@ -1,0 +1,241 @@
+//! One ASGI request's response, as frames: the head waits for the first body piece (so
+//! an error between `http.response.start` and the body still becomes a clean 500), and
+//! frames collect in the channel's out buffer, written once per loop iteration.
+
+use std::os::unix::fs::FileExt;
+use std::sync::Arc;
+
+use pyo3::exceptions::{PyRuntimeError, PyTypeError, PyValueError};
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyString};
+
+use porch_ipc::{self as ipc, Kind};
+
+use super::Shared;
+
+/// The response of one request (`porch._worker.Response`), driven by the app's `send`.
+#[pyclass(module = "porch")]
+pub struct Response {
+    id: u32,
+    shared: Arc<Shared>,
+    head: Option<ipc::Head>,
+    started: bool,
+    complete: bool,
+}
+
+impl Response {
+    pub fn new(id: u32, shared: Arc<Shared>) -> Response {
+        Response {
+            id,
+            shared,
+            head: None,
+            started: false,
+            complete: false,
+        }
+    }
+
+    /// Appends frames to the out buffer; true when the buffer was empty (the caller
+    /// schedules one flush for the loop iteration).
+    fn push(&mut self, frames: impl FnOnce(&mut Vec<u8>)) -> bool {
+        let mut out = self.shared.out.lock().unwrap_or_else(|e| e.into_inner());
+        let was_empty = out.is_empty();
+        if let Some(head) = self.head.take() {
+            let mut payload = Vec::with_capacity(256);
+            head.encode_payload(&mut payload);
+            ipc::encode_vec(&mut out, Kind::Head, self.id, &payload);
+        }
+        frames(&mut out);
+        was_empty
+    }
+
+    fn finish(&mut self) {
+        self.complete = true;
+        self.shared.running_done(self.id);
+    }
+
+    fn check_body(&self, what: &str) -> PyResult<()> {
+        if !self.started {
+            return Err(PyRuntimeError::new_err(format!(
+                "{what} sent before http.response.start"
+            )));
+        }
+        if self.complete {
+            return Err(PyRuntimeError::new_err(format!(
+                "{what} sent after the response was complete"
+            )));
+        }
+        Ok(())
+    }
+}
+
+#[pymethods]
+impl Response {
+    /// `http.response.start`.
+    fn start(&mut self, status: u16, headers: &Bound<'_, PyAny>) -> PyResult<()> {
+        if self.started {
+            return Err(PyRuntimeError::new_err(
+                "http.response.start sent a second time",
+            ));
+        }
+        if !(100..=999).contains(&status) {
+            return Err(PyValueError::new_err(format!("invalid status {status}")));
+        }
+        let mut out = Vec::new();
+        for item in headers.try_iter()? {
+            let item = item?;
+            let mut pair = item.try_iter()?;
+            let (Some(name), Some(value), None) = (pair.next(), pair.next(), pair.next()) else {
+                return Err(PyTypeError::new_err(
+                    "each header must be a [name, value] pair",
+                ));
+            };
+            let name = header_bytes(&name?, "header name")?;
+            let value = header_bytes(&value?, "header value")?;
+            if name.is_empty() || !name.iter().all(|&b| is_token(b)) {
+                return Err(PyValueError::new_err(format!(
+                    "invalid header name {:?}",
+                    String::from_utf8_lossy(&name)
+                )));
+            }
+            if value.iter().any(|&b| (b < 0x20 && b != b'\t') || b == 0x7f) {
+                return Err(PyValueError::new_err(format!(
+                    "invalid control character in header {:?}",
+                    String::from_utf8_lossy(&name)
+                )));
+            }
+            out.push((name.into(), value.into()));
+        }
+        self.head = Some(ipc::Head {
+            status,
+            headers: out,
+            reason: Default::default(),
+        });
+        self.started = true;
+        Ok(())
+    }
+
+    /// `http.response.body`; returns whether the caller must schedule a flush.
+    fn body(&mut self, data: &Bound<'_, PyAny>, more: bool) -> PyResult<bool> {
+        self.check_body("http.response.body")?;
+        let data = data
+            .cast::<PyBytes>()
+            .map_err(|_| PyTypeError::new_err("http.response.body's body must be bytes"))?
+            .as_bytes();
+        let id = self.id;
+        let flush = self.push(|out| {
+            if !data.is_empty() {
+                ipc::encode_vec(out, Kind::Body, id, data);
+            }
+            if !more {
+                ipc::encode_vec(out, Kind::End, id, &[1]);
+            }
+        });
+        if !more {
+            self.finish();
+        }
+        Ok(flush)
+    }
+
+    /// `http.response.pathsend`: the file's bytes, read by Rust without the GIL.
+    fn pathsend(&mut self, py: Python<'_>, path: &str) -> PyResult<()> {
+        self.check_body("http.response.pathsend")?;
+        let file = std::fs::File::open(path)?;
+        self.push(|_| {});
+        self.shared.flush(py);
+        let (id, shared) = (self.id, self.shared.clone());
+        py.detach(|| -> std::io::Result<()> {
+            let mut left = file.metadata()?.len();
+            let mut chunk = vec![0u8; (256 * 1024).min(left as usize).max(1)];
+            let mut offset = 0u64;
+            let mut frame = Vec::with_capacity(chunk.len() + 16);
+            while left > 0 {
+                let want = chunk.len().min(left as usize);
+                let n = file.read_at(&mut chunk[..want], offset)?;
+                if n == 0 {
+                    break;
+                }
+                frame.clear();
+                ipc::encode_vec(&mut frame, Kind::Body, id, &chunk[..n]);
+                shared.sink.write_detached(&frame);
+                offset += n as u64;
+                left -= n as u64;
+            }
+            Ok(())
+        })?;
+        let id = self.id;
+        self.push(|out| ipc::encode_vec(out, Kind::End, id, &[1]));
+        self.finish();
+        self.shared.flush(py);
+        Ok(())
+    }
+
+    /// The app failed or returned early: a 500 if nothing was sent yet, else an abort
+    /// the client can see. Returns whether a flush must be scheduled.
+    fn fail(&mut self) -> bool {
+        if self.complete {
+            return false;
+        }
+        let id = self.id;
+        let committed = self.started && self.head.is_none();
+        self.head = None;
+        let flush = self.push(|out| {
+            if committed {
+                ipc::encode_vec(out, Kind::End, id, &[0]);
+                return;
+            }
+            let body = b"Internal Server Error\n";
+            let head = ipc::Head {
+                status: 500,
+                headers: vec![
+                    ("content-type".into(), "text/plain; charset=utf-8".into()),
+                    ("content-length".into(), body.len().to_string().into()),
+                ],
+                reason: Default::default(),
+            };
+            let mut payload = Vec::new();
+            head.encode_payload(&mut payload);
+            ipc::encode_vec(out, Kind::Head, id, &payload);
+            ipc::encode_vec(out, Kind::Body, id, body);
+            ipc::encode_vec(out, Kind::End, id, &[1]);
+        });
+        self.finish();
+        flush
+    }
+
+    #[getter]
+    fn started(&self) -> bool {
+        self.started
+    }
+
+    #[getter]
+    fn complete(&self) -> bool {
+        self.complete
+    }
+}
+
+impl Drop for Response {
+    fn drop(&mut self) {
+        if !self.complete {
+            self.shared.running_done(self.id);
+        }
+    }
+}
+
+/// ASGI header names and values are bytes; str is accepted as latin-1.
+fn header_bytes(v: &Bound<'_, PyAny>, what: &str) -> PyResult<Vec<u8>> {
+    if let Ok(b) = v.cast::<PyBytes>() {
+        return Ok(b.as_bytes().to_vec());
+    }
+    let s = v
+        .cast::<PyString>()
+        .map_err(|_| PyTypeError::new_err(format!("{what} must be bytes")))?
+        .to_cow()?;
+    s.chars()
+        .map(|c| u8::try_from(u32::from(c)).ok())
+        .collect::<Option<Vec<u8>>>()
+        .ok_or_else(|| PyValueError::new_err(format!("{what} {s:?} is not latin-1")))
+}
+
+fn is_token(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}

@@ -1,0 +1,37 @@
+"""A small Starlette app: routes, JSON, form data, an SSE-like stream, mounted paths."""
+
+import asyncio
+
+from starlette.applications import Starlette
+from starlette.responses import JSONResponse, PlainTextResponse, StreamingResponse
+from starlette.routing import Mount, Route
+
+
+async def hello(request):
+    return JSONResponse({"path": request.url.path, "root_path": request.scope.get("root_path"),
+                         "query": dict(request.query_params), "client": request.client.host})
+
+
+async def form(request):
+    data = await request.form()
+    return JSONResponse({k: v for k, v in data.items()})
+
+
+async def events(request):
+    async def gen():
+        for i in range(3):
+            yield f"data: {i}\n\n"
+            await asyncio.sleep(0)
+    return StreamingResponse(gen(), media_type="text/event-stream")
+
+
+async def sub(request):
+    return PlainTextResponse("sub " + request.url.path)
+
+
+app = Starlette(routes=[
+    Route("/hello", hello),
+    Route("/form", form, methods=["POST"]),
+    Route("/events", events),
+    Mount("/sub", routes=[Route("/x", sub)]),
+])
