@@ -14,7 +14,7 @@ import h2.events
 import h2.settings
 import requests
 
-from conftest import RawConn, free_port, wait_for_port
+from conftest import RawConn, free_port, wait_for_port, wait_until
 
 LIMIT = 128
 ATTACKER = "127.0.0.2"
@@ -124,3 +124,29 @@ def test_idle_connections_make_room_for_new_clients_at_the_descriptor_limit(porc
     finally:
         for s in idle:
             s.close()
+
+
+def test_with_no_idle_connection_to_close_a_new_client_gets_503_not_silence(porch, tmp_path):
+    """Every descriptor held by a connection whose request is in progress (nothing idle to
+    close): a new client is answered 503 through the spare descriptor, and porch goes on
+    serving once they finish."""
+    p, port, admin = start(porch, tmp_path)
+    busy = []
+    try:
+        for i in range(LIMIT + 10):
+            s = socket.create_connection(("127.0.0.1", port), timeout=10, source_address=(ATTACKER, 0))
+            # The first holds the one worker; the rest wait behind it, each still busy.
+            seconds = 4 if i == 0 else 0.01
+            s.sendall(f"GET /sleep?s={seconds}&n={i} HTTP/1.1\r\nHost: t\r\n\r\n".encode())
+            busy.append(s)
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as c:
+            c.sendall(b"GET /say?text=late HTTP/1.1\r\nHost: t\r\n\r\n")
+            reply = b""
+            while chunk := c.recv(65536):
+                reply += chunk
+        assert reply.startswith(b"HTTP/1.1 503 "), reply[:200]
+    finally:
+        for s in busy:
+            s.close()
+    assert wait_until(lambda: normal(port, "after").status == 200, 30)
+    assert metric(admin, 'porch_out_of_descriptors_total{action="refused_503"}') >= 1
