@@ -49,7 +49,7 @@ pub use listener::{
 };
 pub use log::{AccessLogFormat, Atom, Piece};
 pub use process::Process;
-pub use pyconfig::{Hooks, DEFAULT_FILE as DEFAULT_PYTHON_CONFIG};
+pub use pyconfig::{Hooks, DEFAULT_FILE as DEFAULT_PYTHON_CONFIG, FRONT_HOOKS, WORKER_HOOKS};
 pub use python::resolve_python;
 pub use static_mount::StaticMount;
 pub use upstream::{Balance, HealthCheck, UpstreamConfig};

@@ -203,7 +203,10 @@ pub(crate) fn from_json(source: &str, json: &str) -> Result<Loaded, ConfigError>
                 .collect()
         })
         .unwrap_or_default();
-    for name in names.iter().filter(|n| !CALLED_HOOKS.contains(&n.as_str())) {
+    for name in names
+        .iter()
+        .filter(|n| !FRONT_HOOKS.contains(&n.as_str()) && !WORKER_HOOKS.contains(&n.as_str()))
+    {
         notes.push(format!(
             "hook `{name}` is never called: porch has no such moment (it never re-executes \
              itself, and its TLS is set up by porch)"
@@ -217,7 +220,8 @@ pub(crate) fn from_json(source: &str, json: &str) -> Result<Loaded, ConfigError>
 }
 
 /// The hooks porch calls (in the workers or the front, see `porch.hooks`).
-const CALLED_HOOKS: &[&str] = &[
+/// The hooks the front calls at its moments (crates/porch/src/hooks.rs).
+pub const FRONT_HOOKS: &[&str] = &[
     "on_starting",
     "when_ready",
     "on_reload",
@@ -225,6 +229,10 @@ const CALLED_HOOKS: &[&str] = &[
     "pre_fork",
     "child_exit",
     "nworkers_changed",
+];
+
+/// The hooks the workers call themselves (python/porch/hooks.py).
+pub const WORKER_HOOKS: &[&str] = &[
     "post_fork",
     "post_worker_init",
     "pre_request",

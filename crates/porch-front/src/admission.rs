@@ -91,17 +91,9 @@ impl Front {
                 "request line too long",
             ));
         }
-        // The target as parsed, whatever the protocol (HTTP/2's `:path` skips the strict
-        // layer): a path from `/`, or `*` for OPTIONS; visible ASCII only.
-        let path = req.uri().path();
-        let target_ok = if path == "*" {
-            req.method() == http::Method::OPTIONS
-        } else {
-            path.starts_with('/')
-        } && req
-            .uri()
-            .path_and_query()
-            .is_none_or(|p| p.as_str().bytes().all(|b| (0x21..0x7f).contains(&b)));
+        // HTTP/2's `:path` skips the strict layer, which checks every HTTP/1 target's
+        // form and bytes (grammar.rs): the same rules here, so they hold on every protocol.
+        let target_ok = req.version() != Version::HTTP_2 || target_fits(req);
         if !target_ok && req.method() != http::Method::CONNECT {
             return Err(Rejection::client(
                 StatusCode::BAD_REQUEST,
@@ -199,4 +191,18 @@ impl Front {
         }
         Ok(())
     }
+}
+
+/// A path from `/` (or `*` for OPTIONS), in visible ASCII.
+fn target_fits<B>(req: &Request<B>) -> bool {
+    let path = req.uri().path();
+    let form = if path == "*" {
+        req.method() == http::Method::OPTIONS
+    } else {
+        path.starts_with('/')
+    };
+    form && req
+        .uri()
+        .path_and_query()
+        .is_none_or(|p| p.as_str().bytes().all(|b| (0x21..0x7f).contains(&b)))
 }

@@ -12,9 +12,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use tokio::io::AsyncWriteExt;
 use tokio::sync::Notify;
 
+use http::StatusCode;
+
+use crate::listener::refuse;
+use crate::reject::Rejection;
 use crate::strict::Activity;
 use crate::Peer;
 
@@ -91,23 +94,22 @@ impl Descriptors {
         drop(spare);
         let mut refused = None;
         let accepted = tokio::time::timeout(Duration::from_millis(100), accept_one).await;
-        if let Ok(Ok((mut io, peer))) = accepted {
+        if let Ok(Ok((io, peer))) = accepted {
             self.shed_new.fetch_add(1, Ordering::Relaxed);
-            refused = Some(peer);
-            let body = "503 Service Unavailable: the server is out of connections\n";
-            let resp = format!(
-                "HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\nRetry-After: 1\r\nConnection: close\r\n\r\n{body}",
-                body.len()
-            );
-            // A fresh socket's send buffer takes this at once; a TLS client reads it as a
-            // failed handshake, which is still an answer rather than a hang.
-            let _ = tokio::time::timeout(Duration::from_millis(100), io.write_all(resp.as_bytes()))
-                .await;
-            let _ = io.shutdown().await;
+            let answer = Rejection::porch(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the server is out of connections",
+            )
+            .retry_after(1);
+            // A fresh socket's send buffer takes this at once (the spare descriptor must
+            // come back quickly); a TLS client reads it as a failed handshake, which is
+            // still an answer rather than a hang.
+            refuse(io, &answer, Duration::from_millis(100)).await;
+            refused = Some((peer, answer.status.as_u16()));
         }
         *lock(&self.spare) = open_spare();
         match refused {
-            Some(peer) => Room::Refused(peer),
+            Some((peer, status)) => Room::Refused(peer, status),
             None => Room::Made,
         }
     }
@@ -135,8 +137,8 @@ impl Descriptors {
 pub enum Room {
     /// Accepting again may succeed at once.
     Made,
-    /// A new client was answered 503 and closed.
-    Refused(Peer),
+    /// A new client was answered (this status) and closed.
+    Refused(Peer, u16),
     /// Not a descriptor shortage, or nothing could be done: wait before accepting again.
     None,
 }

@@ -113,8 +113,8 @@ impl Front {
                         Err(e) => {
                             match self.descriptors.out_of_descriptors(&e, accept(&listener)).await {
                                 Room::Made => continue,
-                                Room::Refused(peer) => {
-                                    self.log_refused(peer, 503);
+                                Room::Refused(peer, status) => {
+                                    self.log_refused(peer, status);
                                     continue;
                                 }
                                 Room::None => {}
@@ -128,8 +128,11 @@ impl Front {
                     let per_ip = match self.per_ip.admit(peer) {
                         Ok(guard) => guard,
                         Err(()) => {
-                            self.log_refused(peer, 429);
-                            tokio::spawn(refuse(io));
+                            let answer = too_many_connections();
+                            self.log_refused(peer, answer.status.as_u16());
+                            tokio::spawn(async move {
+                                refuse(io, &answer, Duration::from_secs(5)).await
+                            });
                             continue;
                         }
                     };
@@ -561,15 +564,20 @@ impl http_body::Body for Tracked {
 }
 
 /// Answers a connection over its IP's limit with 429 and closes it.
-async fn refuse(mut io: Box<dyn Io>) {
+/// Writes `answer` to a connection hyper never saw, within `within`, and closes it.
+pub(crate) async fn refuse(mut io: Box<dyn Io>, answer: &Rejection, within: Duration) {
     use tokio::io::AsyncWriteExt;
-    let body = "429 Too Many Requests: too many connections from this address\n";
-    let resp = format!(
-        "HTTP/1.1 429 Too Many Requests\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\nRetry-After: 1\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    let _ = tokio::time::timeout(Duration::from_secs(5), io.write_all(resp.as_bytes())).await;
+    let _ = tokio::time::timeout(within, io.write_all(&answer.wire_bytes())).await;
     let _ = io.shutdown().await;
+}
+
+/// The answer past `limit_connections_per_ip`.
+fn too_many_connections() -> Rejection {
+    Rejection::client(
+        StatusCode::TOO_MANY_REQUESTS,
+        "too many connections from this address",
+    )
+    .retry_after(1)
 }
 
 pub trait Io: AsyncRead + AsyncWrite + Send + Unpin + 'static {}

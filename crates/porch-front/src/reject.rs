@@ -137,6 +137,24 @@ impl Rejection {
     }
 }
 
+impl Rejection {
+    /// The same answer as raw HTTP/1.1 bytes, closing, for connections porch answers
+    /// before hyper has them (past the per-IP limit, out of descriptors).
+    pub fn wire_bytes(&self) -> Vec<u8> {
+        let text = plain_text(self.status, &self.reason);
+        let retry = self
+            .retry_after
+            .map_or(String::new(), |s| format!("Retry-After: {s}\r\n"));
+        format!(
+            "HTTP/1.1 {} {}\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\n{retry}Connection: close\r\n\r\n{text}",
+            self.status.as_u16(),
+            self.status.canonical_reason().unwrap_or(""),
+            text.len()
+        )
+        .into_bytes()
+    }
+}
+
 impl From<Rejection> for Response<ResponseBody> {
     fn from(r: Rejection) -> Self {
         r.response()
@@ -152,13 +170,16 @@ impl From<Reject> for Rejection {
 
 /// A short plain-text answer from porch. A 400 always closes: the framing of what
 /// follows is in doubt.
-pub(crate) fn plain(status: StatusCode, why: &str) -> Response<ResponseBody> {
-    let text = format!(
+fn plain_text(status: StatusCode, why: &str) -> String {
+    format!(
         "{} {}: {why}\n",
         status.as_u16(),
         status.canonical_reason().unwrap_or("")
-    );
-    let mut r = Response::new(ResponseBody::full(text));
+    )
+}
+
+pub(crate) fn plain(status: StatusCode, why: &str) -> Response<ResponseBody> {
+    let mut r = Response::new(ResponseBody::full(plain_text(status, why)));
     *r.status_mut() = status;
     r.headers_mut().insert(
         header::CONTENT_TYPE,

@@ -12,6 +12,7 @@
 #![allow(clippy::useless_conversion)]
 
 mod asgi;
+mod head;
 mod inbox;
 mod worker;
 mod wsgi;

@@ -13,16 +13,7 @@ use serde_json::{json, Value};
 
 use crate::interpreter::Interpreter;
 
-/// The hooks the workers call themselves (python/porch/hooks.py).
-pub const WORKER_HOOKS: &[&str] = &[
-    "post_fork",
-    "post_worker_init",
-    "pre_request",
-    "post_request",
-    "worker_int",
-    "worker_abort",
-    "worker_exit",
-];
+pub use porch_config::WORKER_HOOKS;
 
 /// Longest a front-side hook may run before porch goes on without it.
 const HOOK_TIMEOUT: Duration = Duration::from_secs(30);

@@ -140,20 +140,8 @@ impl Channel {
     /// WebSocket over the ASGI worker is not available yet: a clear 501, not a hang.
     fn refuse_websocket(&self, py: Python<'_>, id: u32) {
         let body = b"WebSocket is not supported by porch's ASGI workers yet\n";
-        let head = ipc::Head {
-            status: 501,
-            headers: vec![
-                ("content-type".into(), "text/plain; charset=utf-8".into()),
-                ("content-length".into(), body.len().to_string().into()),
-            ],
-            reason: Default::default(),
-        };
-        let mut payload = Vec::new();
-        head.encode_payload(&mut payload);
         let mut out = self.shared.out.lock().unwrap_or_else(|e| e.into_inner());
-        ipc::encode_vec(&mut out, Kind::Head, id, &payload);
-        ipc::encode_vec(&mut out, Kind::Body, id, body);
-        ipc::encode_vec(&mut out, Kind::End, id, &[1]);
+        crate::head::encode_plain(&mut out, id, 501, body);
         drop(out);
         self.shared.flush(py);
     }

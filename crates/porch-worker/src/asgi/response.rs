@@ -91,18 +91,7 @@ impl Response {
             };
             let name = header_bytes(&name?, "header name")?;
             let value = header_bytes(&value?, "header value")?;
-            if name.is_empty() || !name.iter().all(|&b| is_token(b)) {
-                return Err(PyValueError::new_err(format!(
-                    "invalid header name {:?}",
-                    String::from_utf8_lossy(&name)
-                )));
-            }
-            if value.iter().any(|&b| (b < 0x20 && b != b'\t') || b == 0x7f) {
-                return Err(PyValueError::new_err(format!(
-                    "invalid control character in header {:?}",
-                    String::from_utf8_lossy(&name)
-                )));
-            }
+            crate::head::check_field(&name, &value)?;
             out.push((name.into(), value.into()));
         }
         self.head = Some(ipc::Head {
@@ -183,20 +172,7 @@ impl Response {
                 ipc::encode_vec(out, Kind::End, id, &[0]);
                 return;
             }
-            let body = b"Internal Server Error\n";
-            let head = ipc::Head {
-                status: 500,
-                headers: vec![
-                    ("content-type".into(), "text/plain; charset=utf-8".into()),
-                    ("content-length".into(), body.len().to_string().into()),
-                ],
-                reason: Default::default(),
-            };
-            let mut payload = Vec::new();
-            head.encode_payload(&mut payload);
-            ipc::encode_vec(out, Kind::Head, id, &payload);
-            ipc::encode_vec(out, Kind::Body, id, body);
-            ipc::encode_vec(out, Kind::End, id, &[1]);
+            crate::head::encode_plain(out, id, 500, b"Internal Server Error\n");
         });
         self.finish();
         flush
@@ -234,8 +210,4 @@ fn header_bytes(v: &Bound<'_, PyAny>, what: &str) -> PyResult<Vec<u8>> {
         .map(|c| u8::try_from(u32::from(c)).ok())
         .collect::<Option<Vec<u8>>>()
         .ok_or_else(|| PyValueError::new_err(format!("{what} {s:?} is not latin-1")))
-}
-
-fn is_token(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
 }

@@ -231,18 +231,7 @@ fn parse_head(status: &Bound<'_, PyAny>, headers: &Bound<'_, PyAny>) -> PyResult
         }
         let name = native_bytes(&tuple.get_item(0)?, "header name")?;
         let value = native_bytes(&tuple.get_item(1)?, "header value")?;
-        if name.is_empty() || !name.iter().all(|&b| is_token(b)) {
-            return Err(PyValueError::new_err(format!(
-                "invalid header name {:?}",
-                String::from_utf8_lossy(&name)
-            )));
-        }
-        if value.iter().any(|&b| (b < 0x20 && b != b'\t') || b == 0x7f) {
-            return Err(PyValueError::new_err(format!(
-                "invalid control character in header {:?}",
-                String::from_utf8_lossy(&name)
-            )));
-        }
+        crate::head::check_field(&name, &value)?;
         out.push((name.into(), value.into()));
     }
     let reason = status.get(4..).unwrap_or("").as_bytes().to_vec().into();
@@ -251,10 +240,6 @@ fn parse_head(status: &Bound<'_, PyAny>, headers: &Bound<'_, PyAny>) -> PyResult
         headers: out,
         reason,
     })
-}
-
-fn is_token(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
 }
 
 /// A native string's latin-1 bytes; anything else is the app's error.

@@ -217,18 +217,9 @@ impl Output {
             return false;
         }
         self.buf.clear();
-        let body = b"Internal Server Error\n";
-        self.head = Some(ipc::Head {
-            status: 500,
-            headers: vec![
-                ("Content-Type".into(), "text/plain; charset=utf-8".into()),
-                ("Content-Length".into(), body.len().to_string().into()),
-            ],
-            reason: Default::default(),
-        });
-        self.commit();
-        ipc::encode_vec(&mut self.buf, Kind::Body, self.id, body);
-        super::end_frame(&mut self.buf, self.id, true);
+        self.head = None;
+        self.committed = true;
+        crate::head::encode_plain(&mut self.buf, self.id, 500, b"Internal Server Error\n");
         self.end(py);
         true
     }
