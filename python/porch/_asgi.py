@@ -9,6 +9,7 @@ idle worker. Response frames of one loop iteration are written together.
 """
 
 import asyncio
+import collections
 import inspect
 import os
 import sys
@@ -111,11 +112,14 @@ class Server:
     def accept(self, polled):
         requests, controls, closed = polled
         for id, scope, body, body_file, response in requests:
-            cycle = Cycle(self, id, scope, body, body_file, response)
+            if scope["type"] == "websocket":
+                cycle = SocketCycle(self, id, scope, response)
+            else:
+                cycle = Cycle(self, id, scope, body, body_file, response)
             self.cycles[id] = cycle
             self.busy += 1
             cycle.task = self.loop.create_task(cycle.run())
-        for kind, id in controls:
+        for kind, id, event in controls:
             cycle = self.cycles.get(id)
             if cycle is None:
                 if kind == "cancel":
@@ -126,6 +130,8 @@ class Server:
                 continue
             if kind == "cancel":
                 cycle.time_out()
+            elif kind == "event":
+                cycle.deliver(event)
             else:
                 cycle.client_left = True
                 cycle.client_gone()
@@ -147,6 +153,14 @@ class Server:
         if self.closed and not self.cycles and not self.finished.done():
             self.channel.flush()
             self.finished.set_result(None)
+
+
+def request_line(scope):
+    """``METHOD /path?query`` of a scope, for the error log (a WebSocket handshake is a GET)."""
+    line = scope.get("method", "GET") + " " + scope["raw_path"].decode("latin-1")
+    if scope["query_string"]:
+        line += "?" + scope["query_string"].decode("latin-1")
+    return line
 
 
 class Cycle:
@@ -206,10 +220,7 @@ class Cycle:
             self.server.released()
 
     def error(self, message):
-        scope = self.scope
-        line = scope["method"] + " " + scope["raw_path"].decode("latin-1")
-        if scope["query_string"]:
-            line += "?" + scope["query_string"].decode("latin-1")
+        line = request_line(self.scope)
         log("Error handling request %s%s" % (line, ": " + message if message else ""))
         if message is None:
             traceback.print_exc()
@@ -269,6 +280,130 @@ class Cycle:
             text = "(stack unavailable: %r)\n" % (e,)
         self.server.channel.stack(self.id, text)
         self.task.cancel()
+
+
+class ClientGone(OSError):
+    """``send`` on a WebSocket whose client closed or went away (ASGI 2.4 asks servers to
+    raise a subclass of ``OSError``)."""
+
+
+class SocketCycle:
+    """One WebSocket: the handshake held by the front until the app answers it, then the
+    client's messages as ``websocket.receive`` events and the app's as frames. Once the
+    handshake is answered the socket no longer takes one of ``concurrency``'s places: an
+    open socket mostly waits, and its messages never queue behind other requests."""
+
+    __slots__ = (
+        "server", "id", "scope", "socket", "task", "events", "waiter", "disconnected",
+        "counted", "timed_out", "client_left",
+    )
+
+    def __init__(self, server, id, scope, socket):
+        self.server = server
+        self.id = id
+        self.scope = scope
+        self.socket = socket
+        self.task = None
+        self.events = collections.deque([{"type": "websocket.connect"}])
+        self.waiter = None
+        self.disconnected = False
+        self.counted = True
+        self.timed_out = False
+        self.client_left = False
+
+    async def run(self):
+        ok = False
+        try:
+            await self.server.app(self.scope, self.receive, self.send)
+            ok = True
+        except asyncio.CancelledError:
+            if not self.timed_out:
+                self.error("the WebSocket's task was cancelled")
+        except ClientGone:
+            ok = True  # the app sent to a socket its client had closed: nothing to report
+        except BaseException:
+            self.error(None)
+        else:
+            if not self.socket.answered:
+                self.error("the app returned without accepting or closing the WebSocket")
+        finally:
+            if self.socket.end(ok):
+                self.server.schedule_flush()
+            self.release()
+            self.server.done(self.id)
+
+    def release(self):
+        if self.counted:
+            self.counted = False
+            self.server.released()
+
+    def error(self, message):
+        line = request_line(self.scope)
+        log("Error handling WebSocket %s%s" % (line, ": " + message if message else ""))
+        if message is None:
+            traceback.print_exc()
+        flush_stderr()
+
+    async def receive(self):
+        while not self.events:
+            if self.waiter is None or self.waiter.done():
+                self.waiter = self.server.loop.create_future()
+            await self.waiter
+        event = self.events[0]
+        # The disconnect stays: every later receive gets it again.
+        if event["type"] != "websocket.disconnect":
+            self.events.popleft()
+        return event
+
+    def deliver(self, event):
+        if self.disconnected:
+            return
+        if event["type"] == "websocket.disconnect":
+            self.disconnected = True
+        self.events.append(event)
+        if self.waiter is not None and not self.waiter.done():
+            self.waiter.set_result(None)
+
+    def client_gone(self):
+        """The client left before the handshake was answered."""
+        self.deliver({"type": "websocket.disconnect", "code": 1006, "reason": ""})
+
+    async def send(self, message):
+        kind = message["type"]
+        socket = self.socket
+        if kind == "websocket.send":
+            if self.disconnected:
+                raise ClientGone("the WebSocket's client closed it")
+            data = message.get("bytes")
+            if data is None:
+                data = message.get("text")
+            if data is None:
+                raise TypeError("websocket.send needs `text` or `bytes`")
+            flush = socket.send(data)
+        elif kind == "websocket.accept":
+            flush = socket.accept(message.get("subprotocol"), message.get("headers") or ())
+            self.release()
+        elif kind == "websocket.close":
+            if self.disconnected:
+                return  # already closed by the client: nothing to send it
+            reason = message.get("reason") or ""
+            flush = socket.close(message.get("code", 1000), reason)
+            self.release()
+        elif kind == "websocket.http.response.start":
+            socket.http_start(message["status"], message.get("headers", ()))
+            flush = False
+        elif kind == "websocket.http.response.body":
+            flush = socket.http_body(message.get("body", b""), message.get("more_body", False))
+            if not message.get("more_body", False):
+                self.release()
+        else:
+            raise RuntimeError("unexpected ASGI message %r on a WebSocket" % (kind,))
+        if flush:
+            self.server.schedule_flush()
+
+    def time_out(self):
+        """The handshake was not answered within ``--timeout`` (the front answered 504)."""
+        Cycle.time_out(self)
 
 
 def task_stack(task):

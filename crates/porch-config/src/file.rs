@@ -82,6 +82,9 @@ pub struct FileConfig {
     pub interface: Option<String>,
     pub r#loop: Option<String>,
     pub asgi_concurrency: Option<usize>,
+    pub ws_max_message: Option<usize>,
+    pub ws_ping_interval: Option<f64>,
+    pub ws_ping_timeout: Option<f64>,
     /// `[static]` table: URL prefix → directory.
     #[serde(default, rename = "static")]
     pub statics: BTreeMap<String, String>,

@@ -1,9 +1,12 @@
 //! How the app is called: WSGI or ASGI (`--interface`), and for ASGI the event loop
-//! (`--loop`) and how many requests one worker runs at once (`--asgi-concurrency`).
+//! (`--loop`), how many requests one worker runs at once (`--asgi-concurrency`) and the
+//! WebSocket limits (`--ws-*`).
+
+use std::time::Duration;
 
 use porch_ipc::spawn::{EventLoop, Interface};
 
-use crate::values::positive;
+use crate::values::{positive, seconds_or_unlimited};
 use crate::{ConfigError, FileConfig};
 
 /// The flags, as typed (flattened into [`crate::cli::Args`]).
@@ -22,7 +25,36 @@ pub struct InterfaceArgs {
     /// [default: 100].
     #[arg(long = "asgi-concurrency", env = "PORCH_ASGI_CONCURRENCY")]
     pub asgi_concurrency: Option<usize>,
+
+    /// Largest WebSocket message, in bytes, either way; a bigger one from a client closes
+    /// its socket with 1009 [default: 16777216, as Uvicorn's --ws-max-size].
+    #[arg(
+        long = "ws-max-message",
+        env = "PORCH_WS_MAX_MESSAGE",
+        value_name = "BYTES"
+    )]
+    pub ws_max_message: Option<usize>,
+
+    /// Seconds between the pings porch sends on an idle WebSocket; 0 sends none [default: 20].
+    #[arg(
+        long = "ws-ping-interval",
+        env = "PORCH_WS_PING_INTERVAL",
+        value_name = "SECONDS"
+    )]
+    pub ws_ping_interval: Option<f64>,
+
+    /// Seconds a client has to answer a ping before its socket is closed with 1011
+    /// [default: 20].
+    #[arg(
+        long = "ws-ping-timeout",
+        env = "PORCH_WS_PING_TIMEOUT",
+        value_name = "SECONDS"
+    )]
+    pub ws_ping_timeout: Option<f64>,
 }
+
+/// The largest message the front-to-worker frames can carry, with room for the header.
+pub const WS_MAX_MESSAGE_LIMIT: usize = porch_ipc::MAX_FRAME - 64;
 
 /// The validated settings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -35,6 +67,26 @@ pub struct InterfaceConfig {
     /// go to the next worker with room, get 503 at `--queue-timeout` and are never
     /// started late, while in a loop every request would slow down together.
     pub asgi_concurrency: usize,
+    pub websocket: WebSocketConfig,
+}
+
+/// How porch's front keeps the WebSockets it terminates for ASGI apps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WebSocketConfig {
+    pub max_message: usize,
+    /// `None`: no pings (a dead peer is then noticed only by TCP).
+    pub ping_interval: Option<Duration>,
+    pub ping_timeout: Duration,
+}
+
+impl Default for WebSocketConfig {
+    fn default() -> Self {
+        WebSocketConfig {
+            max_message: 16 << 20,
+            ping_interval: Some(Duration::from_secs(20)),
+            ping_timeout: Duration::from_secs(20),
+        }
+    }
 }
 
 impl Default for InterfaceConfig {
@@ -43,6 +95,7 @@ impl Default for InterfaceConfig {
             interface: Interface::Auto,
             event_loop: EventLoop::Auto,
             asgi_concurrency: 100,
+            websocket: WebSocketConfig::default(),
         }
     }
 }
@@ -84,6 +137,37 @@ pub(crate) fn interface(
         interface,
         event_loop,
         asgi_concurrency,
+        websocket: websocket(args, file)?,
+    })
+}
+
+fn websocket(args: &InterfaceArgs, file: &FileConfig) -> Result<WebSocketConfig, ConfigError> {
+    let default = WebSocketConfig::default();
+    let max_message = positive(
+        "ws_max_message",
+        args.ws_max_message.or(file.ws_max_message),
+        default.max_message,
+    )?;
+    if max_message > WS_MAX_MESSAGE_LIMIT {
+        return Err(ConfigError::value(
+            "ws_max_message",
+            max_message,
+            &format!("a number of bytes from 1 to {WS_MAX_MESSAGE_LIMIT}"),
+        ));
+    }
+    let ping_interval = match args.ws_ping_interval.or(file.ws_ping_interval) {
+        Some(0.0) => None,
+        v => Some(seconds_or_unlimited("ws_ping_interval", v, 20.0)?),
+    };
+    let ping_timeout = seconds_or_unlimited(
+        "ws_ping_timeout",
+        args.ws_ping_timeout.or(file.ws_ping_timeout),
+        20.0,
+    )?;
+    Ok(WebSocketConfig {
+        max_message,
+        ping_interval,
+        ping_timeout,
     })
 }
 
@@ -122,5 +206,35 @@ mod tests {
             interface(&InterfaceArgs::default(), &FileConfig::default()).unwrap(),
             InterfaceConfig::default()
         );
+    }
+
+    #[test]
+    fn websocket_limits() {
+        let file = FileConfig::parse("ws_max_message = 1024\nws_ping_interval = 0\n").unwrap();
+        let ws = interface(&InterfaceArgs::default(), &file)
+            .unwrap()
+            .websocket;
+        assert_eq!(ws.max_message, 1024);
+        assert_eq!(ws.ping_interval, None, "0 turns pings off");
+        let args = InterfaceArgs {
+            ws_ping_timeout: Some(2.5),
+            ..Default::default()
+        };
+        let ws = interface(&args, &FileConfig::default()).unwrap().websocket;
+        assert_eq!(ws.ping_timeout, Duration::from_millis(2500));
+        assert_eq!(ws.ping_interval, Some(Duration::from_secs(20)));
+        let huge = InterfaceArgs {
+            ws_max_message: Some(1 << 30),
+            ..Default::default()
+        };
+        let err = interface(&huge, &FileConfig::default())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("ws_max_message"), "{err}");
+        let negative = FileConfig::parse("ws_ping_timeout = -1\n").unwrap();
+        let err = interface(&InterfaceArgs::default(), &negative)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("ws_ping_timeout"), "{err}");
     }
 }

@@ -42,7 +42,7 @@ pub use env::effective_args;
 pub use error::ConfigError;
 pub use file::{FileConfig, ListenerFile, RouteFile, TlsFile, UpstreamFile};
 pub use forwarded::TrustedProxies;
-pub use interface::{InterfaceArgs, InterfaceConfig};
+pub use interface::{InterfaceArgs, InterfaceConfig, WebSocketConfig};
 pub use limits::{Limits, RateLimit};
 pub use listener::{
     strip_port, CertKey, ListenerConfig, ProxyRoute, Route, RouteAction, TlsConfig,

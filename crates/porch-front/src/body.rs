@@ -150,10 +150,14 @@ impl http_body::Body for ResponseBody {
                             w.finish(true);
                             return Poll::Ready(None);
                         }
+                        // WebSocket replies never follow an HTTP head.
                         Some(Reply::End(false))
                         | Some(Reply::Fail(_))
                         | None
-                        | Some(Reply::Head(_)) => {
+                        | Some(Reply::Head(_))
+                        | Some(Reply::Switched(..))
+                        | Some(Reply::Message(_))
+                        | Some(Reply::Close(_)) => {
                             w.failed = true;
                             w.finish(false);
                             return Poll::Ready(Some(Err(BodyError::Aborted)));

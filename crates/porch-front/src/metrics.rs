@@ -12,6 +12,8 @@ use porch_config::RouteAction;
 #[derive(Default)]
 pub struct Metrics {
     pub requests: AtomicU64,
+    /// `101 Switching Protocols`: WebSockets, to an app or through a proxy.
+    pub responses_1xx: AtomicU64,
     pub responses_2xx: AtomicU64,
     pub responses_3xx: AtomicU64,
     pub responses_4xx: AtomicU64,
@@ -25,6 +27,9 @@ pub struct Metrics {
     /// Connections closed because a response waited longer than `send_timeout` for its
     /// client (HTTP/2 flow control).
     pub send_timeouts: AtomicU64,
+    /// WebSockets of ASGI apps open now, and ever opened.
+    pub websockets_open: AtomicU64,
+    pub websockets: AtomicU64,
     /// Responses by route kind ([`ROUTES`]) and status class (1xx..5xx).
     by_route: [[AtomicU64; 5]; ROUTES.len()],
     /// Time to the response head, per route kind: cumulative histogram buckets.
@@ -118,6 +123,7 @@ impl Metrics {
 
     pub(crate) fn count_status(&self, status: u16) {
         let c = match status {
+            100..=199 => &self.responses_1xx,
             200..=299 => &self.responses_2xx,
             300..=399 => &self.responses_3xx,
             400..=499 => &self.responses_4xx,
@@ -136,6 +142,7 @@ pub(crate) fn render(front: &Front) -> String {
     let text = format!(
         "# TYPE porch_requests_total counter\nporch_requests_total {}\n\
          # TYPE porch_responses_total counter\n\
+         porch_responses_total{{class=\"1xx\"}} {}\n\
          porch_responses_total{{class=\"2xx\"}} {}\nporch_responses_total{{class=\"3xx\"}} {}\n\
          porch_responses_total{{class=\"4xx\"}} {}\nporch_responses_total{{class=\"5xx\"}} {}\n\
          # TYPE porch_app_in_flight gauge\nporch_app_in_flight {}\n\
@@ -146,6 +153,7 @@ pub(crate) fn render(front: &Front) -> String {
          porch_worker_restarts_total{{cause=\"crashed\"}} {}\nporch_worker_restarts_total{{cause=\"timeout\"}} {}\n\
          porch_worker_restarts_total{{cause=\"recycled\"}} {}\nporch_worker_restarts_total{{cause=\"reloaded\"}} {}\n",
         g(&m.requests),
+        g(&m.responses_1xx),
         g(&m.responses_2xx),
         g(&m.responses_3xx),
         g(&m.responses_4xx),
@@ -168,7 +176,9 @@ pub(crate) fn render(front: &Front) -> String {
          porch_out_of_descriptors_total{{action=\"closed_idle\"}} {}\n\
          porch_out_of_descriptors_total{{action=\"refused_503\"}} {}\n\
          # TYPE porch_response_buffered_bytes gauge\nporch_response_buffered_bytes {}\n\
-         # TYPE porch_response_spilled_bytes_total counter\nporch_response_spilled_bytes_total {}\n",
+         # TYPE porch_response_spilled_bytes_total counter\nporch_response_spilled_bytes_total {}\n\
+         # TYPE porch_websockets_open gauge\nporch_websockets_open {}\n\
+         # TYPE porch_websockets_total counter\nporch_websockets_total {}\n",
         g(&s.restarts_memory),
         g(&m.queue_timeouts),
         g(&m.client_gone),
@@ -177,6 +187,8 @@ pub(crate) fn render(front: &Front) -> String {
         g(&front.descriptors.shed_new),
         front.response_memory.in_memory(),
         front.response_memory.spilled(),
+        g(&m.websockets_open),
+        g(&m.websockets),
     ) + &m.render_routes()
         + &front.upstreams.metrics()
 }

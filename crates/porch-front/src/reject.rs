@@ -41,6 +41,8 @@ pub struct Rejection {
     close: bool,
     /// Seconds for `Retry-After`.
     retry_after: Option<u64>,
+    /// A 426 to a WebSocket handshake of another version: the one porch speaks.
+    websocket_version: bool,
 }
 
 impl Rejection {
@@ -51,6 +53,7 @@ impl Rejection {
             reason: reason.into(),
             close: false,
             retry_after: None,
+            websocket_version: false,
         }
     }
     pub fn client(status: StatusCode, reason: impl Into<Cow<'static, str>>) -> Self {
@@ -98,6 +101,21 @@ impl Rejection {
         }
     }
 
+    /// A WebSocket handshake that is not RFC 6455's.
+    pub fn bad_handshake(why: &'static str) -> Self {
+        Self::client(StatusCode::BAD_REQUEST, why)
+    }
+
+    /// A WebSocket handshake of a version other than 13 (RFC 6455 section 4.4).
+    pub fn websocket_version() -> Self {
+        let mut r = Self::client(
+            StatusCode::UPGRADE_REQUIRED,
+            "unsupported WebSocket version (porch speaks 13)",
+        );
+        r.websocket_version = true;
+        r
+    }
+
     /// A request body past `limit_request_body`, whatever its framing. The rest of it is
     /// never read, so the connection closes.
     pub fn body_too_large() -> Self {
@@ -132,6 +150,12 @@ impl Rejection {
         if let Some(secs) = self.retry_after {
             r.headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        if self.websocket_version {
+            r.headers_mut().insert(
+                header::SEC_WEBSOCKET_VERSION,
+                HeaderValue::from_static("13"),
+            );
         }
         r
     }

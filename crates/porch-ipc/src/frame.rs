@@ -34,6 +34,12 @@ pub enum Kind {
     Cancel = 4,
     /// front → worker (ASGI): the client of request `id` went away (`http.disconnect`).
     Disconnect = 5,
+    /// A WebSocket message ([`WsMessage`]): front → worker, from the client of socket
+    /// `id`; worker → front, for it. A socket is a request whose head was a `101`.
+    WsMessage = 6,
+    /// The closing of a WebSocket ([`WsClose`]): front → worker, the client closed or went
+    /// away (`websocket.disconnect`); worker → front, the app closes it.
+    WsClose = 7,
     /// worker → front: the app is imported, the worker takes requests. Payload: pid.
     Ready = 10,
     /// worker → front: status and headers ([`Head`]).
@@ -57,6 +63,8 @@ impl Kind {
             3 => Kind::Stop,
             4 => Kind::Cancel,
             5 => Kind::Disconnect,
+            6 => Kind::WsMessage,
+            7 => Kind::WsClose,
             10 => Kind::Ready,
             11 => Kind::Head,
             12 => Kind::Body,
@@ -231,6 +239,13 @@ pub struct Request {
 const PROTOCOLS: [&str; 3] = ["HTTP/1.0", "HTTP/1.1", "HTTP/2"];
 
 impl Request {
+    /// A WebSocket handshake (the front sends one only once it checked it is valid).
+    pub fn is_websocket(&self) -> bool {
+        self.headers
+            .iter()
+            .any(|(k, v)| &k[..] == b"upgrade" && v.eq_ignore_ascii_case(b"websocket"))
+    }
+
     pub fn encode(&self, out: &mut BytesMut, id: u32) {
         encode(out, Kind::Request, id, |out| {
             put_bytes(out, self.method.as_bytes());
@@ -305,6 +320,76 @@ impl Request {
             headers,
             body,
         })
+    }
+}
+
+/// One WebSocket message; `text` ones hold UTF-8 (checked by whoever encodes them).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WsMessage {
+    pub text: bool,
+    pub data: Bytes,
+}
+
+impl WsMessage {
+    pub fn encode(out: &mut BytesMut, id: u32, text: bool, data: &[u8]) {
+        encode(out, Kind::WsMessage, id, |out| {
+            out.put_u8(text as u8);
+            out.put_slice(data);
+        });
+    }
+
+    /// The payload of a worker's frame, into `out` (see [`encode_vec`]).
+    pub fn encode_vec(out: &mut Vec<u8>, id: u32, text: bool, data: &[u8]) {
+        out.extend_from_slice(&((data.len() + 6) as u32).to_le_bytes());
+        out.push(Kind::WsMessage as u8);
+        out.extend_from_slice(&id.to_le_bytes());
+        out.push(text as u8);
+        out.extend_from_slice(data);
+    }
+
+    pub fn decode(payload: &Bytes) -> Result<WsMessage, DecodeError> {
+        let (&kind, data) = payload
+            .split_first()
+            .ok_or(DecodeError::Truncated("websocket message"))?;
+        if kind > 1 || (kind == 1 && std::str::from_utf8(data).is_err()) {
+            return Err(DecodeError::Invalid("websocket message"));
+        }
+        Ok(WsMessage {
+            text: kind == 1,
+            data: payload.slice(1..),
+        })
+    }
+}
+
+/// A WebSocket close: RFC 6455's code and reason (at most 123 bytes of UTF-8).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WsClose {
+    pub code: u16,
+    pub reason: String,
+}
+
+impl WsClose {
+    pub fn encode(&self, out: &mut BytesMut, id: u32) {
+        encode(out, Kind::WsClose, id, |out| {
+            out.put_u16_le(self.code);
+            out.put_slice(self.reason.as_bytes());
+        });
+    }
+
+    pub fn encode_vec(&self, out: &mut Vec<u8>, id: u32) {
+        let mut payload = Vec::with_capacity(2 + self.reason.len());
+        payload.extend_from_slice(&self.code.to_le_bytes());
+        payload.extend_from_slice(self.reason.as_bytes());
+        encode_vec(out, Kind::WsClose, id, &payload);
+    }
+
+    pub fn decode(payload: &[u8]) -> Result<WsClose, DecodeError> {
+        let mut r = Reader::new(payload, "websocket close");
+        let code = r.u16()?;
+        let reason = std::str::from_utf8(r.rest())
+            .map_err(|_| DecodeError::Invalid("websocket close"))?
+            .to_owned();
+        Ok(WsClose { code, reason })
     }
 }
 
@@ -408,6 +493,33 @@ mod tests {
         let mut payload = vec![];
         head.encode_payload(&mut payload);
         assert_eq!(Head::decode(&Bytes::from(payload)).unwrap(), head);
+    }
+
+    #[test]
+    fn websocket_frames_round_trip() {
+        let mut out = BytesMut::new();
+        WsMessage::encode(&mut out, 3, true, "héllo".as_bytes());
+        let mut worker = Vec::new();
+        WsMessage::encode_vec(&mut worker, 4, false, &[0, 255]);
+        WsClose {
+            code: 1012,
+            reason: "service restart".into(),
+        }
+        .encode_vec(&mut worker, 4);
+        out.extend_from_slice(&worker);
+        let mut frames = vec![];
+        while let Some(f) = Decoder::next(&mut out).unwrap() {
+            frames.push(f);
+        }
+        let m = WsMessage::decode(&frames[0].payload).unwrap();
+        assert!(m.text && &m.data[..] == "héllo".as_bytes());
+        let m = WsMessage::decode(&frames[1].payload).unwrap();
+        assert!(!m.text && &m.data[..] == [0, 255]);
+        assert_eq!(frames[1].id, 4);
+        let c = WsClose::decode(&frames[2].payload).unwrap();
+        assert_eq!((c.code, c.reason.as_str()), (1012, "service restart"));
+        // A text message that is not UTF-8 is refused, never passed on.
+        assert!(WsMessage::decode(&Bytes::from_static(b"\x01\xff")).is_err());
     }
 
     #[test]

@@ -23,7 +23,7 @@ pub const EXIT_MISMATCH: u8 = 4;
 pub const WORKER_MODULE: &str = "porch.worker";
 /// Bumped whenever frames or the spec change meaning; the front and the worker extension
 /// must agree on it, so a front never talks to an extension from another release.
-pub const PROTOCOL: u32 = 4;
+pub const PROTOCOL: u32 = 5;
 /// porch's release; the front and the worker extension come from one.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 

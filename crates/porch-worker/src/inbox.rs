@@ -35,8 +35,8 @@ struct State {
     /// Threads blocked in [`Inbox::wait_next`]: waking them costs a system call, spent
     /// only when one waits.
     sleepers: usize,
-    /// `Cancel` and `Disconnect` frames for an ASGI worker's running requests.
-    controls: Vec<(Kind, u32)>,
+    /// `Cancel`, `Disconnect` and WebSocket frames for an ASGI worker's running requests.
+    controls: Vec<ipc::Frame>,
 }
 
 /// What a thread that wants a request gets. (Not boxed: one per request, moved once.)
@@ -151,7 +151,7 @@ impl Inbox {
 
     /// Up to `n` requests, in the order sent, without reading; and the control frames
     /// that arrived. `closed`: no request will come any more (the socket ended).
-    pub fn take(&self, n: usize) -> (Vec<Job>, Vec<(Kind, u32)>, bool) {
+    pub fn take(&self, n: usize) -> (Vec<Job>, Vec<ipc::Frame>, bool) {
         let mut st = self.lock();
         let n = n.min(st.backlog.len());
         let jobs = st.backlog.drain(..n).collect();
@@ -219,7 +219,9 @@ impl State {
                 }
                 // Stacks are asked for by signal (see `worker::on_signals`).
                 Kind::DumpStack => {}
-                Kind::Cancel | Kind::Disconnect => self.controls.push((frame.kind, frame.id)),
+                Kind::Cancel | Kind::Disconnect | Kind::WsMessage | Kind::WsClose => {
+                    self.controls.push(frame)
+                }
                 other => eprintln!("porch worker: unexpected {other:?} frame"),
             }
         }
@@ -328,6 +330,7 @@ mod tests {
         inbox.read_now(&worker);
         let (jobs, controls, closed) = inbox.take(2);
         assert_eq!(jobs.iter().map(|(id, _)| *id).collect::<Vec<_>>(), [1, 2]);
+        let controls: Vec<_> = controls.iter().map(|f| (f.kind, f.id)).collect();
         assert_eq!(controls, [(Kind::Cancel, 1), (Kind::Disconnect, 2)]);
         assert!(!closed);
         // The third waits unstarted: the front may take it back, or it may be dropped.

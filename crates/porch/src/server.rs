@@ -524,8 +524,10 @@ async fn run(mut cfg: Config, args: &Args) -> ExitCode {
     for slot in &slots {
         let _ = slot.stop.send(true);
     }
+    // A worker with open WebSockets keeps them for the graceful time, closes them with
+    // 1012, then has the graceful time again to end its tasks before it is killed.
     let _ = tokio::time::timeout(
-        cfg.graceful_timeout + Duration::from_secs(1),
+        cfg.graceful_timeout * 2 + Duration::from_secs(1),
         futures_util::future::join_all(slots.into_iter().map(|s| s.task)),
     )
     .await;

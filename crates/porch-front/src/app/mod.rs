@@ -4,6 +4,7 @@
 mod environ;
 mod read;
 mod reply;
+mod websocket;
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -23,12 +24,17 @@ impl Front {
     pub(crate) async fn to_app(
         self: &Arc<Self>,
         listener: &porch_config::ListenerConfig,
-        req: Request<Incoming>,
+        mut req: Request<Incoming>,
         peer: Peer,
         // Taken when a worker's answer carries the line to the access log; left in place
         // for the caller to write when porch answers itself.
         record: &mut Option<AccessRecord>,
     ) -> Response<ResponseBody> {
+        let handshake = match websocket::handshake(&req) {
+            Ok(h) => h,
+            Err(rejection) => return rejection.response(),
+        };
+        let upgrade = handshake.as_ref().map(|_| hyper::upgrade::on(&mut req));
         let (parts, incoming) = req.into_parts();
         let body = match self.read_body(incoming).await {
             Ok(b) => b,
@@ -92,6 +98,24 @@ impl Front {
         *record = waiting.answered();
         let head = match first {
             Some(Reply::Head(h)) => h,
+            Some(Reply::Switched(head, uplink)) => {
+                let (Some(handshake), Some(upgrade)) = (handshake, upgrade) else {
+                    return Rejection::app(
+                        StatusCode::BAD_GATEWAY,
+                        "the app switched protocols unasked",
+                    )
+                    .response();
+                };
+                let session = websocket::Session {
+                    replies: rx,
+                    uplink,
+                    cfg: self.cfg.interface.websocket,
+                    send_timeout: self.cfg.send_timeout,
+                    front: self.clone(),
+                };
+                tokio::spawn(session.run(upgrade));
+                return websocket::switching(head, &handshake);
+            }
             Some(Reply::Fail(code)) => return Rejection::worker_failed(Some(code)).response(),
             _ => return Rejection::worker_failed(None).response(),
         };

@@ -72,7 +72,7 @@ pub(super) fn x_accel_redirect(
 
 /// Hop-by-hop headers belong to one connection; an app's are dropped (PEP 3333 forbids
 /// them, and hyper does its own framing).
-fn is_hop_by_hop(name: &[u8]) -> bool {
+pub(super) fn is_hop_by_hop(name: &[u8]) -> bool {
     [
         &b"connection"[..],
         b"keep-alive",

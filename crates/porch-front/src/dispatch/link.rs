@@ -6,16 +6,30 @@ use std::time::Duration;
 
 use bytes::{Buf, BytesMut};
 use tokio::net::UnixStream;
-use tokio::sync::{watch, Notify};
+use tokio::sync::{mpsc, watch, Notify};
 use tokio::time::Instant as TokioInstant;
 
 use super::signal::{signal_give_back, signal_stack_dump, AskStack};
+use super::uplink::{ToWorker, Uplink, UPLINK_DEPTH};
 use super::{InFlight, Job, LinkConfig, LinkEnd, Queue, Reply};
 use porch_ipc::{self as ipc, Decoder, Kind};
 use std::sync::Arc;
 
 /// How often a link to an ASGI worker looks for clients that left.
 const GONE_SWEEP: Duration = Duration::from_secs(1);
+
+/// Bytes waiting for the worker's socket past which WebSocket messages from clients
+/// wait in their channel (and then in their sockets): the worker sets the pace.
+const OUT_HIGH_WATER: usize = 1 << 20;
+
+/// An open WebSocket of this link's worker: a request whose answer was a `101`. It no
+/// longer counts against the worker's capacity and has no timeout; its worker's frames go
+/// to its connection until the app's task ends.
+struct Socket {
+    reply: super::ReplySender,
+    /// The app was told the client closed (`websocket.disconnect`).
+    client_closed: bool,
+}
 
 /// Feeds one worker from the queue until told to drain or the worker goes away.
 pub struct Link {
@@ -40,6 +54,11 @@ pub struct Link {
     /// Requests whose client left while an ASGI worker streams their response: the
     /// worker is told (a `Disconnect` frame) so the app can stop.
     gone: Vec<u32>,
+    sockets: HashMap<u32, Socket>,
+    /// Sockets whose app must hear that they closed (their client left before the switch).
+    closed_sockets: Vec<(u32, ipc::WsClose)>,
+    /// What the sockets' connections send the worker.
+    uplink: (mpsc::Sender<ToWorker>, mpsc::Receiver<ToWorker>),
 }
 
 impl Link {
@@ -63,6 +82,9 @@ impl Link {
             revoking: false,
             idle_counted: 0,
             gone: Vec::new(),
+            sockets: HashMap::new(),
+            closed_sockets: Vec::new(),
+            uplink: mpsc::channel(UPLINK_DEPTH),
         }
     }
 
@@ -103,9 +125,15 @@ impl Link {
         // delivered tells at once.
         let mut sweep = tokio::time::interval(GONE_SWEEP);
         sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        // A retiring worker's WebSockets stay open for the graceful time, then porch
+        // closes them with 1012 (service restart): clients reconnect to another worker.
+        let mut close_sockets_at: Option<TokioInstant> = None;
         let end = loop {
-            if draining && self.inflight.is_empty() {
+            if draining && self.inflight.is_empty() && self.sockets.is_empty() {
                 break LinkEnd::Drained;
+            }
+            if draining && close_sockets_at.is_none() {
+                close_sockets_at = Some(TokioInstant::now() + cfg.graceful);
             }
             self.count_idle(&cfg, draining);
             let accepting = !draining && self.room(&cfg);
@@ -211,6 +239,20 @@ impl Link {
                 changed = drain.changed(), if !draining => {
                     draining = changed.is_err() || *drain.borrow();
                 }
+                msg = self.uplink.1.recv(), if out.len() < OUT_HIGH_WATER => {
+                    if let Some(msg) = msg {
+                        self.to_worker(msg, &mut out);
+                        if self.write_some(&mut out).is_err() {
+                            break LinkEnd::WorkerGone;
+                        }
+                    }
+                }
+                _ = sleep_until(close_sockets_at), if draining && !self.sockets.is_empty() => {
+                    self.close_sockets(1012, "service restart", &mut out);
+                    if self.write_some(&mut out).is_err() {
+                        break LinkEnd::WorkerGone;
+                    }
+                }
                 _ = sweep.tick(), if cfg.asgi && !self.inflight.is_empty() => {
                     self.sweep_gone();
                     if self.tell_gone(&mut out).is_err() {
@@ -221,6 +263,8 @@ impl Link {
         };
         cfg.capacity.adjust(self.idle_counted, 0);
         self.idle_counted = 0;
+        // Sockets of a worker that died or was killed close with 1011 (the app failed).
+        self.close_sockets(1011, "the app's worker stopped", &mut out);
         // Requests that were running will not complete; those still waiting in the
         // worker's queue never reached the app and go back to the shared queue.
         let mut running = Vec::new();
@@ -325,6 +369,7 @@ impl Link {
     }
 
     fn start(&mut self, job: Job, wait_left: Duration, out: &mut BytesMut) {
+        let websocket = job.request.is_websocket();
         let id = self.next_id;
         self.next_id = self.next_id.wrapping_add(1).max(1);
         job.request.encode(out, id);
@@ -342,6 +387,7 @@ impl Link {
                 deadline: TokioInstant::now() + wait_left,
                 body_file: job.body_file,
                 fate: job.fate,
+                websocket,
             },
         );
     }
@@ -405,7 +451,8 @@ impl Link {
             return Ok(false);
         }
         let Some(f) = self.inflight.get_mut(&frame.id) else {
-            return Ok(false); // a late frame for a request already failed
+            // A socket's frame, or a late one for a request already failed.
+            return self.route_socket_frame(frame);
         };
         if cfg.asgi && matches!(frame.kind, Kind::Head | Kind::Body) && f.started.is_some() {
             // An ASGI response in progress is progress: the timeout bounds the wait for
@@ -418,6 +465,11 @@ impl Link {
                 f.head_sent = true;
                 f.request = None; // started for sure: nothing to give to another worker
                 let head = ipc::Head::decode(&frame.payload)?;
+                if head.status == 101 && f.websocket && cfg.asgi {
+                    self.switch(frame.id, head, cfg);
+                    self.served += 1;
+                    return Ok(true);
+                }
                 let _ = f.reply.send(Reply::Head(head));
             }
             Kind::Body => {
@@ -439,6 +491,94 @@ impl Link {
             other => return Err(ipc::DecodeError::Invalid(kind_name(other))),
         }
         Ok(false)
+    }
+
+    /// The app accepted WebSocket `id`: from now on it is a socket, not a request.
+    fn switch(&mut self, id: u32, head: ipc::Head, cfg: &LinkConfig) {
+        let Some(f) = self.inflight.remove(&id) else {
+            return;
+        };
+        self.order.retain(|&x| x != id);
+        self.mark_started(cfg);
+        let uplink = Uplink::new(id, self.uplink.0.clone());
+        if f.reply.send(Reply::Switched(head, uplink)) {
+            self.sockets.insert(
+                id,
+                Socket {
+                    reply: f.reply,
+                    client_closed: false,
+                },
+            );
+        } else {
+            // The client left while the app decided: it hears of it as from any client.
+            self.closed_sockets.push((
+                id,
+                ipc::WsClose {
+                    code: 1006,
+                    reason: String::new(),
+                },
+            ));
+        }
+    }
+
+    /// A frame of an open socket.
+    fn route_socket_frame(&mut self, frame: ipc::Frame) -> Result<bool, ipc::DecodeError> {
+        let Some(socket) = self.sockets.get_mut(&frame.id) else {
+            return Ok(false);
+        };
+        match frame.kind {
+            Kind::WsMessage => {
+                let m = ipc::WsMessage::decode(&frame.payload)?;
+                let _ = socket.reply.send(Reply::Message(m));
+            }
+            Kind::WsClose => {
+                let c = ipc::WsClose::decode(&frame.payload)?;
+                let _ = socket.reply.send(Reply::Close(c));
+            }
+            Kind::End => {
+                let ok = frame.payload.first() == Some(&1);
+                let _ = socket.reply.send(Reply::End(ok));
+                self.sockets.remove(&frame.id);
+            }
+            Kind::Stack => {}
+            other => return Err(ipc::DecodeError::Invalid(kind_name(other))),
+        }
+        Ok(false)
+    }
+
+    /// Queues what a socket's connection sends its worker.
+    fn to_worker(&mut self, msg: ToWorker, out: &mut BytesMut) {
+        match msg {
+            ToWorker::Message(id, m) => {
+                if self.sockets.get(&id).is_some_and(|s| !s.client_closed) {
+                    ipc::WsMessage::encode(out, id, m.text, &m.data);
+                }
+            }
+            ToWorker::Closed(id, close) => {
+                if let Some(s) = self.sockets.get_mut(&id) {
+                    if !s.client_closed {
+                        s.client_closed = true;
+                        close.encode(out, id);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Closes every open socket: the client gets a close frame with `code`, the app a
+    /// `websocket.disconnect` with it. The app's task then ends on its own (or with its
+    /// worker); the connections are done with it.
+    fn close_sockets(&mut self, code: u16, reason: &str, out: &mut BytesMut) {
+        let close = ipc::WsClose {
+            code,
+            reason: reason.to_owned(),
+        };
+        for (id, s) in self.sockets.drain() {
+            let _ = s.reply.send(Reply::Close(close.clone()));
+            if !s.client_closed {
+                close.encode(out, id);
+            }
+        }
     }
 
     /// The worker gave back request `id` unstarted (0: its answer is complete).
@@ -465,13 +605,17 @@ impl Link {
         }
     }
 
-    /// Queues a `Disconnect` frame for each request whose client left, and writes.
+    /// Queues a `Disconnect` frame for each request whose client left (a `WsClose` for
+    /// a socket), and writes.
     fn tell_gone(&mut self, out: &mut BytesMut) -> std::io::Result<()> {
-        if self.gone.is_empty() {
+        if self.gone.is_empty() && self.closed_sockets.is_empty() {
             return Ok(());
         }
         for id in self.gone.drain(..) {
             ipc::encode(out, Kind::Disconnect, id, |_| {});
+        }
+        for (id, close) in self.closed_sockets.drain(..) {
+            close.encode(out, id);
         }
         self.write_some(out)
     }
@@ -574,6 +718,8 @@ fn kind_name(k: Kind) -> &'static str {
         Kind::Stop => "stop",
         Kind::Cancel => "cancel",
         Kind::Disconnect => "disconnect",
+        Kind::WsMessage => "websocket message",
+        Kind::WsClose => "websocket close",
         Kind::Ready => "ready",
         Kind::Head => "head",
         Kind::Body => "body",

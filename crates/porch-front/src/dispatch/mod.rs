@@ -32,12 +32,14 @@ mod fate;
 mod link;
 mod reply;
 mod signal;
+mod uplink;
 
 pub use capacity::Capacity;
 pub use fate::Fate;
 pub use link::Link;
 pub use reply::{reply_channel, ReplyReceiver, ReplySender, ResponseMemory};
 pub use signal::{signal_give_back, signal_stack_dump, AskStack};
+pub use uplink::{ToWorker, Uplink};
 
 /// One request waiting for, or running on, a worker.
 pub struct Job {
@@ -61,6 +63,14 @@ pub enum Reply {
     End(bool),
     /// No (complete) response will come: 502 when the worker died, 504 on timeout.
     Fail(u16),
+    /// The app accepted a WebSocket: its `101` head, and the way to send the worker what
+    /// the client says. Then come `Message`s and `Close`, and `End` when the app's task
+    /// ends.
+    Switched(ipc::Head, Uplink),
+    /// A WebSocket message for the client.
+    Message(ipc::WsMessage),
+    /// The app (or porch, for a worker that retires or dies) closes the WebSocket.
+    Close(ipc::WsClose),
 }
 
 pub type Queue = async_channel::Receiver<Job>;
@@ -96,6 +106,8 @@ struct InFlight {
     deadline: TokioInstant,
     body_file: Option<tempfile::TempPath>,
     fate: Arc<Fate>,
+    /// A WebSocket handshake: a `101` answer makes it a socket.
+    websocket: bool,
 }
 
 impl InFlight {
@@ -151,6 +163,9 @@ pub struct LinkConfig {
     /// loop (the worker lives on) unless the loop is blocked; a client that leaves is
     /// reported to it (`http.disconnect`).
     pub asgi: bool,
+    /// How long the WebSockets of a retiring worker stay open before porch closes them
+    /// with 1012 (service restart): the graceful timeout.
+    pub graceful: Duration,
 }
 
 #[cfg(test)]
@@ -161,5 +176,7 @@ mod tests_asgi;
 mod tests_fair;
 #[cfg(test)]
 mod tests_timeout;
+#[cfg(test)]
+mod tests_websocket;
 #[cfg(test)]
 mod tests_worker_end;

@@ -122,8 +122,33 @@ struct State {
 
 enum Piece {
     Reply(Reply),
-    /// A body piece of this length, next in the spill file.
-    Spilled(usize),
+    /// A piece of this length, next in the spill file.
+    Spilled(usize, Carried),
+}
+
+/// What a piece of bytes is: a body piece, or a WebSocket message (text or not). Both
+/// count against the same bounds: a WebSocket client that stops reading is a slow reader.
+#[derive(Debug, Clone, Copy)]
+enum Carried {
+    Body,
+    Message { text: bool },
+}
+
+impl Carried {
+    fn of(reply: Reply) -> Result<(Bytes, Carried), Reply> {
+        match reply {
+            Reply::Body(data) => Ok((data, Carried::Body)),
+            Reply::Message(m) => Ok((m.data, Carried::Message { text: m.text })),
+            other => Err(other),
+        }
+    }
+
+    fn reply(self, data: Bytes) -> Reply {
+        match self {
+            Carried::Body => Reply::Body(data),
+            Carried::Message { text } => Reply::Message(porch_ipc::WsMessage { text, data }),
+        }
+    }
 }
 
 struct Spill {
@@ -144,9 +169,9 @@ impl ReplySender {
         if state.receiver_gone {
             return false;
         }
-        let piece = match reply {
-            Reply::Body(data) => self.body_piece(&mut state, data),
-            other => Piece::Reply(other),
+        let piece = match Carried::of(reply) {
+            Ok((data, carried)) => self.data_piece(&mut state, data, carried),
+            Err(other) => Piece::Reply(other),
         };
         state.queue.push_back(piece);
         if let Some(w) = state.waker.take() {
@@ -160,20 +185,20 @@ impl ReplySender {
         self.shared.lock().receiver_gone
     }
 
-    fn body_piece(&self, state: &mut State, data: Bytes) -> Piece {
+    fn data_piece(&self, state: &mut State, data: Bytes, carried: Carried) -> Piece {
         let memory = &self.shared.memory;
         // Once a reply spills, its later pieces follow it to the file: reading memory
         // first would not save a copy, and the file keeps memory flat for slow readers.
         if state.spill.is_none() && memory.reserve(state.held, data.len()) {
             state.held += data.len();
-            return Piece::Reply(Reply::Body(data));
+            return Piece::Reply(carried.reply(data));
         }
         match spill(state, &memory.spill_dir, &data) {
             Ok(()) => {
                 memory
                     .spilled
                     .fetch_add(data.len() as u64, Ordering::Relaxed);
-                Piece::Spilled(data.len())
+                Piece::Spilled(data.len(), carried)
             }
             Err(e) => {
                 // No disk to spill to: keep the bytes in memory over the bound rather than
@@ -181,7 +206,7 @@ impl ReplySender {
                 tracing::error!("cannot write a response to a temporary file: {e}");
                 memory.in_memory.fetch_add(data.len(), Ordering::Relaxed);
                 state.held += data.len();
-                Piece::Reply(Reply::Body(data))
+                Piece::Reply(carried.reply(data))
             }
         }
     }
@@ -241,20 +266,22 @@ impl ReplyReceiver {
 
     fn take(&self, state: &mut State) -> Option<Reply> {
         match state.queue.pop_front()? {
-            Piece::Reply(Reply::Body(data)) => {
-                state.held -= data.len();
-                self.shared.memory.release(data.len());
-                Some(Reply::Body(data))
-            }
-            Piece::Reply(other) => Some(other),
-            Piece::Spilled(len) => Some(read_back(state, len)),
+            Piece::Reply(reply) => match Carried::of(reply) {
+                Ok((data, carried)) => {
+                    state.held -= data.len();
+                    self.shared.memory.release(data.len());
+                    Some(carried.reply(data))
+                }
+                Err(other) => Some(other),
+            },
+            Piece::Spilled(len, carried) => Some(read_back(state, len, carried)),
         }
     }
 }
 
 /// The next spilled piece; a file that cannot be read back aborts the response (the
 /// client sees a cut body, never wrong bytes).
-fn read_back(state: &mut State, len: usize) -> Reply {
+fn read_back(state: &mut State, len: usize, carried: Carried) -> Reply {
     let spill = state.spill.as_mut().expect("spilled pieces have a file");
     let mut buf = vec![0; len];
     match spill.file.read_exact_at(&mut buf, spill.read) {
@@ -268,7 +295,7 @@ fn read_back(state: &mut State, len: usize) -> Reply {
                 spill.read = 0;
                 spill.written = 0;
             }
-            Reply::Body(Bytes::from(buf))
+            carried.reply(Bytes::from(buf))
         }
         Err(e) => {
             tracing::error!("cannot read a response back from its temporary file: {e}");
@@ -322,6 +349,33 @@ mod tests {
         drop(tx);
         assert!(matches!(rx.try_recv(), Some(Reply::End(true))));
         assert!(rx.try_recv().is_none());
+    }
+
+    #[test]
+    fn websocket_messages_spill_like_body_pieces_and_keep_their_kind() {
+        let memory = ResponseMemory::new(4, 1 << 20, std::env::temp_dir());
+        let (tx, mut rx) = reply_channel(&memory);
+        let message = |text, data: &'static [u8]| {
+            Reply::Message(porch_ipc::WsMessage {
+                text,
+                data: Bytes::from_static(data),
+            })
+        };
+        assert!(tx.send(message(true, b"abc")));
+        assert!(tx.send(message(false, b"\x00\x01")));
+        assert!(tx.send(Reply::Close(porch_ipc::WsClose {
+            code: 1000,
+            reason: String::new(),
+        })));
+        assert_eq!(memory.spilled(), 2, "the second message passes 4 bytes");
+        for (text, data) in [(true, &b"abc"[..]), (false, b"\x00\x01")] {
+            match rx.try_recv() {
+                Some(Reply::Message(m)) => assert_eq!((m.text, &m.data[..]), (text, data)),
+                other => panic!("expected a message, got {other:?}"),
+            }
+        }
+        assert!(matches!(rx.try_recv(), Some(Reply::Close(c)) if c.code == 1000));
+        assert_eq!(memory.in_memory(), 0);
     }
 
     #[test]

@@ -32,6 +32,7 @@ pub(super) fn config(threads: usize, prefetch: usize) -> LinkConfig {
         capacity: Arc::default(),
         returned: None,
         asgi: false,
+        graceful: Duration::from_secs(30),
     }
 }
 
@@ -82,6 +83,9 @@ pub(super) fn show(r: &Reply) -> String {
         Reply::Body(b) => format!("body {}", String::from_utf8_lossy(b)),
         Reply::End(ok) => format!("end {ok}"),
         Reply::Fail(code) => format!("fail {code}"),
+        Reply::Switched(h, _) => format!("switched {}", h.status),
+        Reply::Message(m) => format!("message {}", String::from_utf8_lossy(&m.data)),
+        Reply::Close(c) => format!("close {} {}", c.code, c.reason),
     }
 }
 

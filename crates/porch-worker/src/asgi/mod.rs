@@ -12,11 +12,13 @@
 
 mod response;
 mod scope;
+mod websocket;
 
 use std::collections::HashMap;
 use std::os::unix::net::UnixStream;
 use std::sync::{Arc, Mutex};
 
+use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList, PyTuple};
 
@@ -26,6 +28,7 @@ use crate::inbox::Inbox;
 use crate::wsgi::Sink;
 pub use response::Response;
 use scope::ScopeBuilder;
+pub use websocket::WebSocket;
 
 /// Request id → the Python thread id running it, for stack dumps of stuck requests.
 pub type Running = Arc<Mutex<HashMap<u32, u64>>>;
@@ -90,18 +93,27 @@ impl Channel {
         })
     }
 
-    /// The requests taken, as `(id, scope, body, body_file, response)` tuples, and the
-    /// control frames, as `(kind, id)` with kind `"cancel"` or `"disconnect"`.
+    /// The requests taken, as `(id, scope, body, body_file, response)` tuples (for a
+    /// WebSocket handshake, `response` is a [`WebSocket`]), and the control frames, as
+    /// `(kind, id, event)`: kind `"cancel"` or `"disconnect"` with no event, or `"event"`
+    /// with a `websocket.receive` or `websocket.disconnect` event for the app.
     fn started<'py>(
         &self,
         py: Python<'py>,
-        (jobs, controls, closed): (Vec<crate::inbox::Job>, Vec<(Kind, u32)>, bool),
+        (jobs, controls, closed): (Vec<crate::inbox::Job>, Vec<ipc::Frame>, bool),
     ) -> PyResult<Bound<'py, PyTuple>> {
         let list = PyList::empty(py);
         let state = self.state.as_ref().map(|s| s.bind(py));
         for (id, req) in jobs {
+            self.shared
+                .running
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(id, self.thread_id);
             if scope::wants_websocket(&req) {
-                self.refuse_websocket(py, id);
+                let scope = self.scopes.build_websocket(py, &req, state)?;
+                let socket = Bound::new(py, WebSocket::new(id, self.shared.clone()))?;
+                list.append((id, scope, py.None(), py.None(), socket))?;
                 continue;
             }
             let scope = self.scopes.build(py, &req, state)?;
@@ -112,39 +124,80 @@ impl Channel {
                     path.into_pyobject(py)?.into_any().unbind(),
                 ),
             };
-            self.shared
-                .running
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .insert(id, self.thread_id);
             let response = Bound::new(py, Response::new(id, self.shared.clone()))?;
             list.append((id, scope, body, file, response))?;
         }
-        let controls: Vec<(&str, u32)> = controls
-            .into_iter()
-            .map(|(k, id)| match k {
-                Kind::Cancel => ("cancel", id),
-                _ => ("disconnect", id),
-            })
-            .collect();
+        let events = PyList::empty(py);
+        for frame in controls {
+            let (kind, event) = match frame.kind {
+                Kind::Cancel => (intern!(py, "cancel"), py.None().into_bound(py)),
+                Kind::Disconnect => (intern!(py, "disconnect"), py.None().into_bound(py)),
+                _ => match websocket_event(py, &frame) {
+                    Ok(event) => (intern!(py, "event"), event.into_any()),
+                    Err(e) => {
+                        eprintln!("porch worker: {e} from the front");
+                        continue;
+                    }
+                },
+            };
+            events.append((kind, frame.id, event))?;
+        }
         PyTuple::new(
             py,
             [
                 list.into_any(),
-                controls.into_pyobject(py)?.into_any(),
+                events.into_any(),
                 closed.into_pyobject(py)?.to_owned().into_any(),
             ],
         )
     }
+}
 
-    /// WebSocket over the ASGI worker is not available yet: a clear 501, not a hang.
-    fn refuse_websocket(&self, py: Python<'_>, id: u32) {
-        let body = b"WebSocket is not supported by porch's ASGI workers yet\n";
-        let mut out = self.shared.out.lock().unwrap_or_else(|e| e.into_inner());
-        crate::head::encode_plain(&mut out, id, 501, body);
-        drop(out);
-        self.shared.flush(py);
+/// The ASGI event of a WebSocket frame from the front.
+fn websocket_event<'py>(
+    py: Python<'py>,
+    frame: &ipc::Frame,
+) -> Result<Bound<'py, PyDict>, ipc::DecodeError> {
+    let event = PyDict::new(py);
+    let set = |k: &Bound<'py, pyo3::types::PyString>, v: Bound<'py, PyAny>| {
+        event
+            .set_item(k, v)
+            .expect("setting a str key on a new dict")
+    };
+    if frame.kind == Kind::WsMessage {
+        let m = ipc::WsMessage::decode(&frame.payload)?;
+        set(
+            intern!(py, "type"),
+            intern!(py, "websocket.receive").clone().into_any(),
+        );
+        if m.text {
+            // Checked UTF-8 by the decoder.
+            let text = std::str::from_utf8(&m.data).unwrap_or_default();
+            set(
+                intern!(py, "text"),
+                pyo3::types::PyString::new(py, text).into_any(),
+            );
+            set(intern!(py, "bytes"), py.None().into_bound(py));
+        } else {
+            set(intern!(py, "bytes"), PyBytes::new(py, &m.data).into_any());
+            set(intern!(py, "text"), py.None().into_bound(py));
+        }
+    } else {
+        let c = ipc::WsClose::decode(&frame.payload)?;
+        set(
+            intern!(py, "type"),
+            intern!(py, "websocket.disconnect").clone().into_any(),
+        );
+        set(
+            intern!(py, "code"),
+            c.code.into_pyobject(py).expect("int").into_any(),
+        );
+        set(
+            intern!(py, "reason"),
+            pyo3::types::PyString::new(py, &c.reason).into_any(),
+        );
     }
+    Ok(event)
 }
 
 #[pymethods]

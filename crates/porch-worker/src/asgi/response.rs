@@ -71,7 +71,7 @@ impl Response {
 #[pymethods]
 impl Response {
     /// `http.response.start`.
-    fn start(&mut self, status: u16, headers: &Bound<'_, PyAny>) -> PyResult<()> {
+    pub(super) fn start(&mut self, status: u16, headers: &Bound<'_, PyAny>) -> PyResult<()> {
         if self.started {
             return Err(PyRuntimeError::new_err(
                 "http.response.start sent a second time",
@@ -80,23 +80,9 @@ impl Response {
         if !(100..=999).contains(&status) {
             return Err(PyValueError::new_err(format!("invalid status {status}")));
         }
-        let mut out = Vec::new();
-        for item in headers.try_iter()? {
-            let item = item?;
-            let mut pair = item.try_iter()?;
-            let (Some(name), Some(value), None) = (pair.next(), pair.next(), pair.next()) else {
-                return Err(PyTypeError::new_err(
-                    "each header must be a [name, value] pair",
-                ));
-            };
-            let name = header_bytes(&name?, "header name")?;
-            let value = header_bytes(&value?, "header value")?;
-            crate::head::check_field(&name, &value)?;
-            out.push((name.into(), value.into()));
-        }
         self.head = Some(ipc::Head {
             status,
-            headers: out,
+            headers: app_headers(headers)?,
             reason: Default::default(),
         });
         self.started = true;
@@ -104,7 +90,7 @@ impl Response {
     }
 
     /// `http.response.body`; returns whether the caller must schedule a flush.
-    fn body(&mut self, data: &Bound<'_, PyAny>, more: bool) -> PyResult<bool> {
+    pub(super) fn body(&mut self, data: &Bound<'_, PyAny>, more: bool) -> PyResult<bool> {
         self.check_body("http.response.body")?;
         let data = data
             .cast::<PyBytes>()
@@ -160,7 +146,7 @@ impl Response {
 
     /// The app failed or returned early: a 500 if nothing was sent yet, else an abort
     /// the client can see. Returns whether a flush must be scheduled.
-    fn fail(&mut self) -> bool {
+    pub(super) fn fail(&mut self) -> bool {
         if self.complete {
             return false;
         }
@@ -184,7 +170,7 @@ impl Response {
     }
 
     #[getter]
-    fn complete(&self) -> bool {
+    pub(super) fn complete(&self) -> bool {
         self.complete
     }
 }
@@ -195,6 +181,27 @@ impl Drop for Response {
             self.shared.running_done(self.id);
         }
     }
+}
+
+/// An ASGI message's `headers`: an iterable of `[name, value]` pairs, each checked.
+pub(super) fn app_headers(
+    headers: &Bound<'_, PyAny>,
+) -> PyResult<Vec<(bytes::Bytes, bytes::Bytes)>> {
+    let mut out = Vec::new();
+    for item in headers.try_iter()? {
+        let item = item?;
+        let mut pair = item.try_iter()?;
+        let (Some(name), Some(value), None) = (pair.next(), pair.next(), pair.next()) else {
+            return Err(PyTypeError::new_err(
+                "each header must be a [name, value] pair",
+            ));
+        };
+        let name = header_bytes(&name?, "header name")?;
+        let value = header_bytes(&value?, "header value")?;
+        crate::head::check_field(&name, &value)?;
+        out.push((name.into(), value.into()));
+    }
+    Ok(out)
 }
 
 /// ASGI header names and values are bytes; str is accepted as latin-1.

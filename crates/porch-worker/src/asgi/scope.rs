@@ -9,6 +9,8 @@ use porch_ipc as ipc;
 
 pub struct ScopeBuilder {
     template: Py<PyDict>,
+    /// `extensions` of a WebSocket scope.
+    websocket_extensions: Py<PyDict>,
 }
 
 impl ScopeBuilder {
@@ -23,8 +25,11 @@ impl ScopeBuilder {
         let extensions = PyDict::new(py);
         extensions.set_item("http.response.pathsend", PyDict::new(py))?;
         t.set_item(intern!(py, "extensions"), extensions)?;
+        let websocket_extensions = PyDict::new(py);
+        websocket_extensions.set_item("websocket.http.response", PyDict::new(py))?;
         Ok(ScopeBuilder {
             template: t.unbind(),
+            websocket_extensions: websocket_extensions.unbind(),
         })
     }
 
@@ -88,6 +93,44 @@ impl ScopeBuilder {
     }
 }
 
+impl ScopeBuilder {
+    /// The scope of a WebSocket handshake: the HTTP one with `type`, `scheme` and
+    /// `extensions` of its own, `subprotocols` from `Sec-WebSocket-Protocol`, no `method`.
+    pub fn build_websocket<'py>(
+        &self,
+        py: Python<'py>,
+        req: &ipc::Request,
+        state: Option<&Bound<'py, PyDict>>,
+    ) -> PyResult<Bound<'py, PyDict>> {
+        let scope = self.build(py, req, state)?;
+        scope.set_item(intern!(py, "type"), intern!(py, "websocket"))?;
+        scope.del_item(intern!(py, "method"))?;
+        scope.set_item(
+            intern!(py, "scheme"),
+            if req.https {
+                intern!(py, "wss")
+            } else {
+                intern!(py, "ws")
+            },
+        )?;
+        let offered: Vec<&str> = req
+            .headers
+            .iter()
+            .filter(|(k, _)| &k[..] == b"sec-websocket-protocol")
+            .filter_map(|(_, v)| std::str::from_utf8(v).ok())
+            .flat_map(|v| v.split(','))
+            .map(str::trim)
+            .filter(|p| !p.is_empty())
+            .collect();
+        scope.set_item(intern!(py, "subprotocols"), offered)?;
+        scope.set_item(
+            intern!(py, "extensions"),
+            self.websocket_extensions.bind(py).copy()?,
+        )?;
+        Ok(scope)
+    }
+}
+
 /// Path and query string of a request target (the query without its `?`).
 pub fn split_target(target: &[u8]) -> (&[u8], &[u8]) {
     match target.iter().position(|&b| b == b'?') {
@@ -96,7 +139,8 @@ pub fn split_target(target: &[u8]) -> (&[u8], &[u8]) {
     }
 }
 
-/// Whether the request asks for a WebSocket (served by porch's workers only over HTTP).
+/// Whether the request is a WebSocket handshake (the front checked it: it sends one
+/// only with a valid `Sec-WebSocket-Key`, over HTTP/1.1).
 pub fn wants_websocket(req: &ipc::Request) -> bool {
     req.headers
         .iter()

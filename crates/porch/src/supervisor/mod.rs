@@ -100,6 +100,7 @@ impl Pool {
                 capacity: Arc::default(),
                 returned: Some(returned),
                 asgi: false,
+                graceful: cfg.graceful_timeout,
             },
             max_requests: cfg.max_requests,
             jitter: cfg.max_requests_jitter,
