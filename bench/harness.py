@@ -487,8 +487,10 @@ class Bench:
             if base == "django-db" and not self.pg:
                 raise NotAvailable(self.pg_error or "no PostgreSQL")
             asgi = app.get("asgi", False)
-            if asgi and kind in ("granian-bt4", "porch-t4"):
-                raise NotAvailable("threads per worker are a WSGI setting; see the defaults row")
+            if asgi and kind == "granian-bt4":
+                raise NotAvailable("blocking threads are a WSGI setting; see Granian (defaults)")
+            if asgi and kind == "porch-t4":
+                raise NotAvailable("threads per worker are a WSGI setting; see porch")
             if asgi and kind not in ("porch", "porch-base", "granian", "uvicorn"):
                 raise NotAvailable(f"{kind} runs WSGI apps only")
             if kind == "uvicorn" and not asgi:
