@@ -19,6 +19,7 @@ import re
 import shutil
 import signal
 import socket
+import ssl
 import statistics
 import string
 import subprocess
@@ -26,6 +27,7 @@ import sys
 import tempfile
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from pathlib import Path
 
@@ -51,6 +53,13 @@ CONNECTIONS = 64
 BUSY_FRACTION = 0.15
 SERVER_CPU = "0"
 LOAD_CPU = "1"
+# HTTP/2 rows: h2load with this many connections, each with this many streams in flight
+# (as many requests in flight as wrk's connections). h2load offers only this TLS 1.3 cipher
+# suite, so every server pays the same for encryption.
+H2_CLIENTS = 16
+H2_STREAMS = 4
+H2_TLS13_CIPHER = "TLS_AES_128_GCM_SHA256"
+CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 # --- what runs where -----------------------------------------------------------------
 
@@ -64,15 +73,29 @@ APP_SCENARIOS = {
 STATIC_SCENARIOS = {
     "static-1k": {"file": "1k.bin", "size": 1024, "title": "static file 1 KiB"},
     "static-100k": {"file": "100k.bin", "size": 100 * 1024, "title": "static file 100 KiB"},
+    # 16 connections: 64 responses of 10 MiB in flight would measure the socket buffers.
+    "static-10m": {"file": "10m.bin", "size": 10 * 1024 * 1024, "title": "static file 10 MiB", "connections": 16},
 }
-SCENARIOS = list(APP_SCENARIOS) + list(STATIC_SCENARIOS) + ["proxy", "slow-clients", "memory", "ceiling"]
+# The same requests over TLS + HTTP/2 (h2load), against the peers that speak it.
+H2_SCENARIOS = {
+    "h2-static-1k": {"base": "static-1k", "title": "static file 1 KiB, TLS + HTTP/2"},
+    "h2-django-json": {"base": "django-json", "title": "Django JSON view, TLS + HTTP/2"},
+}
+SCENARIOS = (list(APP_SCENARIOS) + list(STATIC_SCENARIOS) + list(H2_SCENARIOS)
+             + ["proxy", "slow-clients", "memory", "ceiling"])
 
-APP_SERVERS = ["porch", "granian-bt4", "granian", "gunicorn-sync", "gunicorn-gthread", "uwsgi", "nginx+gunicorn",
-               "uvicorn"]
+APP_SERVERS = ["porch", "porch-t4", "granian-bt4", "granian", "gunicorn-sync", "gunicorn-gthread", "uwsgi",
+               "nginx+gunicorn", "uvicorn"]
 if PORCH_BASE:
     APP_SERVERS.insert(1, "porch-base")
+PORCH_KINDS = ("porch", "porch-t4", "porch-base")
+# porch with 4 Python threads per worker runs by default only where threads matter most
+# (the database view: a worker waits on PostgreSQL), beside Granian's 4 blocking threads;
+# `--servers porch-t4` runs it on every WSGI scenario.
+PORCH_T4_SCENARIOS = ("django-db",)
 SERVER_LABELS = {
     "porch": "porch",
+    "porch-t4": "porch (--threads 4)",
     "porch-base": f"porch, another build ({PORCH_BASE})",
     "granian-bt4": "Granian (--blocking-threads 4)",
     "granian": "Granian (defaults)",
@@ -85,20 +108,36 @@ SERVER_LABELS = {
 }
 SERVER_SETTINGS = {
     "porch": "`porch -w N -b 127.0.0.1:PORT MODULE:CALLABLE` (its defaults: 1 thread per worker); "
-    "static: `--static /static/=DIR`; proxy: `bench/conf/porch-proxy.toml`",
-    "granian-bt4": "`granian --interface wsgi --workers N --blocking-threads 4` (access log off by default)",
+    "static: `--static /static/=DIR`; proxy: `bench/conf/porch-proxy.toml`; TLS + HTTP/2: "
+    "`--certfile CERT --keyfile KEY` (HTTP/2 by ALPN)",
+    "porch-t4": "`porch -w N --threads 4 -b 127.0.0.1:PORT MODULE:CALLABLE` (as many Python threads per worker "
+    "as Granian's blocking threads)",
+    "granian-bt4": "`granian --interface wsgi --workers N --blocking-threads 4` (access log off by default); "
+    "TLS + HTTP/2: `--http auto --ssl-certificate CERT --ssl-keyfile KEY`",
     "granian": "`granian --interface wsgi --workers N` (default blocking threads; `--interface asgi` for ASGI apps)",
     "gunicorn-sync": "`gunicorn -k sync -w N` (the default worker; meant to sit behind a buffering proxy)",
     "gunicorn-gthread": "`gunicorn -k gthread -w N --threads 4` (keep-alive 2 s, its default)",
     "uwsgi": "`uwsgi --master --processes N --http-socket ADDR --module M --need-app --strict "
     "--die-on-term --single-interpreter --enable-threads --vacuum --disable-logging` (pyuwsgi wheel)",
     "nginx+gunicorn": "nginx (`worker_processes N`, Gunicorn's documented proxy config: unix socket upstream, "
-    "`client_max_body_size 4G`, `proxy_redirect off`) → `gunicorn -k sync -w N -b unix:SOCK`",
+    "`client_max_body_size 4G`, `proxy_redirect off`) → `gunicorn -k sync -w N -b unix:SOCK`; "
+    "TLS + HTTP/2: `listen ... ssl http2`, `ssl_protocols TLSv1.2 TLSv1.3`, `keepalive_requests 100000000` on nginx",
     "uvicorn": "`uvicorn --workers N --loop uvloop --http httptools --no-access-log` (ASGI apps only)",
     "nginx": "nginx (`worker_processes N`, `sendfile on`, `tcp_nopush on`, `access_log off`, "
     "`keepalive_requests 100000`; proxy: `upstream { keepalive 64; }`, `proxy_http_version 1.1`, "
-    "`proxy_set_header Connection \"\"`)",
+    "`proxy_set_header Connection \"\"`; TLS + HTTP/2: `listen ... ssl http2`, `ssl_protocols TLSv1.2 TLSv1.3`, `keepalive_requests 100000000`)",
 }
+# The comparisons the performance goals name: (scenario, porch variant, peer, goal for
+# porch ÷ peer). The report has a table of them for every section where both ran.
+TARGETS = [
+    ("django-json", "porch", "granian-bt4", 1.0),
+    ("django-db", "porch", "granian-bt4", 1.0),
+    ("django-db", "porch-t4", "granian-bt4", 1.0),
+    ("static-1k", "porch", "nginx", 1.0),
+    ("static-10m", "porch", "nginx", 1.0),
+    ("h2-static-1k", "porch", "nginx", 0.9),
+    ("h2-django-json", "porch", "granian-bt4", 1.0),
+]
 
 
 class NotAvailable(Exception):
@@ -188,6 +227,19 @@ def process_tree(root: int) -> list[int]:
     return out
 
 
+def cpu_ticks(pid: int) -> int:
+    """User + system clock ticks of one process, all its threads (0 once it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0
+    return int(fields[11]) + int(fields[12])  # utime, stime
+
+
+def tree_ticks(roots: list[int]) -> int:
+    return sum(cpu_ticks(pid) for root in roots for pid in process_tree(root))
+
+
 def cpu_times():
     with open("/proc/stat") as f:
         fields = [int(x) for x in f.readline().split()[1:]]
@@ -245,8 +297,10 @@ def http(url, data=None, timeout=10.0):
     req = urllib.request.Request(url, data=data, method="POST" if data is not None else "GET")
     if data is not None:
         req.add_header("Content-Type", "application/octet-stream")
+    # The TLS rows use a throwaway self-signed certificate.
+    context = ssl._create_unverified_context() if url.startswith("https:") else None
     try:
-        with urllib.request.urlopen(req, timeout=timeout) as resp:
+        with urllib.request.urlopen(req, timeout=timeout, context=context) as resp:
             return resp.status, resp.read()
     except urllib.error.HTTPError as e:
         return e.code, e.read()
@@ -285,6 +339,7 @@ class Bench:
             path.write_text(body + WRK_DONE)
             self.lua[name] = path
         self._porch_ok: bool | str | None = None
+        self._tls: tuple[Path, Path] | str | None = None
 
     # -- processes
 
@@ -411,35 +466,51 @@ class Bench:
     # -- servers
 
     def start_server(self, kind, scenario, workers, pinned):
-        """Start `kind` for `scenario`; return (procs, port, path, data, check)."""
+        """Start `kind` for `scenario`; return (procs, url)."""
         pin = ["taskset", "-c", SERVER_CPU] if pinned else []
         port = free_port()
         addr = f"127.0.0.1:{port}"
         env = self.py_env()
         procs: list[Proc] = []
-        if scenario in APP_SCENARIOS or scenario in ("slow-clients", "memory"):
-            app = APP_SCENARIOS.get(scenario, APP_SCENARIOS["hello" if scenario == "slow-clients" else "django-json"])
+        tls = None
+        base = scenario
+        if scenario in H2_SCENARIOS:
+            base = H2_SCENARIOS[scenario]["base"]
+            tls = self.tls_files()
+            if kind not in ("porch", "porch-t4", "porch-base", "granian", "granian-bt4", "nginx", "nginx+gunicorn"):
+                raise NotAvailable(f"{kind} does not serve TLS + HTTP/2 in this harness")
+        porch_tls = ["--certfile", tls[0], "--keyfile", tls[1]] if tls else []
+        listen = nginx_listen(port, tls)
+        if base in APP_SCENARIOS or base in ("slow-clients", "memory"):
+            app = APP_SCENARIOS.get(base, APP_SCENARIOS["hello" if base == "slow-clients" else "django-json"])
             module = app["module"]
-            if scenario == "django-db" and not self.pg:
+            if base == "django-db" and not self.pg:
                 raise NotAvailable(self.pg_error or "no PostgreSQL")
             asgi = app.get("asgi", False)
             if asgi and kind == "granian-bt4":
                 raise NotAvailable("blocking threads are a WSGI setting; see Granian (defaults)")
+            if asgi and kind == "porch-t4":
+                raise NotAvailable("threads per worker are a WSGI setting; see porch")
             if asgi and kind not in ("porch", "porch-base", "granian", "uvicorn"):
                 raise NotAvailable(f"{kind} runs WSGI apps only")
             if kind == "uvicorn" and not asgi:
                 raise NotAvailable("uvicorn runs ASGI apps only")
-            if kind == "porch":
+            if kind in ("porch", "porch-t4"):
                 self.porch_check()
-                procs.append(self.start("porch", pin + [PORCH, "-w", workers, "-b", addr, module], env=env, cwd=APPS))
+                threads = ["--threads", "4"] if kind == "porch-t4" else []
+                procs.append(self.start(kind, pin + [PORCH, "-w", workers, *threads, "-b", addr, *porch_tls, module],
+                                        env=env, cwd=APPS))
             elif kind == "porch-base":
-                procs.append(self.start(kind, pin + [PORCH_BASE, "-w", workers, "-b", addr, module], env=env, cwd=APPS))
+                procs.append(self.start(kind, pin + [PORCH_BASE, "-w", workers, "-b", addr, *porch_tls, module],
+                                        env=env, cwd=APPS))
             elif kind in ("gunicorn-sync", "gunicorn-gthread"):
                 extra = ["-k", "sync"] if kind == "gunicorn-sync" else ["-k", "gthread", "--threads", "4"]
                 procs.append(self.start(kind, pin + [VENV / "bin/gunicorn", "-w", workers, *extra, "-b", addr,
                                                      "--log-level", "warning", module], env=env, cwd=APPS))
             elif kind in ("granian", "granian-bt4"):
                 extra = ["--blocking-threads", "4"] if kind == "granian-bt4" else []
+                if tls:
+                    extra += ["--http", "auto", "--ssl-certificate", tls[0], "--ssl-keyfile", tls[1]]
                 procs.append(self.start(kind, pin + [VENV / "bin/granian", "--interface", "asgi" if asgi else "wsgi",
                                                      "--host", "127.0.0.1",
                                                      "--port", port, "--workers", workers, *extra,
@@ -456,7 +527,7 @@ class Bench:
                                                            "-b", f"unix:{sock}", "--log-level", "warning", module],
                                         env=env, cwd=APPS))
                 try:
-                    procs.append(self.nginx("nginx-front", workers, NGINX_FRONT.substitute(port=port), pin,
+                    procs.append(self.nginx("nginx-front", workers, NGINX_FRONT.substitute(listen=listen), pin,
                                             NGINX_UPSTREAM_GUNICORN.substitute(sock=sock)))
                 except NotAvailable:
                     self.stop(procs[0])
@@ -469,18 +540,19 @@ class Bench:
             else:
                 raise NotAvailable(f"{kind} does not run WSGI apps")
             path = app["path"]
-        elif scenario in STATIC_SCENARIOS:
-            path = f"/static/{STATIC_SCENARIOS[scenario]['file']}"
+        elif base in STATIC_SCENARIOS:
+            path = f"/static/{STATIC_SCENARIOS[base]['file']}"
             if kind == "porch":
                 self.porch_check()
-                procs.append(self.start("porch", pin + [PORCH, "-w", workers, "-b", addr, "--static",
+                procs.append(self.start("porch", pin + [PORCH, "-w", workers, "-b", addr, *porch_tls, "--static",
                                                         f"/static/={self.static_dir}", "hello:application"],
                                         env=env, cwd=APPS))
             elif kind == "nginx":
-                procs.append(self.nginx("nginx", workers, NGINX_STATIC.substitute(port=port, dir=self.static_dir), pin))
+                procs.append(self.nginx("nginx", workers, NGINX_STATIC.substitute(listen=listen, dir=self.static_dir),
+                                        pin))
             else:
                 raise NotAvailable(f"{kind} has no static route")
-        elif scenario == "proxy":
+        elif base == "proxy":
             path = "/1k.bin"
             up = self.upstream_port
             if kind == "porch":
@@ -494,25 +566,48 @@ class Bench:
                     raise NotAvailable(f"porch rejected bench/conf/porch-proxy.toml: {why}")
                 procs.append(self.start("porch", pin + [PORCH, "-c", conf], env=env, cwd=APPS))
             elif kind == "nginx":
-                procs.append(self.nginx("nginx-proxy", workers, NGINX_PROXY.substitute(port=port), pin,
+                procs.append(self.nginx("nginx-proxy", workers, NGINX_PROXY.substitute(listen=listen), pin,
                                         NGINX_UPSTREAM_TCP.substitute(up=up)))
             else:
                 raise NotAvailable(f"{kind} is not a reverse proxy")
         else:
             raise ValueError(scenario)
 
+        url = f"{'https' if tls else 'http'}://127.0.0.1:{port}{path}"
         try:
             wait_port(port, procs)
-            data = b"x" * UPLOAD_SIZE if scenario == "upload" else None
-            self.validate(f"http://127.0.0.1:{port}{path}", data, scenario, procs)
+            data = b"x" * UPLOAD_SIZE if base == "upload" else None
+            self.validate(url, data, base, procs)
         except BaseException:
             for p in procs:
                 self.stop(p)
             raise
-        return procs, port, path
+        return procs, url
+
+    def tls_files(self):
+        """A throwaway self-signed certificate for 127.0.0.1 (ECDSA P-256; the key in PKCS#8,
+        which Granian requires), made once per run with the openssl command."""
+        if self._tls is None:
+            d = self.work / "tls"
+            d.mkdir()
+            cert, key = d / "cert.pem", d / "key.pem"
+            r = subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+                                "-nodes", "-keyout", key, "-out", cert, "-days", "2", "-subj", "/CN=localhost",
+                                "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"],
+                               capture_output=True, text=True)
+            if r.returncode != 0:
+                self._tls = f"openssl could not make a certificate: {last_line(r.stderr)}"
+            else:
+                for f in (cert, key):
+                    os.chmod(f, 0o644)
+                self._tls = (cert, key)
+        if isinstance(self._tls, str):
+            raise NotAvailable(self._tls)
+        return self._tls
 
     def validate(self, url, data, scenario, procs, timeout=60.0):
-        """Wait until the server gives the right answer (lazy workers may still be importing)."""
+        """Wait until the server gives the right answer (lazy workers may still be importing).
+        Over TLS this asks in HTTP/1.1; h2load then checks that HTTP/2 was negotiated."""
         deadline = time.monotonic() + timeout
         last = "no answer"
         while time.monotonic() < deadline:
@@ -555,14 +650,85 @@ class Bench:
                 }
         raise RuntimeError(f"wrk gave no result: {last_line(r.stderr or r.stdout)}")
 
-    def measure(self, url, pinned, method, runs, procs, closes=False):
+    def h2load(self, url, seconds, pinned) -> dict:
+        """One h2load run over TLS + HTTP/2, in the shape of wrk()'s result. h2load reports no
+        percentiles, so they come from its per-request log (one line per response: start
+        time, status, microseconds). A run that did not negotiate h2 by ALPN is an error."""
+        log_path = self.work / f"h2load-{int(time.monotonic() * 1000)}.log"
+        cmd = (["taskset", "-c", LOAD_CPU] if pinned else []) + [
+            "h2load", "-t1", f"-c{H2_CLIENTS}", f"-m{H2_STREAMS}", f"-D{seconds}",
+            f"--tls13-ciphers={H2_TLS13_CIPHER}", f"--log-file={log_path}", url,
+        ]
+        try:
+            r = subprocess.run([str(c) for c in cmd], capture_output=True, text=True, timeout=seconds + 60)
+            out = r.stdout
+            proto = re.search(r"Application protocol: (\S+)", out)
+            done = re.search(r"finished in ([\d.]+)(us|ms|s),", out)
+            req = re.search(r"requests: (\d+) total, (\d+) started, (\d+) done, (\d+) succeeded, (\d+) failed, "
+                            r"(\d+) errored, (\d+) timeout", out)
+            codes = re.search(r"status codes: (\d+) 2xx, (\d+) 3xx, (\d+) 4xx, (\d+) 5xx", out)
+            if not (done and req and codes):
+                raise RuntimeError(f"h2load gave no result: {last_line(r.stderr or out)}")
+            if not proto or proto.group(1) != "h2":
+                raise RuntimeError(f"HTTP/2 not negotiated (ALPN: {proto.group(1) if proto else 'none'})")
+            secs = float(done.group(1)) / {"us": 1e6, "ms": 1e3, "s": 1.0}[done.group(2)]
+            _, _, _, succeeded, failed, errored, timeouts = (int(x) for x in req.groups())
+            times = []
+            if log_path.exists():
+                with open(log_path) as f:
+                    for line in f:
+                        parts = line.split()
+                        if len(parts) == 3:
+                            times.append(int(parts[2]))
+            times.sort()
+
+            def pct_ms(q):
+                return times[min(len(times) - 1, int(q * len(times)))] / 1000 if times else None
+
+            tls = re.search(r"TLS Protocol: (\S+)", out)
+            cipher = re.search(r"Cipher: (\S+)", out)
+            kinds = {"failed": failed, "errored": errored, "timeout": timeouts,
+                     "4xx": int(codes.group(3)), "5xx": int(codes.group(4))}
+            return {
+                "rps": succeeded / secs if secs else 0.0,
+                "requests": succeeded,
+                # h2load counts a 4xx/5xx answer, a reset stream and a timeout as failed.
+                "errors": failed,
+                "error_kinds": {k: v for k, v in kinds.items() if v},
+                "p50_ms": pct_ms(0.50),
+                "p99_ms": pct_ms(0.99),
+                "tls": f"{tls.group(1) if tls else '?'} {cipher.group(1) if cipher else '?'}",
+            }
+        finally:
+            log_path.unlink(missing_ok=True)
+
+    def measure(self, url, pinned, method, runs, procs, *, closes=False, h2=False, connections=CONNECTIONS,
+                front=None):
+        """Warm up, then `runs` measured runs; the median and the CPU time per request of the
+        server's whole process tree and, when given, of its front (`front`: pids whose own
+        CPU time counts, without their children)."""
         a = self.args
-        self.wrk(url, a.warmup, pinned, method, closes=closes)
-        samples = []
-        for _ in range(runs):
-            samples.append(self.wrk(url, a.duration, pinned, method, closes=closes))
-        mem = memory_of([p.pid for p in procs])
-        return summarize(samples, mem)
+
+        def load(seconds):
+            if h2:
+                return self.h2load(url, seconds, pinned)
+            return self.wrk(url, seconds, pinned, method, connections=connections, closes=closes)
+
+        load(a.warmup)
+        roots = [p.pid for p in procs]
+        tree0, front0 = tree_ticks(roots), sum(cpu_ticks(pid) for pid in front or [])
+        samples = [load(a.duration) for _ in range(runs)]
+        tree1, front1 = tree_ticks(roots), sum(cpu_ticks(pid) for pid in front or [])
+        mem = memory_of(roots)
+        out = summarize(samples, mem)
+        if out["requests"]:
+            us = 1e6 / CLK_TCK / out["requests"]
+            out["cpu_us"] = (tree1 - tree0) * us
+            out["front_cpu_us"] = (front1 - front0) * us if front else None
+        tls = [s["tls"] for s in samples if s.get("tls")]
+        if tls:
+            out["tls"] = tls[0]
+        return out
 
     def wait_quiet(self):
         """Wait (up to --wait-quiet seconds) until the CPUs are idle; return the busy
@@ -584,23 +750,33 @@ class Bench:
         }
         t0 = time.monotonic()
         try:
-            procs, port, path = self.start_server(kind, scenario, workers, pinned)
+            procs, url = self.start_server(kind, scenario, workers, pinned)
         except NotAvailable as e:
             row.update(status="n/a", reason=str(e))
-            log(f"  {section:9} {scenario:12} {kind:17} n/a ({e})")
+            log(f"  {section:9} {scenario:14} {kind:17} n/a ({e})")
             return row
         try:
             idle = memory_of([p.pid for p in procs])
             method = "post" if scenario == "upload" else "get"
-            row.update(self.measure(f"http://127.0.0.1:{port}{path}", pinned, method, runs, procs,
-                                    closes=kind == "uwsgi"))
+            connections = STATIC_SCENARIOS.get(scenario, {}).get("connections", CONNECTIONS)
+            # porch's front is its main process (the workers are its children); the classic
+            # stack's front is nginx, master and workers.
+            if kind in PORCH_KINDS:
+                front = [procs[0].pid]
+            elif kind == "nginx+gunicorn":
+                front = process_tree(procs[1].pid)
+            else:
+                front = None
+            row.update(self.measure(url, pinned, method, runs, procs, closes=kind == "uwsgi",
+                                    h2=scenario in H2_SCENARIOS, connections=connections, front=front))
             row.update(status="ok", idle_rss=idle["rss"], idle_pss=idle["pss"])
-            log(f"  {section:9} {scenario:12} {kind:17} {row['rps']:>10,.0f} req/s  p50 {fmt_ms(row['p50_ms'])}"
+            log(f"  {section:9} {scenario:14} {kind:17} {row['rps']:>10,.0f} req/s  p50 {fmt_ms(row['p50_ms'])}"
                 f"  p99 {fmt_ms(row['p99_ms'])}  errors {row['errors']}  pss {mib(row['pss'])}"
+                f"  cpu {fmt_cpu(row)}{'  ' + row['tls'] if row.get('tls') else ''}"
                 f"  ({time.monotonic() - t0:.0f} s)")
         except Exception as e:  # a crash of one cell must not lose the whole run
             row.update(status="n/a", reason=f"failed during load: {e}")
-            log(f"  {section:9} {scenario:12} {kind:17} n/a ({row['reason']})")
+            log(f"  {section:9} {scenario:14} {kind:17} n/a ({row['reason']})")
         finally:
             for p in procs:
                 if not p.alive() and row.get("status") == "ok":
@@ -611,12 +787,16 @@ class Bench:
     def servers_for(self, scenario):
         if scenario in APP_SCENARIOS:
             pool = APP_SERVERS
-        elif scenario in STATIC_SCENARIOS or scenario == "proxy":
+            if scenario not in PORCH_T4_SCENARIOS and "porch-t4" not in self.args.servers:
+                pool = [s for s in pool if s != "porch-t4"]
+        elif scenario in STATIC_SCENARIOS or scenario == "proxy" or scenario == "h2-static-1k":
             pool = ["porch", "nginx"]
+        elif scenario == "h2-django-json":
+            pool = ["porch", "granian-bt4", "nginx+gunicorn"]
         elif scenario == "slow-clients":
             pool = ["porch", "nginx+gunicorn", "gunicorn-sync"]
         elif scenario == "memory":
-            pool = [s for s in APP_SERVERS]
+            pool = [s for s in APP_SERVERS if s != "porch-t4" or "porch-t4" in self.args.servers]
         else:
             pool = []
         if self.args.servers:
@@ -636,9 +816,10 @@ class Bench:
         rows = []
         configs = [("1 worker", 1, True, self.args.runs)]
         if not self.args.no_reference:
-            configs.append(("2 workers", 2, False, 1))
+            n = self.args.reference_workers
+            configs.append((f"{n} workers", n, False, 1))
         for section, workers, pinned, runs in configs:
-            log(f"== {section}{' (server on CPU 0, wrk on CPU 1)' if pinned else ' (unpinned)'}")
+            log(f"== {section}{' (server on CPU 0, load on CPU 1)' if pinned else ' (unpinned)'}")
             for scenario in scenarios:
                 upstream = None
                 if scenario == "proxy":
@@ -666,7 +847,8 @@ class Bench:
             row = {"section": "slow clients", "scenario": "slow-clients", "server": kind, "workers": 1, "pinned": True,
                    "busy_before": self.wait_quiet()}
             try:
-                procs, port, path = self.start_server(kind, "slow-clients", 1, True)
+                procs, url = self.start_server(kind, "slow-clients", 1, True)
+                port = urllib.parse.urlsplit(url).port
             except NotAvailable as e:
                 row.update(status="n/a", reason=str(e))
                 rows.append(row)
@@ -677,7 +859,8 @@ class Bench:
                                             "127.0.0.1", port, SLOW_CLIENTS, seconds])
             try:
                 time.sleep(2.0)
-                row.update(self.measure(f"http://127.0.0.1:{port}{path}", True, "get", a.runs, procs))
+                row.update(self.measure(url, True, "get", a.runs, procs,
+                                        front=[procs[0].pid] if kind in PORCH_KINDS else None))
                 row["status"] = "ok"
                 slow.popen.wait(seconds + 30)
                 try:
@@ -704,7 +887,7 @@ class Bench:
             for kind in self.servers_for("memory"):
                 row = {"section": "memory", "scenario": "memory", "server": kind, "workers": workers, "pinned": False}
                 try:
-                    procs, port, path = self.start_server(kind, "memory", workers, False)
+                    procs, url = self.start_server(kind, "memory", workers, False)
                 except NotAvailable as e:
                     row.update(status="n/a", reason=str(e))
                     rows.append(row)
@@ -712,7 +895,7 @@ class Bench:
                 try:
                     time.sleep(1.0)
                     idle = memory_of([p.pid for p in procs])
-                    load = self.wrk(f"http://127.0.0.1:{port}{path}", seconds, False, closes=kind == "uwsgi")
+                    load = self.wrk(url, seconds, False, closes=kind == "uwsgi")
                     after = memory_of([p.pid for p in procs])
                     row.update(status="ok", idle_rss=idle["rss"], idle_pss=idle["pss"], rss=after["rss"],
                                pss=after["pss"], processes=after["processes"], rps=load["rps"], errors=load["errors"])
@@ -784,7 +967,7 @@ $server
 """)
 NGINX_STATIC = string.Template("""\
     server {
-        listen 127.0.0.1:$port default_server;
+$listen
         location /static/ { alias $dir/; }
     }""")
 NGINX_UPSTREAM_SERVER = string.Template("""\
@@ -799,7 +982,7 @@ NGINX_UPSTREAM_TCP = string.Template("""\
     }""")
 NGINX_PROXY = string.Template("""\
     server {
-        listen 127.0.0.1:$port default_server;
+$listen
         location / {
             proxy_pass http://backend;
             proxy_http_version 1.1;
@@ -809,6 +992,22 @@ NGINX_PROXY = string.Template("""\
             proxy_set_header X-Forwarded-Proto $$scheme;
         }
     }""")
+
+
+def nginx_listen(port, tls=None) -> str:
+    """The `listen` lines of a server block: plain HTTP, or TLS with HTTP/2 by ALPN
+    (nginx 1.22's `listen ... http2`; its default protocols leave TLS 1.3 out). An HTTP/2
+    connection carries many more requests than an HTTP/1.1 one in a run, and h2load does not
+    reconnect after the GOAWAY sent at `keepalive_requests`, so that limit is raised."""
+    if not tls:
+        return f"        listen 127.0.0.1:{port} default_server;"
+    return (f"        listen 127.0.0.1:{port} ssl http2 default_server;\n"
+            f"        ssl_certificate {tls[0]};\n"
+            f"        ssl_certificate_key {tls[1]};\n"
+            f"        ssl_protocols TLSv1.2 TLSv1.3;\n"
+            f"        keepalive_requests 100000000;")
+
+
 # Gunicorn's deployment documentation, "nginx Configuration".
 NGINX_UPSTREAM_GUNICORN = string.Template("""\
     upstream app_server {
@@ -816,7 +1015,7 @@ NGINX_UPSTREAM_GUNICORN = string.Template("""\
     }""")
 NGINX_FRONT = string.Template("""\
     server {
-        listen 127.0.0.1:$port default_server;
+$listen
         client_max_body_size 4G;
         keepalive_timeout 5;
         location / {
@@ -836,6 +1035,7 @@ def ceiling_apps(selected):
 
 
 def expected_body(scenario, body: bytes) -> bool:
+    scenario = H2_SCENARIOS.get(scenario, {}).get("base", scenario)
     if scenario in ("hello", "slow-clients", "asgi-hello"):
         return body == b"Hello, World!"
     if scenario in ("django-json", "memory"):
@@ -916,14 +1116,38 @@ def title(scenario):
         return APP_SCENARIOS[scenario]["title"]
     if scenario in STATIC_SCENARIOS:
         return STATIC_SCENARIOS[scenario]["title"]
+    if scenario in H2_SCENARIOS:
+        return H2_SCENARIOS[scenario]["title"]
     return {"proxy": "proxy to nginx (1 KiB file)", "slow-clients": f"hello + {SLOW_CLIENTS} slow clients"}.get(scenario, scenario)
+
+
+def fmt_cpu(r):
+    """CPU time per request of the whole server, and of its front where it has one."""
+    if r.get("cpu_us") is None:
+        return "—"
+    out = f"{r['cpu_us']:.1f} µs"
+    if r.get("front_cpu_us") is not None:
+        out += f" (front {r['front_cpu_us']:.1f})"
+    return out
+
+
+def server_rps(rows, section, scenario, server):
+    for r in rows:
+        if (r.get("section") == section and r.get("scenario") == scenario and r.get("server") == server
+                and r.get("status") == "ok"):
+            return r["rps"]
+    return None
 
 
 def markdown(meta, rows) -> str:
     out = [f"# porch benchmark, {meta['date']}", ""]
     out.append(f"Machine: {meta['machine']['cpu']}, {meta['machine']['cores']} cores, Linux {meta['machine']['kernel']}.  ")
-    out.append(f"Method: wrk -t1 -c{CONNECTIONS}, {meta['warmup']} s warm-up, then "
-               f"{meta['runs']} × {meta['duration']} s (median) for 1 worker; 2 workers: one run, unpinned.  ")
+    out.append(f"Method: wrk -t1 -c{CONNECTIONS} (static 10 MiB: -c{STATIC_SCENARIOS['static-10m']['connections']}); "
+               f"TLS + HTTP/2 rows: h2load -t1 -c{H2_CLIENTS} -m{H2_STREAMS} offering {H2_TLS13_CIPHER}; "
+               f"{meta['warmup']} s warm-up, then {meta['runs']} × {meta['duration']} s (median) for 1 worker"
+               + (f"; {meta.get('reference_workers', 2)} workers: one run, unpinned.  "
+                  if any(r.get("section") not in ("1 worker", "slow clients", "memory", "ceiling") for r in rows)
+                  else ".  "))
     out.append("Versions: " + ", ".join(f"{k} {v}" for k, v in meta["versions"].items()) + ".")
     if meta.get("busy_cells"):
         out.append("")
@@ -933,36 +1157,80 @@ def markdown(meta, rows) -> str:
     out.append("")
     ceiling = {r["scenario"]: r for r in rows if r.get("section") == "ceiling" and r.get("status") == "ok"}
 
-    for section in ("1 worker", "2 workers", "slow clients"):
+    throughput_sections = []
+    for r in rows:
+        s = r.get("section")
+        if s not in throughput_sections and s not in ("slow clients", "memory", "ceiling"):
+            throughput_sections.append(s)
+    for section in throughput_sections + ["slow clients"]:
         sect = [r for r in rows if r.get("section") == section]
         if not sect:
             continue
-        head = {
-            "1 worker": "## 1 worker (server on CPU 0, wrk on CPU 1)",
-            "2 workers": "## 2 workers (unpinned, for reference)",
-            "slow clients": f"## Normal load while {SLOW_CLIENTS} slow clients trickle headers (hello, 1 worker pinned)",
-        }[section]
+        if section == "1 worker":
+            head = "## 1 worker (server on CPU 0, load generator on CPU 1)"
+        elif section == "slow clients":
+            head = f"## Normal load while {SLOW_CLIENTS} slow clients trickle headers (hello, 1 worker pinned)"
+        else:
+            head = f"## {section} (unpinned, all cores shared with the load generator)"
         out += [head, ""]
-        out.append("| scenario | server | req/s | p50 | p99 | errors | RSS | PSS | porch ÷ this |")
-        out.append("|---|---|---:|---:|---:|---:|---:|---:|---:|")
+        out.append("| scenario | server | req/s | p50 | p99 | errors | RSS | PSS | CPU per request | porch ÷ this |")
+        out.append("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
         for r in sect:
             label = SERVER_LABELS.get(r["server"], r["server"])
             if (r.get("busy_before") or 0) > BUSY_FRACTION:
                 label += " †"
             if r.get("status") != "ok":
-                out.append(f"| {title(r['scenario'])} | {label} | n/a ({md_escape(r.get('reason', ''))}) | | | | | | |")
+                out.append(f"| {title(r['scenario'])} | {label} | n/a ({md_escape(r.get('reason', ''))}) | | | | | | | |")
                 continue
             p = porch_rps(rows, section, r["scenario"])
             rat = "1.00×" if r["server"] == "porch" else ratio(p, r["rps"])
             # wrk counts no error for a connection that never got an answer; say so.
             errors = r["errors"] if r.get("requests", 1) else "no answer"
             out.append(f"| {title(r['scenario'])} | {label} | {fmt_rps(r['rps'])} | {fmt_ms(r['p50_ms'])} | "
-                       f"{fmt_ms(r['p99_ms'])} | {errors} | {mib(r['rss'])} | {mib(r['pss'])} | {rat} |")
+                       f"{fmt_ms(r['p99_ms'])} | {errors} | {mib(r['rss'])} | {mib(r['pss'])} | {fmt_cpu(r)} | {rat} |")
         if section == "slow clients":
             out.append("")
             for r in sect:
                 if r.get("slow"):
                     out.append(f"- {SERVER_LABELS.get(r['server'], r['server'])}: slow clients {r['slow']}")
+        tls = sorted({r["tls"] for r in sect if r.get("tls")})
+        if tls:
+            out.append("")
+            out.append(f"TLS + HTTP/2 rows negotiated: {', '.join(tls)}.")
+        out.append("")
+
+    targets = []
+    for section in throughput_sections:
+        for scenario, variant, peer, goal in TARGETS:
+            p, o = server_rps(rows, section, scenario, variant), server_rps(rows, section, scenario, peer)
+            if p is not None and o is not None:
+                met = "yes" if p / o >= goal else "no"
+                targets.append(f"| {section} | {title(scenario)} | {SERVER_LABELS[variant]} | {SERVER_LABELS[peer]} | "
+                               f"{ratio(p, o)} | ≥ {goal:.1f}× | {met} |")
+    if targets:
+        out += ["## Against the goals (porch ÷ peer, req/s)", ""]
+        out.append("| section | scenario | porch | peer | porch ÷ peer | goal | met |")
+        out.append("|---|---|---|---|---:|---:|---|")
+        out += targets
+        out.append("")
+
+    fronts = [r for r in rows if r.get("server") in PORCH_KINDS and r.get("status") == "ok"
+              and r.get("front_cpu_us")]
+    if fronts:
+        out += ["## porch's front process: CPU time per request", ""]
+        out.append("The front (the `porch` process itself: listeners, TLS, HTTP, static files, dispatch; "
+                   "not the workers) over the measured runs, from its utime + stime in `/proc/PID/stat`. "
+                   "Requests per front CPU-second = 10⁶ ÷ µs: the most one core of front can carry; "
+                   "the front runs on as many cores as it has runtime threads.")
+        out.append("")
+        out.append("| section | scenario | server | req/s | front CPU per request | requests per front CPU-second | "
+                   "whole server CPU per request | front share |")
+        out.append("|---|---|---|---:|---:|---:|---:|---:|")
+        for r in fronts:
+            share = pct(r["front_cpu_us"], r["cpu_us"]) if r.get("cpu_us") else "—"
+            out.append(f"| {r['section']} | {title(r['scenario'])} | {SERVER_LABELS.get(r['server'], r['server'])} | "
+                       f"{fmt_rps(r['rps'])} | {r['front_cpu_us']:.1f} µs | {1e6 / r['front_cpu_us']:,.0f} | "
+                       f"{r['cpu_us']:.1f} µs | {share} |")
         out.append("")
 
     mem = [r for r in rows if r.get("section") == "memory"]
@@ -988,7 +1256,7 @@ def markdown(meta, rows) -> str:
             cps = c["calls_per_s"]
             p = porch_rps(rows, "1 worker", s)
             peers = [r for r in rows if r.get("section") == "1 worker" and r.get("scenario") == s
-                     and r.get("status") == "ok" and r["server"] != "porch"]
+                     and r.get("status") == "ok" and r["server"] not in PORCH_KINDS]
             best = max(peers, key=lambda r: r["rps"], default=None)
             out.append(f"| {title(s)} | {cps:,.0f} | {c['calls_per_wall_s']:,.0f} | {fmt_rps(p)} | {'—' if p is None else pct(p, cps)} | "
                        f"{SERVER_LABELS[best['server']] if best else '—'} | "
@@ -1000,12 +1268,19 @@ def markdown(meta, rows) -> str:
     for k, v in SERVER_SETTINGS.items():
         if k in used:
             out.append(f"- {SERVER_LABELS[k]}: {v}")
-    out.append(f"- PostgreSQL 15 (fsync off, max_connections 100) on CPU 1 with wrk; Django `CONN_MAX_AGE = 60`, "
+    out.append(f"- PostgreSQL 15 (fsync off, max_connections 100) on CPU 1 with the load generator; "
+               f"Django `CONN_MAX_AGE = 60`, "
                f"DEBUG off, startproject's middleware; the proxy upstream is nginx on CPU 1.")
     out.append("- errors = wrk's connect/read/write/timeout errors plus non-2xx/3xx answers, summed over the runs "
                "(for uWSGI read errors are left out: its http-socket closes every connection after the response "
-               "without `Connection: close`, which wrk counts as a read error); "
+               "without `Connection: close`, which wrk counts as a read error); for h2load, the requests it "
+               "counts as failed (4xx/5xx, reset streams, timeouts); "
                "memory columns = the server's whole process tree after the load.")
+    out.append("- CPU per request = user + system time of the server's whole process tree over the measured runs "
+               "(`/proc/PID/stat`), divided by the requests answered; in brackets the front's share: porch's "
+               "own process without its workers, nginx's processes in nginx → Gunicorn.")
+    out.append(f"- TLS + HTTP/2: a self-signed ECDSA P-256 certificate made at run time; h2load offers only "
+               f"{H2_TLS13_CIPHER} for TLS 1.3 and HTTP/2 only by ALPN; the peers' TLS rows say what was negotiated.")
     out.append("")
     return "\n".join(out)
 
@@ -1029,6 +1304,8 @@ def versions():
     v["uWSGI"] = run([VENV / "bin/uwsgi", "--version"])
     v["nginx"] = run(["nginx", "-v"]).split("/")[-1]
     v["wrk"] = run(["wrk", "-v"]).split()[1] if run(["wrk", "-v"]).startswith("wrk") else "?"
+    v["h2load"] = run(["h2load", "--version"]).split("/")[-1]
+    v["OpenSSL"] = run(["openssl", "version"]).split()[1] if run(["openssl", "version"]).startswith("OpenSSL") else "?"
     v["Django"] = run([py, "-c", "import django; print(django.get_version())"])
     v["CPython"] = platform.python_version()
     m = re.search(r"\d+\.\d+", run([PG_BIN / "postgres", "--version"]))
@@ -1056,7 +1333,10 @@ def parse_args(argv):
     p.add_argument("--warmup", type=int, default=2, help="seconds of warm-up load before the runs")
     p.add_argument("--only", default="", help=f"comma-separated scenarios (or prefixes): {', '.join(SCENARIOS)}")
     p.add_argument("--servers", default="", help=f"comma-separated servers: {', '.join(APP_SERVERS + ['nginx'])}")
-    p.add_argument("--no-reference", action="store_true", help="skip the 2-worker unpinned runs")
+    p.add_argument("--no-reference", action="store_true", help="skip the all-cores unpinned runs")
+    p.add_argument("--reference-workers", type=int, default=os.cpu_count() or 2,
+                   help="workers (and nginx worker processes) in the unpinned runs (default: one per CPU, "
+                        f"{os.cpu_count()} here)")
     p.add_argument("--wait-quiet", type=float, default=30.0,
                    help="before each cell, wait up to this many seconds for other work to leave the CPUs idle "
                         "(default 30; cells started on a busy machine are flagged)")
@@ -1103,7 +1383,8 @@ def main(argv):
         sel = args.selected
         if "django-db" in sel or ("ceiling" in sel and "django-db" in ceiling_apps(sel)):
             bench.start_postgres()
-        throughput = [s for s in sel if s in APP_SCENARIOS or s in STATIC_SCENARIOS or s == "proxy"]
+        throughput = [s for s in sel if s in APP_SCENARIOS or s in STATIC_SCENARIOS or s in H2_SCENARIOS
+                      or s == "proxy"]
         if throughput:
             rows += bench.throughput(throughput)
         if "slow-clients" in sel:
@@ -1125,6 +1406,8 @@ def main(argv):
         "runs": args.runs,
         "warmup": args.warmup,
         "connections": CONNECTIONS,
+        "h2": {"clients": H2_CLIENTS, "streams": H2_STREAMS, "tls13_cipher": H2_TLS13_CIPHER},
+        "reference_workers": args.reference_workers,
         "quick": args.quick,
         "argv": argv,
         "settings": {k: SERVER_SETTINGS[k] for k in SERVER_SETTINGS},
