@@ -6,7 +6,7 @@ import contextlib
 import hashlib
 import os
 
-from fastapi import BackgroundTasks, FastAPI, File, Form, Request, UploadFile
+from fastapi import BackgroundTasks, FastAPI, File, Form, Request, UploadFile, WebSocket, WebSocketDisconnect
 from fastapi.responses import StreamingResponse
 
 done = []
@@ -60,3 +60,15 @@ async def background_done():
 @app.get("/state")
 async def state(request: Request):
     return {"booted_pid": request.state.booted_pid, "pid": os.getpid()}
+
+
+@app.websocket("/ws/items/{item_id}")
+async def item_socket(websocket: WebSocket, item_id: int, q: str = ""):
+    """Path and query parameters reach a FastAPI WebSocket; JSON both ways."""
+    await websocket.accept()
+    try:
+        while True:
+            data = await websocket.receive_json()
+            await websocket.send_json({"item_id": item_id, "q": q, "got": data})
+    except WebSocketDisconnect as e:
+        done.append("ws closed %d" % e.code)

@@ -4,7 +4,7 @@ import asyncio
 
 from starlette.applications import Starlette
 from starlette.responses import JSONResponse, PlainTextResponse, StreamingResponse
-from starlette.routing import Mount, Route
+from starlette.routing import Mount, Route, WebSocketRoute
 
 
 async def hello(request):
@@ -29,7 +29,20 @@ async def sub(request):
     return PlainTextResponse("sub " + request.url.path)
 
 
+async def ws_sum(websocket):
+    """Adds up the numbers a client sends; says the total when it sends "done"."""
+    await websocket.accept(subprotocol="sum.v1" if "sum.v1" in websocket.scope["subprotocols"] else None)
+    total = 0
+    async for message in websocket.iter_text():
+        if message == "done":
+            await websocket.send_json({"total": total})
+            await websocket.close(code=4000, reason="summed")
+            return
+        total += int(message)
+
+
 app = Starlette(routes=[
+    WebSocketRoute("/ws/sum", ws_sum),
     Route("/hello", hello),
     Route("/form", form, methods=["POST"]),
     Route("/events", events),

@@ -54,9 +54,21 @@ impl Sink {
         }
     }
 
-    fn write_raw(&self, buf: &[u8]) {
+    /// Writes all of `buf`, waiting for room when the socket is full. The descriptor may
+    /// be non-blocking: an event loop watching the socket (uvloop does) sets the flag on
+    /// the open file, which every duplicate of it shares. A failed write means the front
+    /// is gone, which the worker notices as end of stream.
+    fn write_raw(&self, mut buf: &[u8]) {
         let mut s = self.stream.lock().unwrap_or_else(|e| e.into_inner());
-        let _ = s.write_all(buf);
+        while !buf.is_empty() {
+            match s.write(buf) {
+                Ok(0) => return,
+                Ok(n) => buf = &buf[n..],
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => wait_writable(&s),
+                Err(_) => return,
+            }
+        }
     }
 
     /// Writes whole frames now (after any held ones, keeping their order); a failed
@@ -93,6 +105,19 @@ impl Sink {
         self.flush_held();
         self.write_raw(buf);
     }
+}
+
+/// Blocks until the socket takes more bytes (or fails, which the next write reports).
+fn wait_writable(s: &UnixStream) {
+    use std::os::fd::AsRawFd;
+    let mut pfd = libc::pollfd {
+        fd: s.as_raw_fd(),
+        events: libc::POLLOUT,
+        revents: 0,
+    };
+    // SAFETY: poll(2) on one pollfd we own, for its length of 1; the descriptor stays open
+    // for the call (the stream is borrowed).
+    unsafe { libc::poll(&mut pfd, 1, -1) };
 }
 
 /// The frames of one response, in the order the front needs them.
