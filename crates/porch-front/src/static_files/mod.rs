@@ -39,8 +39,10 @@
 //! bounded whatever the file size. `sendfile(2)` cannot be used: hyper owns the socket and
 //! writes the body from `Bytes` frames (and TLS has to encrypt them in user space anyway).
 
+mod cache;
 mod conditional;
 mod encoding;
+mod entry;
 mod file_body;
 mod open;
 mod path;
@@ -49,6 +51,7 @@ mod serve;
 mod shared_fd;
 mod types;
 
+pub use cache::{configure as configure_cache, CacheLimits};
 pub use conditional::etag_list_matches;
 pub use encoding::{accepted_encodings, Encoding};
 pub use file_body::FileBody;
