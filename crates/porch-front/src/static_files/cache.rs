@@ -85,6 +85,16 @@ pub fn configure(limits: CacheLimits) {
     let _ = LIMITS.set(limits);
 }
 
+/// For `/metrics`: files cached, bytes held, requests answered from the cache.
+pub fn stats() -> (usize, usize, u64) {
+    let b = Budget::global();
+    (
+        b.entries.load(Ordering::Relaxed),
+        b.memory.load(Ordering::Relaxed),
+        b.hits.load(Ordering::Relaxed),
+    )
+}
+
 /// What all mounts' caches may hold, and what they hold now.
 pub(super) struct Budget {
     limits: CacheLimits,
@@ -92,6 +102,8 @@ pub(super) struct Budget {
     entries: AtomicUsize,
     /// Bytes held by cached entries (released when the last request using one ends).
     memory: AtomicUsize,
+    /// Requests answered from the cache.
+    hits: AtomicU64,
 }
 
 impl Budget {
@@ -100,6 +112,7 @@ impl Budget {
             limits,
             entries: AtomicUsize::new(0),
             memory: AtomicUsize::new(0),
+            hits: AtomicU64::new(0),
         })
     }
 
@@ -269,6 +282,7 @@ impl MountCache {
             if c.main.stat.same_file(&st) {
                 c.last_used
                     .store(TICK.fetch_add(1, Ordering::Relaxed), Ordering::Relaxed);
+                self.budget.hits.fetch_add(1, Ordering::Relaxed);
                 return Lookup::Hit(c);
             }
         }

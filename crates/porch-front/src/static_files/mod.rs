@@ -51,7 +51,7 @@ mod serve;
 mod shared_fd;
 mod types;
 
-pub use cache::{configure as configure_cache, CacheLimits};
+pub use cache::{configure as configure_cache, stats as cache_stats, CacheLimits};
 pub use conditional::etag_list_matches;
 pub use encoding::{accepted_encodings, Encoding};
 pub use file_body::FileBody;
