@@ -59,7 +59,8 @@ fn open_root(dir: &Path) -> io::Result<RootDir> {
 /// The state of the mount serving `dir` (keyed by the path's bytes, which hash faster
 /// than a `Path`'s components).
 pub(super) fn mount_state(dir: &Path) -> io::Result<Arc<MountState>> {
-    static MOUNTS: OnceLock<RwLock<HashMap<Box<[u8]>, Arc<MountState>>>> = OnceLock::new();
+    type Mounts = RwLock<HashMap<Box<[u8]>, Arc<MountState>>>;
+    static MOUNTS: OnceLock<Mounts> = OnceLock::new();
     let mounts = MOUNTS.get_or_init(Default::default);
     let key = dir.as_os_str().as_bytes();
     if let Some(m) = mounts.read().unwrap_or_else(|e| e.into_inner()).get(key) {
