@@ -40,7 +40,7 @@ use std::collections::HashMap;
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, OnceLock, RwLock};
+use std::sync::{Arc, OnceLock, RwLock};
 use std::time::{Duration, Instant, SystemTime};
 
 use super::encoding::Encoding;
@@ -177,7 +177,7 @@ pub(super) struct Cached {
     pub main: FileEntry,
     compressible: bool,
     /// Indexed by [`slot`]: `br`, `gzip`.
-    siblings: [Mutex<Sibling>; 2],
+    siblings: [RwLock<Sibling>; 2],
     last_used: AtomicU64,
     /// Bytes charged to the budget for this entry and its siblings.
     charged: AtomicUsize,
@@ -296,7 +296,7 @@ impl MountCache {
                 let c = Arc::new(Cached {
                     main,
                     compressible,
-                    siblings: [Mutex::new(Sibling::Unknown), Mutex::new(Sibling::Unknown)],
+                    siblings: [RwLock::new(Sibling::Unknown), RwLock::new(Sibling::Unknown)],
                     last_used: AtomicU64::new(TICK.fetch_add(1, Ordering::Relaxed)),
                     charged: AtomicUsize::new(0),
                     budget: self.budget.clone(),
@@ -376,6 +376,16 @@ impl Cached {
         self.compressible
     }
 
+    /// Replaces what is known of a sibling, releasing the bytes charged for the old one.
+    fn set_sibling(&self, slot: &RwLock<Sibling>, new: Sibling) {
+        let old = std::mem::replace(&mut *slot.write().unwrap_or_else(|e| e.into_inner()), new);
+        if let Sibling::Present(old) = old {
+            let held = old.held();
+            self.charged.fetch_sub(held, Ordering::Relaxed);
+            self.budget.memory.fetch_sub(held, Ordering::Relaxed);
+        }
+    }
+
     /// The file to answer with, given the codings the client accepts (best first): a
     /// current precompressed sibling, or the file itself.
     pub fn choose(
@@ -387,20 +397,21 @@ impl Cached {
         accepted: [Option<Encoding>; 2],
     ) -> Choice {
         for enc in accepted.into_iter().flatten() {
-            let mut sibling = self.siblings[slot(enc)]
-                .lock()
-                .unwrap_or_else(|e| e.into_inner());
-            match &*sibling {
+            let slot = &self.siblings[slot(enc)];
+            let known = match &*slot.read().unwrap_or_else(|e| e.into_inner()) {
                 Sibling::Absent(at) if at.elapsed() < ABSENT_VALID => continue,
-                Sibling::Present(entry) => match Stat::at(root, rel, enc.suffix()) {
-                    Ok(st) if st.same_file(&entry.stat) => return Choice::Sibling(entry.clone()),
+                Sibling::Present(entry) => Some(entry.clone()),
+                _ => None,
+            };
+            if let Some(entry) = known {
+                match Stat::at(root, rel, enc.suffix()) {
+                    Ok(st) if st.same_file(&entry.stat) => return Choice::Sibling(entry),
                     Err(e) if gone(&e) => {
-                        *sibling = Sibling::Absent(Instant::now());
+                        self.set_sibling(slot, Sibling::Absent(Instant::now()));
                         continue;
                     }
                     _ => {}
-                },
-                _ => {}
+                }
             }
             // Unknown, changed, or absent long enough to look again.
             match load(
@@ -412,26 +423,26 @@ impl Cached {
                 name,
                 Some(enc),
             ) {
-                Err(_) => *sibling = Sibling::Absent(Instant::now()),
-                // Not a regular file, or older than the file itself: not a sibling.
+                Err(_) => self.set_sibling(slot, Sibling::Absent(Instant::now())),
+                // Older than the file itself: not a sibling.
                 Ok(Some(entry)) if entry.stat.mtime < self.main.stat.mtime => {
-                    *sibling = Sibling::Absent(Instant::now())
+                    self.set_sibling(slot, Sibling::Absent(Instant::now()))
                 }
                 Ok(Some(entry)) => {
                     let entry = Arc::new(entry);
                     let held = entry.held();
                     if self.budget.charge(held) {
                         self.charged.fetch_add(held, Ordering::Relaxed);
-                        *sibling = Sibling::Present(entry.clone());
+                        self.set_sibling(slot, Sibling::Present(entry.clone()));
                     } else {
-                        *sibling = Sibling::Unknown;
+                        self.set_sibling(slot, Sibling::Unknown);
                     }
                     return Choice::Sibling(entry);
                 }
                 // There, but not for the cache (large, just changed, or not a file):
                 // the uncached path looks at it.
                 Ok(None) => {
-                    *sibling = Sibling::Unknown;
+                    self.set_sibling(slot, Sibling::Unknown);
                     return Choice::Uncached;
                 }
             }
@@ -584,7 +595,8 @@ mod tests {
         let root: OwnedFd = File::open(dir.path()).unwrap().into();
         let root = root.as_fd();
         let mount = StaticMount::new("static", "/s/", dir.path().to_str().unwrap()).unwrap();
-        let cache = MountCache::new(Budget::new(CacheLimits::default()));
+        let budget = Budget::new(CacheLimits::default());
+        let cache = MountCache::new(budget.clone());
         let both = [Some(Encoding::Br), Some(Encoding::Gzip)];
         let c = hit(cache.lookup(root, &mount, "app.css", "app.css"));
         assert!(c.compressible());
@@ -595,6 +607,8 @@ mod tests {
         };
         assert_eq!(chosen(&c), "gz");
         assert_eq!(chosen(&c), "gz");
+        let held = || budget.memory.load(Ordering::Relaxed);
+        assert_eq!(held(), "body{}".len() + "gz".len());
         // A new br sibling is found once the absence has expired.
         std::fs::write(p("app.css.br"), "br").unwrap();
         assert_eq!(chosen(&c), "gz", "absence remembered");
@@ -605,6 +619,7 @@ mod tests {
         assert_eq!(chosen(&c), "gz");
         std::fs::remove_file(p("app.css.gz")).unwrap();
         assert_eq!(chosen(&c), "main");
+        assert_eq!(held(), "body{}".len(), "a sibling gone is no longer counted");
         // Changed in place: read again (uncached while it settles).
         std::fs::write(p("app.css.gz"), "new").unwrap();
         std::thread::sleep(ABSENT_VALID + Duration::from_millis(50));
