@@ -619,7 +619,11 @@ mod tests {
         assert_eq!(chosen(&c), "gz");
         std::fs::remove_file(p("app.css.gz")).unwrap();
         assert_eq!(chosen(&c), "main");
-        assert_eq!(held(), "body{}".len(), "a sibling gone is no longer counted");
+        assert_eq!(
+            held(),
+            "body{}".len(),
+            "a sibling gone is no longer counted"
+        );
         // Changed in place: read again (uncached while it settles).
         std::fs::write(p("app.css.gz"), "new").unwrap();
         std::thread::sleep(ABSENT_VALID + Duration::from_millis(50));
