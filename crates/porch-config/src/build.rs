@@ -511,7 +511,10 @@ mod tests {
         );
         for (text, key) in [
             ("static_cache_entries = 16777217", "`static_cache_entries`"),
-            ("static_cache_memory = 1099511627777", "`static_cache_memory`"),
+            (
+                "static_cache_memory = 1099511627777",
+                "`static_cache_memory`",
+            ),
         ] {
             let file: FileConfig = toml::from_str(text).unwrap();
             let err = Config::build(&args(&["a:b"]), file, None)
