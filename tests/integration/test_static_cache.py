@@ -78,7 +78,6 @@ def test_modified_in_place_same_size_and_mtime_put_back(site):
     r3 = get(site, "inplace/a.txt")
     assert r3.content == b"third version\n"
     assert r3.headers["ETag"] != r1.headers["ETag"]
-    assert r3.headers["Last-Modified"] or True
     # Once settled, the new content is what the cache holds.
     time.sleep(SETTLE)
     cached(site, "inplace/a.txt", b"third version\n")
@@ -152,8 +151,7 @@ def test_directory_renamed_or_swapped(site, tmp_path):
     (d / "v2" / "x.txt").write_bytes(b"three\n")
     assert get(site, "dirs/current/x.txt").content == b"three\n"
     # Pointed outside the root: refused, cached or not.
-    cached_outside = d / "v3"
-    os.symlink(outside, cached_outside)
+    os.symlink(outside, d / "v3")
     os.symlink("v3", d / "next")
     os.rename(d / "next", d / "current")
     assert get(site, "dirs/current/x.txt").status_code == 404
