@@ -13,7 +13,10 @@
 //! content the file no longer has — unlike nginx's `open_file_cache_valid` window,
 //! which trusts an entry for 60 s by default. The stat follows symlinks without
 //! `RESOLVE_BENEATH`; that is safe because its result is only compared with a file that
-//! was itself opened beneath the root, and only that file's bytes are ever sent.
+//! was itself opened beneath the root, and only the bytes read through that open are
+//! ever sent. (If a cached file's directory is moved out of the root and a symlink to it
+//! left in its place, the path keeps getting those same bytes until the file changes or
+//! leaves the cache; never another file's.)
 //!
 //! The change time (`ctime`) is what makes a stat a proof: it moves on every write,
 //! truncation, `chmod` and `utime`, and no user can set it. Timestamps are only as fine
