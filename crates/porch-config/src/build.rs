@@ -498,6 +498,37 @@ mod tests {
     }
 
     #[test]
+    fn static_cache_settings() {
+        let c = Config::build(&args(&["a:b"]), FileConfig::default(), None).unwrap();
+        assert_eq!(c.limits.static_cache_entries, 4096);
+        assert_eq!(c.limits.static_cache_memory, 32 << 20);
+        let file: FileConfig =
+            toml::from_str("static_cache_entries = 0\nstatic_cache_memory = 1024").unwrap();
+        let c = Config::build(&args(&["a:b"]), file, None).unwrap();
+        assert_eq!(
+            (c.limits.static_cache_entries, c.limits.static_cache_memory),
+            (0, 1024)
+        );
+        for (text, key) in [
+            ("static_cache_entries = 16777217", "`static_cache_entries`"),
+            (
+                "static_cache_memory = 1099511627777",
+                "`static_cache_memory`",
+            ),
+        ] {
+            let file: FileConfig = toml::from_str(text).unwrap();
+            let err = Config::build(&args(&["a:b"]), file, None)
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains(key) && err.contains("0 to turn the static-file cache off"),
+                "{err}"
+            );
+        }
+        assert!(toml::from_str::<FileConfig>("static_cache_memory = -1").is_err());
+    }
+
+    #[test]
     fn boot_and_queue_timeouts_default_to_what_timeout_alone_gave() {
         let c = Config::build(&args(&["a:b"]), FileConfig::default(), None).unwrap();
         assert_eq!(c.boot_timeout, Duration::from_secs(120));

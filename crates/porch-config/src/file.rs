@@ -55,6 +55,8 @@ pub struct FileConfig {
     pub response_memory: Option<usize>,
     pub response_memory_total: Option<usize>,
     pub limit_handshakes_per_ip: Option<usize>,
+    pub static_cache_entries: Option<usize>,
+    pub static_cache_memory: Option<usize>,
     pub backlog: Option<usize>,
     pub admin_bind: Option<String>,
     pub script_name: Option<String>,

@@ -43,7 +43,7 @@ pub use error::ConfigError;
 pub use file::{FileConfig, ListenerFile, RouteFile, TlsFile, UpstreamFile};
 pub use forwarded::TrustedProxies;
 pub use interface::{InterfaceArgs, InterfaceConfig, WebSocketConfig};
-pub use limits::{Limits, RateLimit};
+pub use limits::{Limits, RateLimit, DEFAULT_STATIC_CACHE_ENTRIES, DEFAULT_STATIC_CACHE_MEMORY};
 pub use listener::{
     strip_port, CertKey, ListenerConfig, ProxyRoute, Route, RouteAction, TlsConfig,
 };

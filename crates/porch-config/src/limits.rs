@@ -9,6 +9,13 @@ use crate::values::{count_or_max, positive};
 pub(crate) const UNLIMITED_HEAD_PART: usize = 1 << 20;
 use crate::{ConfigError, FileConfig};
 
+/// Files the static-file cache keeps by default, in all mounts.
+pub const DEFAULT_STATIC_CACHE_ENTRIES: usize = 4096;
+/// Bytes of file contents the static-file cache keeps by default, in all mounts.
+pub const DEFAULT_STATIC_CACHE_MEMORY: usize = 32 << 20;
+const MAX_STATIC_CACHE_ENTRIES: usize = 1 << 24;
+const MAX_STATIC_CACHE_MEMORY: usize = 1 << 40;
+
 /// A per-client-IP token bucket, like nginx's `limit_req`.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct RateLimit {
@@ -38,6 +45,10 @@ pub struct Limits {
     pub connections_per_ip: usize,
     /// TLS handshakes in progress per client IP; more are closed at once. 0 = no limit.
     pub handshakes_per_ip: usize,
+    /// Static files whose answers and bytes are kept in memory (0: no cache).
+    pub static_cache_entries: usize,
+    /// Bytes of static file contents kept in memory (0: no cache).
+    pub static_cache_memory: usize,
 }
 
 pub(crate) fn limits(args: &Args, file: &FileConfig) -> Result<Limits, ConfigError> {
@@ -83,7 +94,27 @@ pub(crate) fn limits(args: &Args, file: &FileConfig) -> Result<Limits, ConfigErr
             .or(file.limit_connections_per_ip)
             .unwrap_or(0),
         handshakes_per_ip: file.limit_handshakes_per_ip.unwrap_or(32),
+        static_cache_entries: file
+            .static_cache_entries
+            .unwrap_or(DEFAULT_STATIC_CACHE_ENTRIES),
+        static_cache_memory: file
+            .static_cache_memory
+            .unwrap_or(DEFAULT_STATIC_CACHE_MEMORY),
     };
+    if limits.static_cache_entries > MAX_STATIC_CACHE_ENTRIES {
+        return Err(ConfigError::value(
+            "static_cache_entries",
+            limits.static_cache_entries,
+            "a number of files up to 16777216, or 0 to turn the static-file cache off",
+        ));
+    }
+    if limits.static_cache_memory > MAX_STATIC_CACHE_MEMORY {
+        return Err(ConfigError::value(
+            "static_cache_memory",
+            limits.static_cache_memory,
+            "a size in bytes up to 1 TiB (1099511627776), or 0 to turn the static-file cache off",
+        ));
+    }
     if limits.request_fields > 32768 {
         return Err(ConfigError::value(
             "limit_request_fields",

@@ -45,6 +45,10 @@ impl Front {
             None => None,
         };
         let spill_dir = std::env::temp_dir();
+        crate::static_files::configure_cache(crate::static_files::CacheLimits {
+            entries: cfg.limits.static_cache_entries,
+            memory: cfg.limits.static_cache_memory,
+        });
         Ok(Arc::new(Front {
             cfg: cfg.clone(),
             queue,

@@ -139,6 +139,7 @@ pub(crate) fn render(front: &Front) -> String {
     let s = front.workers.as_deref().unwrap_or(&no_stats);
     let m = &front.metrics;
     let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
+    let cache = crate::static_files::cache_stats();
     let text = format!(
         "# TYPE porch_requests_total counter\nporch_requests_total {}\n\
          # TYPE porch_responses_total counter\n\
@@ -178,7 +179,10 @@ pub(crate) fn render(front: &Front) -> String {
          # TYPE porch_response_buffered_bytes gauge\nporch_response_buffered_bytes {}\n\
          # TYPE porch_response_spilled_bytes_total counter\nporch_response_spilled_bytes_total {}\n\
          # TYPE porch_websockets_open gauge\nporch_websockets_open {}\n\
-         # TYPE porch_websockets_total counter\nporch_websockets_total {}\n",
+         # TYPE porch_websockets_total counter\nporch_websockets_total {}\n\
+         # TYPE porch_static_cache_files gauge\nporch_static_cache_files {}\n\
+         # TYPE porch_static_cache_bytes gauge\nporch_static_cache_bytes {}\n\
+         # TYPE porch_static_cache_hits_total counter\nporch_static_cache_hits_total {}\n",
         g(&s.restarts_memory),
         g(&m.queue_timeouts),
         g(&m.client_gone),
@@ -189,6 +193,9 @@ pub(crate) fn render(front: &Front) -> String {
         front.response_memory.spilled(),
         g(&m.websockets_open),
         g(&m.websockets),
+        cache.0,
+        cache.1,
+        cache.2,
     ) + &m.render_routes()
         + &front.upstreams.metrics()
 }

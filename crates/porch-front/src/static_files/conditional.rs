@@ -1,20 +1,8 @@
 //! Validators (ETag, Last-Modified) and conditional requests (RFC 9110 §13).
 
-use std::os::unix::fs::MetadataExt;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use http::{header, HeaderMap};
-
-/// A strong ETag from size and modification time (to the nanosecond), like nginx's.
-/// A precompressed sibling is another file, so it gets another tag.
-pub(super) fn etag(meta: &std::fs::Metadata) -> String {
-    format!(
-        "\"{:x}.{:x}-{:x}\"",
-        meta.mtime(),
-        meta.mtime_nsec(),
-        meta.len()
-    )
-}
 
 fn unix_secs(t: SystemTime) -> Option<u64> {
     t.duration_since(UNIX_EPOCH).ok().map(|d| d.as_secs())

@@ -32,15 +32,19 @@
 //!   the root (404); symlinks that stay inside work. Where `openat2` is missing, the
 //!   opened file's real path is checked against the root's instead.
 //!
-//! Cost: the common case is one `openat2`, one `statx`, and for a file up to
-//! [`SMALL_FILE`] one `read`, done inline on the connection's task (page-cache work of a
-//! few microseconds, as nginx does it). Larger files are streamed in [`CHUNK`]-sized
-//! `pread`s on tokio's blocking pool, one chunk read ahead, so memory per download stays
-//! bounded whatever the file size. `sendfile(2)` cannot be used: hyper owns the socket and
-//! writes the body from `Bytes` frames (and TLS has to encrypt them in user space anyway).
+//! Cost: a file served before is answered from the cache (see [`cache`]) after one
+//! `fstatat` that proves it unchanged: no open, read or close. Otherwise one `openat2`,
+//! one `statx`, and for a file up to [`SMALL_FILE`] one `read`, done inline on the
+//! connection's task (page-cache work of a few microseconds, as nginx does it). Larger
+//! files are streamed in [`CHUNK`]-sized `pread`s on tokio's blocking pool, one chunk
+//! read ahead, so memory per download stays bounded whatever the file size.
+//! `sendfile(2)` cannot be used: hyper owns the socket and writes the body from `Bytes`
+//! frames (and TLS has to encrypt them in user space anyway).
 
+mod cache;
 mod conditional;
 mod encoding;
+mod entry;
 mod file_body;
 mod open;
 mod path;
@@ -49,6 +53,7 @@ mod serve;
 mod shared_fd;
 mod types;
 
+pub use cache::{configure as configure_cache, stats as cache_stats, CacheLimits};
 pub use conditional::etag_list_matches;
 pub use encoding::{accepted_encodings, Encoding};
 pub use file_body::FileBody;

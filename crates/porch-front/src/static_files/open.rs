@@ -4,11 +4,14 @@
 use std::collections::HashMap;
 use std::fs::File;
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock, RwLock};
 use std::time::{Duration, Instant};
+
+use super::cache::{Budget, MountCache};
 
 /// How long an open handle on a mount's root directory is reused before the path is
 /// opened again (so a root replaced by a deploy, e.g. a swapped symlink, is picked up).
@@ -20,28 +23,59 @@ pub(super) struct RootDir {
     opened: Instant,
 }
 
-pub(super) fn root_dir(dir: &Path) -> io::Result<Arc<RootDir>> {
-    static ROOTS: OnceLock<RwLock<HashMap<PathBuf, Arc<RootDir>>>> = OnceLock::new();
-    let roots = ROOTS.get_or_init(Default::default);
-    if let Some(root) = roots.read().unwrap_or_else(|e| e.into_inner()).get(dir) {
-        if root.opened.elapsed() < ROOT_REFRESH {
-            return Ok(root.clone());
+/// What porch keeps per mount directory: the root's handle and the file cache.
+pub(super) struct MountState {
+    root: RwLock<Arc<RootDir>>,
+    pub(super) cache: MountCache,
+}
+
+impl MountState {
+    /// The root's handle, opened again after [`ROOT_REFRESH`].
+    pub(super) fn root(&self, dir: &Path) -> io::Result<Arc<RootDir>> {
+        {
+            let root = self.root.read().unwrap_or_else(|e| e.into_inner());
+            if root.opened.elapsed() < ROOT_REFRESH {
+                return Ok(root.clone());
+            }
         }
+        let root = Arc::new(open_root(dir)?);
+        *self.root.write().unwrap_or_else(|e| e.into_inner()) = root.clone();
+        Ok(root)
     }
+}
+
+fn open_root(dir: &Path) -> io::Result<RootDir> {
     let fd: OwnedFd = std::fs::OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_DIRECTORY)
         .open(dir)?
         .into();
-    let root = Arc::new(RootDir {
+    Ok(RootDir {
         fd,
         opened: Instant::now(),
+    })
+}
+
+/// The state of the mount serving `dir` (keyed by the path's bytes, which hash faster
+/// than a `Path`'s components).
+pub(super) fn mount_state(dir: &Path) -> io::Result<Arc<MountState>> {
+    type Mounts = RwLock<HashMap<Box<[u8]>, Arc<MountState>>>;
+    static MOUNTS: OnceLock<Mounts> = OnceLock::new();
+    let mounts = MOUNTS.get_or_init(Default::default);
+    let key = dir.as_os_str().as_bytes();
+    if let Some(m) = mounts.read().unwrap_or_else(|e| e.into_inner()).get(key) {
+        return Ok(m.clone());
+    }
+    let state = Arc::new(MountState {
+        root: RwLock::new(Arc::new(open_root(dir)?)),
+        cache: MountCache::new(Budget::global()),
     });
-    roots
+    Ok(mounts
         .write()
         .unwrap_or_else(|e| e.into_inner())
-        .insert(dir.to_path_buf(), root.clone());
-    Ok(root)
+        .entry(key.into())
+        .or_insert(state)
+        .clone())
 }
 
 /// Flags for every file porch opens under a root: never block on a FIFO, never take a
@@ -52,16 +86,21 @@ const OPEN_FLAGS: libc::c_int =
 /// Opens `rel` (from [`relative_path`]) below `root` and stats it; fails for anything,
 /// symlinks included, that resolves outside `root`.
 pub(super) fn open_beneath(root: &OwnedFd, rel: &str) -> io::Result<(File, std::fs::Metadata)> {
-    let rel = if rel.is_empty() { "." } else { rel };
-    let c_rel =
-        std::ffi::CString::new(rel).map_err(|_| io::Error::from_raw_os_error(libc::ENOENT))?;
-    let file = open_resolve_beneath(root, &c_rel)?;
+    let file = open_file(root.as_fd(), rel)?;
     let meta = file.metadata()?;
     Ok((file, meta))
 }
 
+/// Opens `rel` below `root` as [`open_beneath`] does, without the stat.
+pub(super) fn open_file(root: BorrowedFd<'_>, rel: &str) -> io::Result<File> {
+    let rel = if rel.is_empty() { "." } else { rel };
+    let c_rel =
+        std::ffi::CString::new(rel).map_err(|_| io::Error::from_raw_os_error(libc::ENOENT))?;
+    open_resolve_beneath(root, &c_rel)
+}
+
 #[cfg(target_os = "linux")]
-fn open_resolve_beneath(root: &OwnedFd, rel: &std::ffi::CStr) -> io::Result<File> {
+fn open_resolve_beneath(root: BorrowedFd<'_>, rel: &std::ffi::CStr) -> io::Result<File> {
     use std::sync::atomic::{AtomicBool, Ordering};
     static NO_OPENAT2: AtomicBool = AtomicBool::new(false);
     if !NO_OPENAT2.load(Ordering::Relaxed) {
@@ -80,14 +119,14 @@ fn open_resolve_beneath(root: &OwnedFd, rel: &std::ffi::CStr) -> io::Result<File
 }
 
 #[cfg(not(target_os = "linux"))]
-fn open_resolve_beneath(root: &OwnedFd, rel: &std::ffi::CStr) -> io::Result<File> {
+fn open_resolve_beneath(root: BorrowedFd<'_>, rel: &std::ffi::CStr) -> io::Result<File> {
     open_checked(root, rel)
 }
 
 /// `openat2(root, rel, RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS)`: the kernel refuses any
 /// resolution that leaves `root` (EXDEV), including through symlinks and `..` in them.
 #[cfg(target_os = "linux")]
-fn openat2_beneath(root: &OwnedFd, rel: &std::ffi::CStr) -> io::Result<File> {
+fn openat2_beneath(root: BorrowedFd<'_>, rel: &std::ffi::CStr) -> io::Result<File> {
     // SAFETY: open_how is plain data; zeroed is its documented default.
     let mut how: libc::open_how = unsafe { std::mem::zeroed() };
     how.flags = OPEN_FLAGS as u64;
@@ -123,7 +162,7 @@ fn openat2_works() -> bool {
     *WORKS.get_or_init(|| match File::open("/") {
         Ok(f) => {
             let fd: OwnedFd = f.into();
-            openat2_beneath(&fd, c".").is_ok()
+            openat2_beneath(fd.as_fd(), c".").is_ok()
         }
         Err(_) => false,
     })
@@ -132,7 +171,7 @@ fn openat2_works() -> bool {
 /// Without `openat2`: opens with `openat` and then checks that the file actually opened
 /// lies inside the root, comparing real paths (the opened descriptor's, so a symlink
 /// swapped in between the check and the open cannot fool it).
-fn open_checked(root: &OwnedFd, rel: &std::ffi::CStr) -> io::Result<File> {
+fn open_checked(root: BorrowedFd<'_>, rel: &std::ffi::CStr) -> io::Result<File> {
     // SAFETY: valid fd and NUL-terminated path.
     let fd = unsafe { libc::openat(root.as_raw_fd(), rel.as_ptr(), OPEN_FLAGS) };
     if fd < 0 {
@@ -172,11 +211,11 @@ mod tests {
         symlink("../sub/ok.txt", root.path().join("sub/up-and-in")).unwrap();
         let fd: OwnedFd = File::open(root.path()).unwrap().into();
 
-        type Open = fn(&OwnedFd, &std::ffi::CStr) -> io::Result<File>;
+        type Open = fn(BorrowedFd<'_>, &std::ffi::CStr) -> io::Result<File>;
         for open in [open_resolve_beneath as Open, open_checked as Open] {
             let ok = |rel: &str| {
                 let c = std::ffi::CString::new(rel).unwrap();
-                open(&fd, &c).map(|f| {
+                open(fd.as_fd(), &c).map(|f| {
                     let mut s = String::new();
                     io::Read::read_to_string(&mut &f, &mut s).unwrap();
                     s

@@ -17,7 +17,18 @@ pub enum PathError {
 /// mount's prefix) names: plain segments joined by `/`, empty for the root itself. Each
 /// segment is decoded on its own, so no escape can add a separator; dot segments are
 /// removed as RFC 3986 (5.2.4) does, and one that would climb above the mount is refused.
-pub fn relative_path(rel: &str, allow_dotfiles: bool) -> Result<String, PathError> {
+pub fn relative_path(rel: &str, allow_dotfiles: bool) -> Result<Cow<'_, str>, PathError> {
+    // The common case: already plain (no escape, no empty or dot-led segment, no
+    // backslash, no trailing slash), so it is its own answer.
+    if !rel.is_empty()
+        && !rel.ends_with('/')
+        && !rel.starts_with(['.', '/'])
+        && !rel.contains(['%', '\\'])
+        && !rel.contains("//")
+        && !rel.contains("/.")
+    {
+        return Ok(Cow::Borrowed(rel));
+    }
     let mut segments: Vec<Cow<'_, str>> = Vec::new();
     for raw in rel.split('/') {
         if raw.is_empty() {
@@ -42,7 +53,7 @@ pub fn relative_path(rel: &str, allow_dotfiles: bool) -> Result<String, PathErro
         }
         segments.push(seg);
     }
-    Ok(segments.join("/"))
+    Ok(Cow::Owned(segments.join("/")))
 }
 
 fn percent_decode(seg: &str) -> Result<Cow<'_, str>, PathError> {

@@ -2,20 +2,24 @@
 //! validators, conditional requests, the range and the body.
 
 use std::borrow::Cow;
+use std::fs::File;
 use std::io;
+use std::os::fd::AsFd;
 use std::os::unix::fs::MetadataExt;
 
 use http::{header, HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
 
-use super::conditional::{etag, if_range_holds, preconditions, Precondition};
+use super::cache::{Choice, Lookup};
+use super::conditional::{if_range_holds, preconditions, Precondition};
 use super::encoding::accepted_encodings;
+use super::entry::{FileEntry, Stat};
 use super::file_body::{read_at_most, FileBody};
-use super::open::{open_beneath, root_dir};
+use super::open::{mount_state, open_beneath};
 use super::path::{relative_path, PathError};
 use super::range::{parse_range, ByteRange};
 use super::shared_fd;
-use super::types::{content_type, is_hashed_name};
-use super::{DEFAULT_CACHE_CONTROL, IMMUTABLE, SMALL_FILE};
+use super::types::content_type;
+use super::SMALL_FILE;
 use crate::body::ResponseBody;
 use crate::reject::{plain, Rejection};
 use porch_config::StaticMount;
@@ -69,18 +73,45 @@ pub fn serve_path(
         }
         Err(PathError::Refused) => return not_found(),
     };
-    let root = match root_dir(&mount.dir) {
-        Ok(root) => root,
+    let (state, root) = match mount_state(&mount.dir).and_then(|m| {
+        let root = m.root(&mount.dir)?;
+        Ok((m, root))
+    }) {
+        Ok(x) => x,
         Err(e) => {
             tracing::warn!("static root {} cannot be opened: {e}", mount.dir.display());
             return not_found();
         }
     };
+
+    if !wants_dir {
+        let name = rel.rsplit('/').next().unwrap_or(&rel);
+        match state.cache.lookup(root.fd.as_fd(), mount, &rel, name) {
+            Lookup::Missing => return not_found(),
+            Lookup::Hit(cached) => {
+                let accepted = if cached.compressible() {
+                    accepted_encodings(headers)
+                } else {
+                    [None, None]
+                };
+                if accepted[0].is_none() {
+                    return respond(method, headers, &cached.main, None, &rel);
+                }
+                match cached.choose(root.fd.as_fd(), mount, &rel, name, accepted) {
+                    Choice::Main => return respond(method, headers, &cached.main, None, &rel),
+                    Choice::Sibling(entry) => return respond(method, headers, &entry, None, &rel),
+                    Choice::Uncached => {}
+                }
+            }
+            Lookup::Uncached => {}
+        }
+    }
+
     let (mut file, mut meta) = match open_beneath(&root.fd, &rel) {
         Ok(x) => x,
         Err(e) => return open_failed(e),
     };
-    let mut rel: Cow<str> = Cow::Borrowed(&rel);
+    let mut rel: Cow<str> = rel;
     if meta.is_dir() {
         // As nginx does: a directory is named with its trailing slash (so relative links
         // in its index resolve), whether or not it has an index.
@@ -108,7 +139,7 @@ pub fn serve_path(
     }
 
     let name = rel.rsplit('/').next().unwrap_or(&rel);
-    let (content_type, compressible) = content_type(name);
+    let (_, compressible) = content_type(name);
     let mut encoding = None;
     if compressible {
         for enc in accepted_encodings(headers).into_iter().flatten() {
@@ -121,36 +152,20 @@ pub fn serve_path(
             }
         }
     }
-    let len = meta.len();
-    let etag = etag(&meta);
-    let modified = meta.modified().ok();
-    let last_modified = modified.map(httpdate::fmt_http_date);
+    let entry = FileEntry::new(Stat::from_metadata(&meta), mount, name, encoding, None);
+    respond(method, headers, &entry, Some(file), &rel)
+}
 
-    let mut out = HeaderMap::with_capacity(12);
-    let cache_control = if is_hashed_name(name) {
-        HeaderValue::from_static(IMMUTABLE)
-    } else {
-        match &mount.cache_control {
-            None => HeaderValue::from_static(DEFAULT_CACHE_CONTROL),
-            Some(cc) => HeaderValue::from_str(cc)
-                .unwrap_or_else(|_| HeaderValue::from_static(DEFAULT_CACHE_CONTROL)),
-        }
-    };
-    out.insert(header::CACHE_CONTROL, cache_control);
-    if let Ok(v) = HeaderValue::from_str(&etag) {
-        out.insert(header::ETAG, v);
-    }
-    if let Some(lm) = last_modified
-        .as_deref()
-        .and_then(|s| HeaderValue::from_str(s).ok())
-    {
-        out.insert(header::LAST_MODIFIED, lm);
-    }
-    if compressible {
-        out.insert(header::VARY, HeaderValue::from_static("Accept-Encoding"));
-    }
-
-    match preconditions(headers, &etag, modified) {
+/// The answer from `entry`: its bytes when cached, else read from `file`.
+fn respond(
+    method: &Method,
+    headers: &HeaderMap,
+    entry: &FileEntry,
+    file: Option<File>,
+    rel: &str,
+) -> Response<ResponseBody> {
+    let etag = entry.etag_str();
+    match preconditions(headers, etag, entry.modified) {
         Precondition::Proceed => {}
         Precondition::Failed => {
             return Rejection::client(StatusCode::PRECONDITION_FAILED, "precondition failed")
@@ -159,30 +174,19 @@ pub fn serve_path(
         Precondition::NotModified => {
             let mut r = Response::new(ResponseBody::empty());
             *r.status_mut() = StatusCode::NOT_MODIFIED;
-            *r.headers_mut() = out;
+            *r.headers_mut() = entry.not_modified.clone();
             return r;
         }
     }
 
-    out.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
-    if let Some(enc) = encoding {
-        out.insert(
-            header::CONTENT_ENCODING,
-            HeaderValue::from_static(enc.token()),
-        );
-    }
-    out.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
-    out.insert(
-        header::X_CONTENT_TYPE_OPTIONS,
-        HeaderValue::from_static("nosniff"),
-    );
-
     // Range only for GET (RFC 9110 §14.2), and only when If-Range still matches.
+    let len = entry.stat.size;
     let mut status = StatusCode::OK;
+    let mut content_range = None;
     let (mut start, mut count) = (0, len);
     if method == Method::GET {
         if let Some(range) = headers.get(header::RANGE).and_then(|v| v.to_str().ok()) {
-            if if_range_holds(headers, &etag, modified) {
+            if if_range_holds(headers, etag, entry.modified) {
                 match parse_range(range, len) {
                     ByteRange::Ignore => {}
                     ByteRange::Unsatisfiable => {
@@ -203,8 +207,7 @@ pub fn serve_path(
                         status = StatusCode::PARTIAL_CONTENT;
                         start = first;
                         count = last - first + 1;
-                        out.insert(
-                            header::CONTENT_RANGE,
+                        content_range = Some(
                             HeaderValue::from_str(&format!("bytes {first}-{last}/{len}"))
                                 .expect("digits"),
                         );
@@ -216,23 +219,48 @@ pub fn serve_path(
 
     let body = if method == Method::HEAD || count == 0 {
         ResponseBody::empty()
-    } else if count <= SMALL_FILE {
-        match read_at_most(&file, start, count as usize) {
-            // A file cut short since the stat: send what is there, with its true length.
-            Ok(data) => {
-                count = data.len() as u64;
-                ResponseBody::full(data)
-            }
-            Err(e) => {
-                tracing::warn!("reading static file {rel}: {e}");
-                return Rejection::porch(StatusCode::INTERNAL_SERVER_ERROR, "cannot read the file")
-                    .response();
-            }
+    } else if let Some(bytes) = &entry.bytes {
+        if count == len {
+            ResponseBody::full(bytes.clone())
+        } else {
+            ResponseBody::full(bytes.slice(start as usize..(start + count) as usize))
         }
     } else {
-        ResponseBody::File(FileBody::new(shared_fd::shared(file, &meta), start, count))
+        let Some(file) = file else {
+            return Rejection::porch(StatusCode::INTERNAL_SERVER_ERROR, "cannot read the file")
+                .response();
+        };
+        if count <= SMALL_FILE {
+            match read_at_most(&file, start, count as usize) {
+                // A file cut short since the stat: send what is there, with its true length.
+                Ok(data) => {
+                    count = data.len() as u64;
+                    ResponseBody::full(data)
+                }
+                Err(e) => {
+                    tracing::warn!("reading static file {rel}: {e}");
+                    return Rejection::porch(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        "cannot read the file",
+                    )
+                    .response();
+                }
+            }
+        } else {
+            ResponseBody::File(FileBody::new(
+                shared_fd::shared(file, &entry.stat),
+                start,
+                count,
+            ))
+        }
     };
-    out.insert(header::CONTENT_LENGTH, HeaderValue::from(count));
+    let mut out = entry.ok.clone();
+    if count != len {
+        out.insert(header::CONTENT_LENGTH, HeaderValue::from(count));
+    }
+    if let Some(cr) = content_range {
+        out.insert(header::CONTENT_RANGE, cr);
+    }
     let mut r = Response::new(body);
     *r.status_mut() = status;
     *r.headers_mut() = out;
@@ -285,6 +313,7 @@ fn redirect_to_dir(path: &str, query: Option<&str>) -> Response<ResponseBody> {
 
 #[cfg(test)]
 mod tests {
+    use super::super::DEFAULT_CACHE_CONTROL;
     use super::*;
     use bytes::Bytes;
 

@@ -6,9 +6,10 @@
 //! file (device, inode, size and modification time all unchanged).
 
 use std::collections::HashMap;
-use std::fs::{File, Metadata};
-use std::os::unix::fs::MetadataExt;
+use std::fs::File;
 use std::sync::{Arc, Mutex, OnceLock, Weak};
+
+use super::entry::Stat;
 
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
 struct Identity {
@@ -20,20 +21,20 @@ struct Identity {
 }
 
 impl Identity {
-    fn of(meta: &Metadata) -> Identity {
+    fn of(st: &Stat) -> Identity {
         Identity {
-            dev: meta.dev(),
-            ino: meta.ino(),
-            size: meta.size(),
-            mtime: meta.mtime(),
-            mtime_nsec: meta.mtime_nsec(),
+            dev: st.dev,
+            ino: st.ino,
+            size: st.size,
+            mtime: st.mtime,
+            mtime_nsec: st.mtime_nsec,
         }
     }
 }
 
 /// The open file to stream from: an already open one for the same file if a download of
 /// it is in progress (`file` is then closed at once), else `file` itself.
-pub(super) fn shared(file: File, meta: &Metadata) -> Arc<File> {
+pub(super) fn shared(file: File, meta: &Stat) -> Arc<File> {
     static OPEN: OnceLock<Mutex<HashMap<Identity, Weak<File>>>> = OnceLock::new();
     let id = Identity::of(meta);
     let mut open = OPEN
@@ -63,7 +64,7 @@ mod tests {
         let open = || {
             let f = File::open(&path).unwrap();
             let m = f.metadata().unwrap();
-            shared(f, &m)
+            shared(f, &Stat::from_metadata(&m))
         };
         let (a, b) = (open(), open());
         assert!(Arc::ptr_eq(&a, &b));
