@@ -212,15 +212,6 @@ def test_send_after_complete_is_refused_and_disconnect_follows_the_response(asgi
     assert "after response: http.disconnect" in log, log
 
 
-def test_websocket_upgrade_is_refused_clearly(asgi):
-    with RawConn(asgi.port, timeout=10) as c:
-        c.send(b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-               b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
-        resp = c.read_response()
-        assert resp.status == 501
-        assert b"WebSocket is not supported" in resp.body
-
-
 # --- timeouts -------------------------------------------------------------------------------------
 
 

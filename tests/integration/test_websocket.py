@@ -290,11 +290,12 @@ def test_a_reader_that_pauses_gets_every_message_in_order(ws):
 
 
 def test_a_wsgi_app_answers_a_handshake_as_any_request(porch):
-    p = porch("-w", "1", *VENV, "wsgiapp:app")
+    p = porch("-w", "1", *VENV, "wsgiapp:application")
     with RawConn(p.port) as c:
         c.send(handshake("/"))
         r = c.read_response()
-    assert r.status == 200, "no switch without an ASGI app"
+    # The app's own answer (its 404 page), not a switch: WSGI has no WebSocket.
+    assert (r.status, r.body) == (404, b"not found: /"), r
 
 
 # --- frameworks -----------------------------------------------------------------------------------
@@ -417,7 +418,7 @@ def test_a_thousand_sockets_on_one_worker_then_a_reload_closes_each_with_1012(po
           f"worker RSS {memory['worker_kib'] / 1024:.1f} MiB")
     assert codes == [1012] * 1000, {c: codes.count(c) for c in set(codes)}
     # Bounded: tens of KiB per socket on each side, not the default buffers of a proxy.
-    assert memory["front_kib"] < 80 * 1024 and memory["worker_kib"] < 160 * 1024, memory
+    assert memory["front_kib"] < 64 * 1024 and memory["worker_kib"] < 96 * 1024, memory
     # The new worker serves sockets.
     with connect(ws_url(p, "/echo")) as c:
         c.send("after")

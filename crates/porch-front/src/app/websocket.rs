@@ -19,7 +19,7 @@ use http::{Method, Request, Response, StatusCode, Version};
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 use tokio::time::{sleep_until, timeout, Instant};
-use tokio_tungstenite::tungstenite::error::{CapacityError, Error as WsError};
+use tokio_tungstenite::tungstenite::error::{CapacityError, Error as WsError, ProtocolError};
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
@@ -35,6 +35,9 @@ use porch_ipc as ipc;
 /// How long porch waits for the client's answer to its close frame before it drops the
 /// connection (RFC 6455 leaves the time to the endpoint).
 const CLOSE_WAIT: Duration = Duration::from_secs(5);
+
+/// Bytes read from a client at a time.
+const READ_BUFFER: usize = 8 * 1024;
 
 /// A checked RFC 6455 handshake, waiting for the app's answer.
 pub(super) struct Handshake {
@@ -148,7 +151,12 @@ impl Session {
         let metrics = &self.front.metrics;
         metrics.websockets_open.fetch_add(1, Ordering::Relaxed);
         metrics.websockets.fetch_add(1, Ordering::Relaxed);
+        // Small buffers: most sockets wait with nothing to read, and a thousand of them
+        // must not cost the 256 KiB each that tungstenite's defaults allocate. Each message
+        // is written (and flushed) as it is sent, so nothing waits to fill a write buffer.
         let config = WebSocketConfig::default()
+            .read_buffer_size(READ_BUFFER)
+            .write_buffer_size(0)
             .max_message_size(Some(self.cfg.max_message))
             .max_frame_size(Some(self.cfg.max_message));
         let ws =
@@ -252,6 +260,8 @@ fn refusal(e: &WsError) -> Option<(u16, &'static str)> {
         WsError::Capacity(CapacityError::MessageTooLong { .. }) => Some((1009, "message too big")),
         WsError::Capacity(_) => Some((1009, "frame too big")),
         WsError::Utf8(_) => Some((1007, "invalid UTF-8 in a text message")),
+        // The connection ended without a close frame: nobody is left to tell.
+        WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake) => None,
         WsError::Protocol(_) => Some((1002, "protocol error")),
         _ => None,
     }
