@@ -1,5 +1,5 @@
-//! Arbitrary bytes as a front-to-worker stream: `Decoder::next`, then `Request::decode`
-//! and `Head::decode` on every frame's payload.
+//! Arbitrary bytes as a front-to-worker stream: `Decoder::next`, then `Request::decode`,
+//! `Head::decode` and the WebSocket frames' decoders on every frame's payload.
 //!
 //! Never panics; the frames and the final error do not depend on how the stream was cut
 //! into reads; whatever decodes re-encodes to something that decodes to the same value.
@@ -50,6 +50,23 @@ fn check_payload(payload: &Bytes) {
         let mut out = Vec::new();
         head.encode_payload(&mut out);
         assert_eq!(Head::decode(&Bytes::from(out)).as_ref(), Ok(&head));
+    }
+    if let Ok(m) = ipc::WsMessage::decode(payload) {
+        assert!(!m.text || std::str::from_utf8(&m.data).is_ok(), "text is UTF-8");
+        let mut out = Vec::new();
+        ipc::WsMessage::encode_vec(&mut out, 7, m.text, &m.data);
+        let frame = Decoder::next(&mut BytesMut::from(&out[..]))
+            .expect("an encoded message decodes")
+            .expect("a whole frame");
+        assert_eq!(ipc::WsMessage::decode(&frame.payload).as_ref(), Ok(&m));
+    }
+    if let Ok(c) = ipc::WsClose::decode(payload) {
+        let mut out = Vec::new();
+        c.encode_vec(&mut out, 7);
+        let frame = Decoder::next(&mut BytesMut::from(&out[..]))
+            .expect("an encoded close decodes")
+            .expect("a whole frame");
+        assert_eq!(ipc::WsClose::decode(&frame.payload).as_ref(), Ok(&c));
     }
 }
 

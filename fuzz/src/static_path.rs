@@ -76,10 +76,10 @@ fn check_relative(rel: &str, allow_dotfiles: bool) {
         assert!(allow_dotfiles || !seg.starts_with('.'), "{rel:?} -> {out:?}");
     }
     let root = Path::new("/srv/root");
-    let joined = root.join(&out);
+    let joined = root.join(&*out);
     assert!(joined.starts_with(root), "{rel:?} -> {out:?}");
     assert!(
-        Path::new(&out).components().all(|c| matches!(c, Component::Normal(_))),
+        Path::new(&*out).components().all(|c| matches!(c, Component::Normal(_))),
         "{rel:?} -> {out:?}"
     );
 }
