@@ -3,7 +3,7 @@
 For each interpreter (Debian's /usr/bin/python3 and the pyenv versions 3.9-3.13): a fresh
 virtualenv, the one wheel ``scripts/test`` built (``PORCH_WHEEL``) installed with pip, and
 porch run from that venv's ``bin/`` serving the WSGI test app: plain requests, streaming,
-uploads, a hung request's stack dump, kill -9 recovery, and an ASGI app. The Django example runs where
+uploads, a hung request's stack dump, kill -9 recovery, an ASGI app and a WebSocket. The Django example runs where
 Django 5.2 supports the interpreter (3.10+). An interpreter without porch's extension, or
 too old for it, stops start-up with exit 2 and a message naming the fix.
 """
@@ -134,6 +134,27 @@ def test_an_asgi_app(venv):
         assert requests.get(p.url + "/sleep?60", timeout=30).status_code == 504
         assert wait_until(lambda: "its task was cancelled" in p.log(), 10), p.log()[-3000:]
         assert requests.get(p.url + "/pid", timeout=10).json()["pid"] == s["pid"]
+    finally:
+        p.__exit__(None, None, None)
+
+
+def test_a_websocket(venv):
+    """WebSocket messages both ways and the app's close, on this CPython's event loop."""
+    from websockets.exceptions import ConnectionClosed
+    from websockets.sync.client import connect
+
+    p = Porch(["-w", "1", "ws_app:app"], bin=venv / "bin" / "porch")
+    try:
+        with connect(f"ws://127.0.0.1:{p.port}/echo") as c:
+            c.send("héllo")
+            assert c.recv(timeout=10) == "héllo"
+            c.send(b"\x00\xff")
+            assert c.recv(timeout=10) == b"\x00\xff"
+        with connect(f"ws://127.0.0.1:{p.port}/app-closes") as c:
+            assert c.recv(timeout=10) == "bye"
+            with pytest.raises(ConnectionClosed) as e:
+                c.recv(timeout=10)
+            assert e.value.rcvd.code == 4001
     finally:
         p.__exit__(None, None, None)
 

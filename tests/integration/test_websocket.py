@@ -279,6 +279,21 @@ def test_a_client_that_answers_pings_stays_open(porch):
         assert c.recv() == "still here"
 
 
+def test_a_handshake_the_app_leaves_unanswered_gets_504_and_its_task_is_cancelled(porch):
+    p = porch("-w", "1", "--timeout", "1", *VENV, "ws_app:app")
+    pid = p.worker_pids()
+    with pytest.raises(InvalidStatus) as e:
+        connect(ws_url(p, "/slow-accept"), open_timeout=10)
+    assert e.value.response.status_code == 504
+    assert wait_until(lambda: "its task was cancelled" in p.log(), 5), p.log()[-2000:]
+    assert "in slow_accept" in p.log()
+    # The worker lives on.
+    with connect(ws_url(p, "/echo")) as c:
+        c.send("ok")
+        assert c.recv(timeout=5) == "ok"
+    assert p.worker_pids() == pid
+
+
 def test_a_reader_that_pauses_gets_every_message_in_order(ws):
     """Messages for a client that does not read wait in the front (spilled past its
     memory bound), and arrive complete and in order."""
@@ -296,6 +311,22 @@ def test_a_wsgi_app_answers_a_handshake_as_any_request(porch):
         r = c.read_response()
     # The app's own answer (its 404 page), not a switch: WSGI has no WebSocket.
     assert (r.status, r.body) == (404, b"not found: /"), r
+
+
+def test_wss_over_tls_and_the_access_log_line(porch, tmp_path):
+    import ssl
+
+    from test_tls import make_cert
+
+    cert, key = make_cert(tmp_path, "localhost", ["localhost"], "ec")
+    p = porch("--certfile", cert, "--keyfile", key, "--access-logfile", "-", "-w", "1", *VENV,
+              "ws_app:app")
+    ctx = ssl.create_default_context(cafile=str(cert))
+    ctx.check_hostname = False
+    with connect(f"wss://127.0.0.1:{p.port}/scope", ssl=ctx) as c:
+        s = json.loads(c.recv())
+    assert s["scheme"] == "wss"
+    assert wait_until(lambda: '"GET /scope HTTP/1.1" 101' in p.stdout(), 5), p.stdout()
 
 
 # --- frameworks -----------------------------------------------------------------------------------
