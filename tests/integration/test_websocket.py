@@ -294,6 +294,20 @@ def test_a_handshake_the_app_leaves_unanswered_gets_504_and_its_task_is_cancelle
     assert p.worker_pids() == pid
 
 
+def test_open_sockets_count_against_the_connection_limits(porch):
+    """A switched connection leaves HTTP but stays open: it keeps its place under
+    limit_connections_per_ip until it closes."""
+    p = porch("-w", "1", "--limit-connections-per-ip", "3", *VENV, "ws_app:app")
+    sockets = [connect(ws_url(p, "/echo")) for _ in range(3)]
+    try:
+        assert requests.get(p.url + "/closes", timeout=5).status_code == 429
+        sockets.pop().close()
+        assert wait_until(lambda: requests.get(p.url + "/closes", timeout=5).status_code == 200, 5)
+    finally:
+        for s in sockets:
+            s.close()
+
+
 def test_a_reader_that_pauses_gets_every_message_in_order(ws):
     """Messages for a client that does not read wait in the front (spilled past its
     memory bound), and arrive complete and in order."""

@@ -21,6 +21,7 @@ pub mod body;
 mod descriptors;
 pub mod dispatch;
 mod front;
+mod held;
 mod http_util;
 pub mod listener;
 pub mod log;

@@ -25,6 +25,7 @@ use super::descriptors::{Registered, Room};
 use super::sniff::{sniff, Prefixed, Sniffed};
 use super::stall::{SendClock, StallWatch};
 use super::strict::{Activity, ActivityGuard, HeadLimits, StrictIo, Switch, Timeouts};
+use crate::held::ConnectionHold;
 use crate::http_util::request_host;
 use crate::reject::{Rejection, Verdict};
 use crate::Front;
@@ -139,9 +140,10 @@ impl Front {
                     let conns = conns.clone();
                     let stop = shutdown.clone();
                     let open = open_tx.clone();
+                    let hold = ConnectionHold::new((permit, per_ip));
                     tokio::spawn(async move {
-                        conns.run(io, peer, stop).await;
-                        drop((open, permit, per_ip));
+                        conns.run(io, peer, stop, hold).await;
+                        drop(open);
                     });
                 }
             }
@@ -246,10 +248,14 @@ impl Connections {
         io: Box<dyn Io>,
         mut peer: Peer,
         mut stop: watch::Receiver<bool>,
+        hold: ConnectionHold,
     ) {
         let Some(acceptor) = &self.tls else {
             if !self.h2c {
-                return self.clone().serve_io(io, peer, Proto::Http1, stop).await;
+                return self
+                    .clone()
+                    .serve_io(io, peer, Proto::Http1, stop, hold)
+                    .await;
             }
             // h2c: the first bytes tell HTTP/2 prior knowledge from HTTP/1, within the
             // head clock (a connection that sends nothing is closed like any other).
@@ -267,7 +273,7 @@ impl Connections {
             };
             return self
                 .clone()
-                .serve_io(Prefixed::new(seen, io), peer, proto, stop)
+                .serve_io(Prefixed::new(seen, io), peer, proto, stop, hold)
                 .await;
         };
         // Closed at once past the per-IP bound: the client may retry when one of its
@@ -299,7 +305,7 @@ impl Connections {
             Some(p) if p == super::tls::ALPN_H2 => Proto::Http2,
             _ => Proto::Http1,
         };
-        self.clone().serve_io(stream, peer, proto, stop).await
+        self.clone().serve_io(stream, peer, proto, stop, hold).await
     }
 
     async fn serve_io<I: Io>(
@@ -308,6 +314,7 @@ impl Connections {
         peer: Peer,
         proto: Proto,
         mut stop: watch::Receiver<bool>,
+        hold: ConnectionHold,
     ) {
         let verdict = Verdict::default();
         let activity = Activity::default();
@@ -321,6 +328,8 @@ impl Connections {
         let svc = service_fn(move |mut req: Request<Incoming>| {
             let conns = conns.clone();
             req.extensions_mut().insert(shared.clone());
+            // Whatever takes the connection over after a `101` keeps it counted.
+            req.extensions_mut().insert(hold.clone());
             // The connection counts as busy until hyper is done with the response body.
             let guard = active.start();
             let clock = watch.as_ref().map(StallWatch::clock);

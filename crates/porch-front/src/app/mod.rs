@@ -35,6 +35,9 @@ impl Front {
             Err(rejection) => return rejection.response(),
         };
         let upgrade = handshake.as_ref().map(|_| hyper::upgrade::on(&mut req));
+        let hold = handshake
+            .as_ref()
+            .and_then(|_| crate::held::ConnectionHold::of(&req));
         let (parts, incoming) = req.into_parts();
         let body = match self.read_body(incoming).await {
             Ok(b) => b,
@@ -112,6 +115,7 @@ impl Front {
                     cfg: self.cfg.interface.websocket,
                     send_timeout: self.cfg.send_timeout,
                     front: self.clone(),
+                    hold,
                 };
                 tokio::spawn(session.run(upgrade));
                 return websocket::switching(head, &handshake);

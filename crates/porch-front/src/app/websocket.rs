@@ -124,6 +124,8 @@ pub(super) struct Session {
     /// Longest a message may wait for the client to take it.
     pub send_timeout: Duration,
     pub front: Arc<Front>,
+    /// The connection's places under the connection limits, kept while the socket is open.
+    pub hold: Option<crate::held::ConnectionHold>,
 }
 
 /// How a session ended, for the app's `websocket.disconnect`.
@@ -165,6 +167,8 @@ impl Session {
         let ended = self.serve(ws).await;
         let metrics = &self.front.metrics;
         metrics.websockets_open.fetch_sub(1, Ordering::Relaxed);
+        // The connection is closed: its places under the connection limits are free.
+        drop(self.hold.take());
         self.uplink.closed(ended.code, ended.reason).await;
     }
 

@@ -40,7 +40,7 @@ use pool::{Lease, Pool, Server};
 use porch_config::{ProxyRoute, UpstreamConfig};
 use request_body::ClientFault;
 pub use request_body::{BodyRules, ReqBody};
-use respond::respond;
+use respond::{respond, ClientUpgrade};
 
 /// Every upstream pool of the configuration, ready to forward requests.
 pub struct Upstreams {
@@ -101,9 +101,11 @@ impl Upstreams {
                 .response();
         }
         let upgrade = upgrade_offer(&req, route);
-        let client_upgrade = upgrade
-            .clone()
-            .map(|offered| (offered, hyper::upgrade::on(&mut req)));
+        let client_upgrade = upgrade.clone().map(|offered| ClientUpgrade {
+            offered,
+            on: hyper::upgrade::on(&mut req),
+            hold: crate::held::ConnectionHold::of(&req),
+        });
         let (parts, body) = req.into_parts();
         let verdict = parts.extensions.get::<Verdict>().cloned();
         let headers = upstream_headers(&parts.headers, &parts.uri, peer, tls, upgrade.as_ref());

@@ -17,15 +17,27 @@ use porch_config::UpstreamConfig;
 /// its body streamed; or, for `101 Switching Protocols`, a tunnel between both sides.
 /// `client_upgrade`: the protocols offered upstream and the client's side of the switch,
 /// when the client asked for one the route allows.
+/// A client's offer to switch protocols, waiting for the upstream's answer.
+pub(super) struct ClientUpgrade {
+    pub offered: HeaderValue,
+    pub on: hyper::upgrade::OnUpgrade,
+    pub hold: Option<crate::held::ConnectionHold>,
+}
+
 pub(super) fn respond(
     mut resp: Response<Incoming>,
     sender: Sender,
     lease: Lease,
-    client_upgrade: Option<(HeaderValue, hyper::upgrade::OnUpgrade)>,
+    client_upgrade: Option<ClientUpgrade>,
     cfg: &UpstreamConfig,
 ) -> Response<ResponseBody> {
     if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
-        let Some((offered, client_upgrade)) = client_upgrade else {
+        let Some(ClientUpgrade {
+            offered,
+            on: client_upgrade,
+            hold,
+        }) = client_upgrade
+        else {
             return Rejection::upstream(
                 StatusCode::BAD_GATEWAY,
                 "the upstream server switched protocols unasked",
@@ -43,8 +55,10 @@ pub(super) fn respond(
         let target = lease.server.target.to_string();
         let idle = cfg.tunnel_idle_timeout;
         tokio::spawn(async move {
-            // The lease keeps the WebSocket counted as an active request until it closes.
+            // The lease keeps the WebSocket counted as an active request until it closes;
+            // the hold keeps the client's connection under the connection limits.
             let _lease = lease;
+            let _hold = hold;
             let _sender = sender;
             match tokio::join!(client_upgrade, upstream_upgrade) {
                 (Ok(client), Ok(upstream)) => {
