@@ -258,7 +258,12 @@ class Cycle:
             if response.complete:
                 self.complete()
         elif kind == "http.response.start":
-            response.start(message["status"], message.get("headers", ()))
+            response.start(message["status"], message.get("headers", ()), bool(message.get("trailers")))
+        elif kind == "http.response.trailers":
+            if response.trailers(message.get("headers", ()), message.get("more_trailers", False)):
+                self.server.schedule_flush()
+            if response.complete:
+                self.complete()
         elif kind == "http.response.pathsend":
             response.pathsend(os.fspath(message["path"]))
             self.complete()

@@ -70,6 +70,17 @@ async def app(scope, receive, send):
         return await respond(send, 200, data)
     if path == "/pid":
         return await respond(send, 200, {"pid": os.getpid()})
+    if path == "/trailers":
+        # The body's checksum in a trailer (as gRPC-web and checksumming uploads do).
+        assert "http.response.trailers" in scope["extensions"]
+        body = b"hello trailers"
+        await send({"type": "http.response.start", "status": 200, "trailers": True,
+                    "headers": [(b"content-type", b"text/plain"), (b"trailer", b"x-checksum, x-more")]})
+        await send({"type": "http.response.body", "body": body})
+        await send({"type": "http.response.trailers", "more_trailers": True,
+                    "headers": [(b"x-checksum", hashlib.sha256(body).hexdigest().encode())]})
+        await send({"type": "http.response.trailers", "headers": [(b"x-more", b"1")]})
+        return
     if path == "/sleep":
         seconds = float(scope["query_string"].decode() or "1")
         await asyncio.sleep(seconds)

@@ -14,7 +14,7 @@ import time
 import pytest
 import requests
 
-from conftest import ConnectionEnded, RawConn, run_porch, wait_until
+from conftest import ConnectionEnded, RawConn, raw_request, run_porch, wait_until
 
 if sys.prefix == sys.base_prefix:
     pytest.skip("run the tests from the test virtualenv (scripts/test does)", allow_module_level=True)
@@ -210,6 +210,21 @@ def test_send_after_complete_is_refused_and_disconnect_follows_the_response(asgi
     log = wait_until(lambda: len(get(asgi, "/log").json()["log"]) >= 2 and get(asgi, "/log").json()["log"], 5)
     assert any("send-after-complete: http.response.body sent after the response was complete" in x for x in log), log
     assert "after response: http.disconnect" in log, log
+
+
+def test_response_trailers_reach_a_client_that_accepts_them(asgi):
+    digest = hashlib.sha256(b"hello trailers").hexdigest()
+    with_te = raw_request(asgi.port, b"GET /trailers HTTP/1.1\r\nHost: x\r\nTE: trailers\r\n"
+                          b"Connection: close\r\n\r\n")
+    head, _, body = with_te.partition(b"\r\n\r\n")
+    assert b"transfer-encoding: chunked" in head.lower(), head
+    size, _, rest = body.partition(b"\r\n")
+    assert int(size, 16) == 14, body
+    assert rest == (b"hello trailers\r\n0\r\nx-checksum: " + digest.encode()
+                    + b"\r\nx-more: 1\r\n\r\n"), body
+    # A client that did not say it takes trailers gets the body alone, complete.
+    plain = get(asgi, "/trailers")
+    assert plain.status_code == 200 and plain.text == "hello trailers"
 
 
 # --- timeouts -------------------------------------------------------------------------------------

@@ -132,6 +132,21 @@ impl http_body::Body for ResponseBody {
                             w.sent += data.len() as u64;
                             return Poll::Ready(Some(Ok(Frame::data(data))));
                         }
+                        Some(Reply::Trailers(t)) => {
+                            // Sent by hyper over HTTP/2, and over HTTP/1.1 when the client
+                            // said `TE: trailers` (chunked); dropped otherwise, as RFC 9110
+                            // allows.
+                            let mut map = http::HeaderMap::with_capacity(t.fields.len());
+                            for (k, v) in t.fields {
+                                if let (Ok(n), Ok(v)) = (
+                                    http::header::HeaderName::from_bytes(&k),
+                                    http::HeaderValue::from_maybe_shared(v),
+                                ) {
+                                    map.append(n, v);
+                                }
+                            }
+                            return Poll::Ready(Some(Ok(Frame::trailers(map))));
+                        }
                         Some(Reply::End(true)) => {
                             if let Some(declared) = w.declared {
                                 if w.sent != declared {

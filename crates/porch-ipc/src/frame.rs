@@ -53,6 +53,8 @@ pub enum Kind {
     /// worker → front: request `id`, sent ahead, was not started and is given back (the
     /// answer to SIGUSR2, see `porch_front::dispatch`); `id` 0 ends one such answer.
     Returned = 15,
+    /// worker → front: the trailer fields of a response ([`Trailers`]), after its body.
+    Trailers = 16,
 }
 
 impl Kind {
@@ -71,6 +73,7 @@ impl Kind {
             13 => Kind::End,
             14 => Kind::Stack,
             15 => Kind::Returned,
+            16 => Kind::Trailers,
             _ => return None,
         })
     }
@@ -390,6 +393,34 @@ impl WsClose {
             .map_err(|_| DecodeError::Invalid("websocket close"))?
             .to_owned();
         Ok(WsClose { code, reason })
+    }
+}
+
+/// The trailer fields of a response (ASGI's `http.response.trailers`), already validated.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Trailers {
+    pub fields: Vec<(Bytes, Bytes)>,
+}
+
+impl Trailers {
+    pub fn encode_payload(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&(self.fields.len() as u32).to_le_bytes());
+        for (k, v) in &self.fields {
+            put_bytes(out, k);
+            put_bytes(out, v);
+        }
+    }
+
+    pub fn decode(payload: &Bytes) -> Result<Trailers, DecodeError> {
+        let mut r = Reader::new(payload, "trailers");
+        let n = r.u32()? as usize;
+        let mut fields = Vec::with_capacity(n.min(256));
+        for _ in 0..n {
+            let k = payload.slice_ref(r.bytes()?);
+            let v = payload.slice_ref(r.bytes()?);
+            fields.push((k, v));
+        }
+        Ok(Trailers { fields })
     }
 }
 

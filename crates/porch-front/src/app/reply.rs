@@ -71,7 +71,8 @@ pub(super) fn x_accel_redirect(
 }
 
 /// Hop-by-hop headers belong to one connection; an app's are dropped (PEP 3333 forbids
-/// them, and hyper does its own framing).
+/// them, and hyper does its own framing). `Trailer` is end-to-end (RFC 9110 section
+/// 6.6.2): it names the trailer fields, and hyper sends only the ones it names.
 pub(super) fn is_hop_by_hop(name: &[u8]) -> bool {
     [
         &b"connection"[..],
@@ -80,7 +81,6 @@ pub(super) fn is_hop_by_hop(name: &[u8]) -> bool {
         b"upgrade",
         b"proxy-connection",
         b"te",
-        b"trailer",
     ]
     .iter()
     .any(|h| name.eq_ignore_ascii_case(h))

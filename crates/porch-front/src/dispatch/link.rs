@@ -454,7 +454,10 @@ impl Link {
             // A socket's frame, or a late one for a request already failed.
             return self.route_socket_frame(frame);
         };
-        if cfg.asgi && matches!(frame.kind, Kind::Head | Kind::Body) && f.started.is_some() {
+        if cfg.asgi
+            && matches!(frame.kind, Kind::Head | Kind::Body | Kind::Trailers)
+            && f.started.is_some()
+        {
             // An ASGI response in progress is progress: the timeout bounds the wait for
             // the head and each pause between body pieces (nginx's proxy_read_timeout),
             // so Server-Sent Events and long streams live as long as they keep sending.
@@ -485,6 +488,10 @@ impl Link {
                 self.mark_started(cfg);
                 self.served += 1;
                 return Ok(true);
+            }
+            Kind::Trailers => {
+                let trailers = ipc::Trailers::decode(&frame.payload)?;
+                let _ = f.reply.send(Reply::Trailers(trailers));
             }
             Kind::Stack => {}
             Kind::Returned => unreachable!("handled before"),
@@ -726,6 +733,7 @@ fn kind_name(k: Kind) -> &'static str {
         Kind::End => "end",
         Kind::Stack => "stack",
         Kind::Returned => "returned",
+        Kind::Trailers => "trailers",
     }
 }
 

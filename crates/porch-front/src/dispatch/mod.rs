@@ -67,6 +67,8 @@ pub enum Reply {
     /// the client says. Then come `Message`s and `Close`, and `End` when the app's task
     /// ends.
     Switched(ipc::Head, Uplink),
+    /// The response's trailer fields, after its body.
+    Trailers(ipc::Trailers),
     /// A WebSocket message for the client.
     Message(ipc::WsMessage),
     /// The app (or porch, for a worker that retires or dies) closes the WebSocket.

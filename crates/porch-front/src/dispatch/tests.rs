@@ -84,6 +84,7 @@ pub(super) fn show(r: &Reply) -> String {
         Reply::End(ok) => format!("end {ok}"),
         Reply::Fail(code) => format!("fail {code}"),
         Reply::Switched(h, _) => format!("switched {}", h.status),
+        Reply::Trailers(t) => format!("trailers {}", t.fields.len()),
         Reply::Message(m) => format!("message {}", String::from_utf8_lossy(&m.data)),
         Reply::Close(c) => format!("close {} {}", c.code, c.reason),
     }

@@ -21,6 +21,12 @@ pub struct Response {
     head: Option<ipc::Head>,
     started: bool,
     complete: bool,
+    /// The app announced trailers (`"trailers": True` in its start): the body's end waits
+    /// for them.
+    trailers: bool,
+    /// The body ended; only trailers may follow.
+    body_done: bool,
+    trailer_fields: Vec<(bytes::Bytes, bytes::Bytes)>,
 }
 
 impl Response {
@@ -31,6 +37,9 @@ impl Response {
             head: None,
             started: false,
             complete: false,
+            trailers: false,
+            body_done: false,
+            trailer_fields: Vec::new(),
         }
     }
 
@@ -59,7 +68,7 @@ impl Response {
                 "{what} sent before http.response.start"
             )));
         }
-        if self.complete {
+        if self.complete || self.body_done {
             return Err(PyRuntimeError::new_err(format!(
                 "{what} sent after the response was complete"
             )));
@@ -70,8 +79,14 @@ impl Response {
 
 #[pymethods]
 impl Response {
-    /// `http.response.start`.
-    pub(super) fn start(&mut self, status: u16, headers: &Bound<'_, PyAny>) -> PyResult<()> {
+    /// `http.response.start`; `trailers`: trailer fields follow the body.
+    #[pyo3(signature = (status, headers, trailers = false))]
+    pub(super) fn start(
+        &mut self,
+        status: u16,
+        headers: &Bound<'_, PyAny>,
+        trailers: bool,
+    ) -> PyResult<()> {
         if self.started {
             return Err(PyRuntimeError::new_err(
                 "http.response.start sent a second time",
@@ -86,6 +101,7 @@ impl Response {
             reason: Default::default(),
         });
         self.started = true;
+        self.trailers = trailers;
         Ok(())
     }
 
@@ -97,17 +113,50 @@ impl Response {
             .map_err(|_| PyTypeError::new_err("http.response.body's body must be bytes"))?
             .as_bytes();
         let id = self.id;
+        let end = !more && !self.trailers;
         let flush = self.push(|out| {
             if !data.is_empty() {
                 ipc::encode_vec(out, Kind::Body, id, data);
             }
-            if !more {
+            if end {
                 ipc::encode_vec(out, Kind::End, id, &[1]);
             }
         });
-        if !more {
+        if end {
             self.finish();
+        } else if !more {
+            self.body_done = true;
         }
+        Ok(flush)
+    }
+
+    /// `http.response.trailers`; the last one (`more` false) completes the response.
+    fn trailers(&mut self, headers: &Bound<'_, PyAny>, more: bool) -> PyResult<bool> {
+        if !self.trailers {
+            return Err(PyRuntimeError::new_err(
+                "http.response.trailers sent without \"trailers\": True in http.response.start",
+            ));
+        }
+        if !self.body_done || self.complete {
+            return Err(PyRuntimeError::new_err(
+                "http.response.trailers sent before the body's end or after the trailers' end",
+            ));
+        }
+        self.trailer_fields.extend(app_headers(headers)?);
+        if more {
+            return Ok(false);
+        }
+        let trailers = ipc::Trailers {
+            fields: std::mem::take(&mut self.trailer_fields),
+        };
+        let mut payload = Vec::new();
+        trailers.encode_payload(&mut payload);
+        let id = self.id;
+        let flush = self.push(|out| {
+            ipc::encode_vec(out, Kind::Trailers, id, &payload);
+            ipc::encode_vec(out, Kind::End, id, &[1]);
+        });
+        self.finish();
         Ok(flush)
     }
 

@@ -24,6 +24,7 @@ impl ScopeBuilder {
         t.set_item(intern!(py, "root_path"), script_name)?;
         let extensions = PyDict::new(py);
         extensions.set_item("http.response.pathsend", PyDict::new(py))?;
+        extensions.set_item("http.response.trailers", PyDict::new(py))?;
         t.set_item(intern!(py, "extensions"), extensions)?;
         let websocket_extensions = PyDict::new(py);
         websocket_extensions.set_item("websocket.http.response", PyDict::new(py))?;

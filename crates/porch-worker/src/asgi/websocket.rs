@@ -174,7 +174,7 @@ impl WebSocket {
             ));
         }
         let mut denial = Response::new(self.id, self.shared.clone());
-        denial.start(status, headers)?;
+        denial.start(status, headers, false)?;
         self.denial = Some(denial);
         Ok(())
     }
