@@ -38,10 +38,11 @@ APPS = BENCH / "apps"
 CONF = BENCH / "conf"
 VENV = BENCH / ".venv"
 RESULTS = BENCH / "results"
-PORCH = Path(os.environ.get("PORCH_BIN", ROOT / "target" / "release" / "porch"))
+# Made absolute: the servers run from bench/apps.
+PORCH = Path(os.environ.get("PORCH_BIN", ROOT / "target" / "release" / "porch")).absolute()
 # Another porch build to compare with in the same run (`--servers porch,porch-base`), e.g.
 # the previous commit's: PORCH_BASE_BIN=/path/to/old/porch bench/run ...
-PORCH_BASE = Path(os.environ["PORCH_BASE_BIN"]) if os.environ.get("PORCH_BASE_BIN") else None
+PORCH_BASE = Path(os.environ["PORCH_BASE_BIN"]).absolute() if os.environ.get("PORCH_BASE_BIN") else None
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
 
 UPLOAD_SIZE = 1024 * 1024
