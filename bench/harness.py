@@ -1478,7 +1478,10 @@ def markdown(meta, rows) -> str:
                    f"(picows on uvloop, one process) keeps {WS_CONNECTIONS} sockets each sending a "
                    f"{WS_MESSAGE}-byte text message and waiting for its echo before the next. messages/s = round "
                    f"trips per second; latency = one round trip. client CPU = the load generator's own CPU time "
-                   f"over the run ÷ its length (near 100 %: the client, not the server, set the pace).")
+                   f"over the run ÷ its length (near 100 %: the client, not the server, set the pace). CPU per "
+                   f"message = user + system time of the server's whole process tree over the runs ÷ round trips "
+                   f"(porch's front process in brackets). The `picows` row is a bare picows echo listener, no "
+                   f"ASGI and no app: what the client reaches against a server that costs next to nothing.")
         out.append("")
         out.append("| server | messages/s | p50 | p99 | errors | RSS | PSS | CPU per message | client CPU | porch ÷ this |")
         out.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
@@ -1696,6 +1699,7 @@ def main(argv):
         "warmup": args.warmup,
         "connections": CONNECTIONS,
         "h2": {"clients": H2_CLIENTS, "streams": H2_STREAMS, "tls13_cipher": H2_TLS13_CIPHER},
+        "ws": {"connections": WS_CONNECTIONS, "message_bytes": WS_MESSAGE, "idle_sockets": WS_IDLE_SOCKETS},
         "reference_workers": args.reference_workers,
         "quick": args.quick,
         "argv": argv,

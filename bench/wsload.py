@@ -106,6 +106,7 @@ class EchoClient(WSListener):
                 self.done.set_result(None)
         elif kind == WSMsgType.CLOSE:
             if not self.closing:
+                self.closing = True  # counted once, not again as a disconnection
                 st.errors.add("closed by server", f"{frame.get_close_code()}")
             transport.disconnect()
         elif kind in (WSMsgType.PING, WSMsgType.PONG):
@@ -205,6 +206,7 @@ class IdleClient(WSListener):
     def on_ws_frame(self, transport, frame):
         if frame.msg_type == WSMsgType.CLOSE:
             if not self.closing:
+                self.closing = True  # counted once, not again as a disconnection
                 self.errors.add("closed by server", f"{frame.get_close_code()}")
             transport.disconnect()
 
