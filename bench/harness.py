@@ -643,9 +643,8 @@ class Bench:
             cmd = [py, BENCH / "wsload.py", "serve", "127.0.0.1", port]
         else:
             raise NotAvailable(f"{kind} does not serve WebSockets in this harness")
-        for tool in cmd[:1]:
-            if not Path(tool).exists():
-                raise NotAvailable(f"{Path(tool).name} not installed in bench/.venv")
+        if not Path(cmd[0]).exists():
+            raise NotAvailable(f"{cmd[0]} not found (bench/requirements.txt not installed?)")
         procs = [self.start(kind, pin + cmd, env=env, cwd=APPS)]
         url = f"ws://{addr}/echo"
         try:
