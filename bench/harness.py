@@ -16,6 +16,7 @@ import platform
 import pwd
 import random
 import re
+import resource
 import shutil
 import signal
 import socket
@@ -37,10 +38,11 @@ APPS = BENCH / "apps"
 CONF = BENCH / "conf"
 VENV = BENCH / ".venv"
 RESULTS = BENCH / "results"
-PORCH = Path(os.environ.get("PORCH_BIN", ROOT / "target" / "release" / "porch"))
+# Made absolute: the servers run from bench/apps.
+PORCH = Path(os.environ.get("PORCH_BIN", ROOT / "target" / "release" / "porch")).absolute()
 # Another porch build to compare with in the same run (`--servers porch,porch-base`), e.g.
 # the previous commit's: PORCH_BASE_BIN=/path/to/old/porch bench/run ...
-PORCH_BASE = Path(os.environ["PORCH_BASE_BIN"]) if os.environ.get("PORCH_BASE_BIN") else None
+PORCH_BASE = Path(os.environ["PORCH_BASE_BIN"]).absolute() if os.environ.get("PORCH_BASE_BIN") else None
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
 
 UPLOAD_SIZE = 1024 * 1024
@@ -81,13 +83,27 @@ H2_SCENARIOS = {
     "h2-static-1k": {"base": "static-1k", "title": "static file 1 KiB, TLS + HTTP/2"},
     "h2-django-json": {"base": "django-json", "title": "Django JSON view, TLS + HTTP/2"},
 }
+# WebSockets (ASGI servers only), 1 worker pinned: echo round trips under load, and the
+# memory that idle open sockets cost.
+WS_SCENARIOS = {
+    "ws-echo": {"title": "WebSocket echo, 32-byte text messages"},
+    "ws-idle": {"title": "WebSocket, 1,000 idle sockets"},
+}
+WS_MODULE = "ws_echo:app"
+WS_CONNECTIONS = 64
+WS_MESSAGE = 32
+WS_IDLE_SOCKETS = 1000
 SCENARIOS = (list(APP_SCENARIOS) + list(STATIC_SCENARIOS) + list(H2_SCENARIOS)
-             + ["proxy", "slow-clients", "memory", "ceiling"])
+             + ["proxy", "slow-clients", "memory", "ceiling"] + list(WS_SCENARIOS))
 
 APP_SERVERS = ["porch", "porch-t4", "granian-bt4", "granian", "gunicorn-sync", "gunicorn-gthread", "uwsgi",
                "nginx+gunicorn", "uvicorn"]
+# The WebSocket rows' servers; `picows` is no ASGI server but a bare picows echo server (no
+# app), the ceiling of the load generator itself.
+WS_SERVERS = ["porch", "granian", "uvicorn", "uvicorn-sansio", "hypercorn", "daphne", "picows"]
 if PORCH_BASE:
     APP_SERVERS.insert(1, "porch-base")
+    WS_SERVERS.insert(1, "porch-base")
 PORCH_KINDS = ("porch", "porch-t4", "porch-base")
 # porch with 4 Python threads per worker runs by default only where threads matter most
 # (the database view: a worker waits on PostgreSQL), beside Granian's 4 blocking threads;
@@ -105,6 +121,10 @@ SERVER_LABELS = {
     "nginx+gunicorn": "nginx → Gunicorn sync",
     "nginx": "nginx",
     "uvicorn": "Uvicorn (uvloop, httptools)",
+    "uvicorn-sansio": "Uvicorn (uvloop, --ws websockets-sansio)",
+    "hypercorn": "Hypercorn (uvloop)",
+    "daphne": "Daphne",
+    "picows": "picows echo server (no ASGI: the client's ceiling)",
 }
 SERVER_SETTINGS = {
     "porch": "`porch -w N -b 127.0.0.1:PORT MODULE:CALLABLE` (its defaults: 1 thread per worker); "
@@ -122,7 +142,12 @@ SERVER_SETTINGS = {
     "nginx+gunicorn": "nginx (`worker_processes N`, Gunicorn's documented proxy config: unix socket upstream, "
     "`client_max_body_size 4G`, `proxy_redirect off`) → `gunicorn -k sync -w N -b unix:SOCK`; "
     "TLS + HTTP/2: `listen ... ssl http2`, `ssl_protocols TLSv1.2 TLSv1.3`, `keepalive_requests 100000000` on nginx",
-    "uvicorn": "`uvicorn --workers N --loop uvloop --http httptools --no-access-log` (ASGI apps only)",
+    "uvicorn": "`uvicorn --workers N --loop uvloop --http httptools --no-access-log` (ASGI apps only); "
+    "WebSocket rows add `--ws websockets` (its default `auto` when the websockets library is installed)",
+    "uvicorn-sansio": "`uvicorn --workers 1 --loop uvloop --http httptools --ws websockets-sansio --no-access-log`",
+    "hypercorn": "`hypercorn --workers 1 --worker-class uvloop --bind ADDR` (access log off by default)",
+    "daphne": "`daphne -b 127.0.0.1 -p PORT -v 0` (one process, Twisted on asyncio; access log off by default)",
+    "picows": "`bench/wsload.py serve` (picows echo listener on uvloop, no ASGI, no app)",
     "nginx": "nginx (`worker_processes N`, `sendfile on`, `tcp_nopush on`, `access_log off`, "
     "`keepalive_requests 100000`; proxy: `upstream { keepalive 64; }`, `proxy_http_version 1.1`, "
     "`proxy_set_header Connection \"\"`; TLS + HTTP/2: `listen ... ssl http2`, `ssl_protocols TLSv1.2 TLSv1.3`, `keepalive_requests 100000000`)",
@@ -584,6 +609,190 @@ class Bench:
             raise
         return procs, url
 
+    # -- WebSockets
+
+    def start_ws_server(self, kind, workers=1, pinned=True):
+        """Start `kind` with the ASGI echo app (bench/apps/ws_echo.py); return (procs, ws URL).
+        Ready when an HTTP GET answers the app's body (not for the picows listener, which
+        speaks only WebSocket) and one WebSocket round trip comes back."""
+        pin = ["taskset", "-c", SERVER_CPU] if pinned else []
+        port = free_port()
+        addr = f"127.0.0.1:{port}"
+        env = self.py_env()
+        py = VENV / "bin/python"
+        if kind in ("porch", "porch-base"):
+            self.porch_check()
+            binary = PORCH if kind == "porch" else PORCH_BASE
+            cmd = [binary, "-w", workers, "-b", addr, WS_MODULE]
+        elif kind == "granian":
+            cmd = [VENV / "bin/granian", "--interface", "asgi", "--host", "127.0.0.1", "--port", port,
+                   "--workers", workers, "--log-level", "warning", WS_MODULE]
+        elif kind in ("uvicorn", "uvicorn-sansio"):
+            cmd = [VENV / "bin/uvicorn", "--workers", workers, "--host", "127.0.0.1", "--port", port,
+                   "--loop", "uvloop", "--http", "httptools",
+                   "--ws", "websockets" if kind == "uvicorn" else "websockets-sansio",
+                   "--no-access-log", "--log-level", "warning", WS_MODULE]
+        elif kind == "hypercorn":
+            cmd = [VENV / "bin/hypercorn", "--workers", workers, "--worker-class", "uvloop", "--bind", addr,
+                   "--log-level", "warning", WS_MODULE]
+        elif kind == "daphne":
+            if workers != 1:
+                raise NotAvailable("Daphne runs one process (no worker count)")
+            cmd = [VENV / "bin/daphne", "-b", "127.0.0.1", "-p", port, "-v", "0", WS_MODULE]
+        elif kind == "picows":
+            cmd = [py, BENCH / "wsload.py", "serve", "127.0.0.1", port]
+        else:
+            raise NotAvailable(f"{kind} does not serve WebSockets in this harness")
+        if not Path(cmd[0]).exists():
+            raise NotAvailable(f"{cmd[0]} not found (bench/requirements.txt not installed?)")
+        procs = [self.start(kind, pin + cmd, env=env, cwd=APPS)]
+        url = f"ws://{addr}/echo"
+        try:
+            wait_port(port, procs)
+            if kind != "picows":
+                self.validate(f"http://{addr}/", None, "ws-echo", procs)
+            last = "no answer"
+            deadline = time.monotonic() + 30
+            while True:
+                if not procs[0].alive():
+                    raise NotAvailable(f"{kind} exited: {last_line(procs[0].output())}")
+                r = subprocess.run([py, BENCH / "wsload.py", "check", url], capture_output=True, text=True,
+                                   timeout=30, env=env)
+                if r.returncode == 0:
+                    break
+                last = last_line(r.stderr or r.stdout)
+                if time.monotonic() > deadline:
+                    raise NotAvailable(f"no WebSocket echo: {last}")
+                time.sleep(0.2)
+        except BaseException:
+            for p in procs:
+                self.stop(p)
+            raise
+        return procs, url
+
+    def wsload_echo(self, url, seconds, pinned=True) -> dict:
+        cmd = (["taskset", "-c", LOAD_CPU] if pinned else []) + [
+            VENV / "bin/python", BENCH / "wsload.py", "echo", url, WS_CONNECTIONS, seconds, WS_MESSAGE]
+        r = subprocess.run([str(c) for c in cmd], capture_output=True, text=True, timeout=seconds + 60,
+                           env=self.py_env())
+        try:
+            return json.loads(r.stdout.strip().splitlines()[-1])
+        except (ValueError, IndexError):
+            raise RuntimeError(f"wsload gave no result: {last_line(r.stderr or r.stdout)}") from None
+
+    def ws_echo(self):
+        rows = []
+        a = self.args
+        log(f"== WebSocket echo ({WS_CONNECTIONS} sockets, {WS_MESSAGE}-byte text round trips; "
+            f"server on CPU {SERVER_CPU}, client on CPU {LOAD_CPU})")
+        for kind in self.servers_for("ws-echo"):
+            row = {"section": "websocket", "scenario": "ws-echo", "server": kind, "workers": 1, "pinned": True,
+                   "busy_before": self.wait_quiet()}
+            t0 = time.monotonic()
+            try:
+                procs, url = self.start_ws_server(kind)
+            except NotAvailable as e:
+                row.update(status="n/a", reason=str(e))
+                rows.append(row)
+                log(f"  ws-echo {kind:15} n/a ({e})")
+                continue
+            try:
+                idle = memory_of([p.pid for p in procs])
+                self.wsload_echo(url, a.warmup)
+                roots = [p.pid for p in procs]
+                front = [procs[0].pid] if kind in PORCH_KINDS else []
+                tree0, front0 = tree_ticks(roots), sum(cpu_ticks(pid) for pid in front)
+                samples = [self.wsload_echo(url, a.duration) for _ in range(a.runs)]
+                tree1, front1 = tree_ticks(roots), sum(cpu_ticks(pid) for pid in front)
+                row.update(summarize(samples, memory_of(roots)))
+                cpus = [s["client_cpu"] for s in samples if s.get("client_cpu") is not None]
+                row["client_cpu"] = statistics.median(cpus) if cpus else None
+                firsts = [s["first_error"] for s in samples if s.get("first_error")]
+                if firsts:
+                    row["first_error"] = firsts[0]
+                if row["requests"]:
+                    us = 1e6 / CLK_TCK / row["requests"]
+                    row["cpu_us"] = (tree1 - tree0) * us
+                    row["front_cpu_us"] = (front1 - front0) * us if front else None
+                row.update(status="ok", idle_rss=idle["rss"], idle_pss=idle["pss"])
+                for p in procs:
+                    if not p.alive():
+                        row["note"] = f"{p.name} died: {last_line(p.output())}"
+                log(f"  ws-echo {kind:15} {row['rps']:>10,.0f} msg/s  p50 {fmt_ms(row['p50_ms'])}"
+                    f"  p99 {fmt_ms(row['p99_ms'])}  errors {row['errors']}"
+                    f"{' (' + row['first_error'] + ')' if row.get('first_error') else ''}  pss {mib(row['pss'])}"
+                    f"  cpu {fmt_cpu(row)}  client cpu {fmt_share(row['client_cpu'])}"
+                    f"  ({time.monotonic() - t0:.0f} s)")
+            except Exception as e:
+                row.update(status="n/a", reason=f"failed during load: {e}")
+                log(f"  ws-echo {kind:15} n/a ({row['reason']})")
+            finally:
+                for p in procs:
+                    self.stop(p)
+            rows.append(row)
+        return rows
+
+    def ws_idle(self):
+        rows = []
+        n = WS_IDLE_SOCKETS
+        log(f"== WebSocket idle sockets ({n} open, nothing sent; server on CPU {SERVER_CPU})")
+        for kind in self.servers_for("ws-idle"):
+            row = {"section": "websocket idle", "scenario": "ws-idle", "server": kind, "workers": 1, "pinned": True}
+            try:
+                procs, url = self.start_ws_server(kind)
+            except NotAvailable as e:
+                row.update(status="n/a", reason=str(e))
+                rows.append(row)
+                log(f"  ws-idle {kind:15} n/a ({e})")
+                continue
+            hold = None
+            try:
+                roots = [p.pid for p in procs]
+                time.sleep(1.0)
+                before = memory_of(roots)
+                hold = self.start("wshold", ["taskset", "-c", LOAD_CPU, VENV / "bin/python", BENCH / "wsload.py",
+                                             "hold", url, n, 120], env=self.py_env())
+                opened = None
+                deadline = time.monotonic() + 90
+                while opened is None and time.monotonic() < deadline:
+                    if not hold.alive():
+                        break
+                    for line in hold.output(100_000).splitlines():
+                        if line.startswith("{"):
+                            opened = json.loads(line)
+                            break
+                    else:
+                        time.sleep(0.2)
+                if opened is None:
+                    raise RuntimeError(f"client did not open its sockets: {last_line(hold.output())}")
+                time.sleep(1.0)
+                held = memory_of(roots)
+                self.stop(hold)
+                lines = [ln for ln in hold.log_path.read_text(errors="replace").splitlines() if ln.startswith("{")]
+                end = json.loads(lines[-1]) if len(lines) > 1 else {}
+                open_n = end.get("open_at_end", opened["open"])
+                row.update(status="ok", idle_rss=before["rss"], idle_pss=before["pss"], rss=held["rss"],
+                           pss=held["pss"], processes=held["processes"], open=opened["open"], open_at_end=open_n,
+                           errors=opened["connect_errors"] + end.get("errors", 0),
+                           connect_seconds=opened.get("connect_seconds"),
+                           first_error=opened.get("first_error") or end.get("first_error"))
+                if opened["open"]:
+                    row["rss_per_socket"] = (held["rss"] - before["rss"]) / opened["open"]
+                    row["pss_per_socket"] = (held["pss"] - before["pss"]) / opened["open"]
+                log(f"  ws-idle {kind:15} {opened['open']} open ({open_n} at end, {row['errors']} errors)"
+                    f"  RSS {mib(before['rss'])} → {mib(held['rss'])}  PSS {mib(before['pss'])} → {mib(held['pss'])}"
+                    f"  {kib(row.get('rss_per_socket'))} RSS per socket")
+            except Exception as e:
+                row.update(status="n/a", reason=f"failed: {e}")
+                log(f"  ws-idle {kind:15} n/a ({row['reason']})")
+            finally:
+                if hold is not None:
+                    self.stop(hold)
+                for p in procs:
+                    self.stop(p)
+            rows.append(row)
+        return rows
+
     def tls_files(self):
         """A throwaway self-signed certificate for 127.0.0.1 (ECDSA P-256; the key in PKCS#8,
         which Granian requires), made once per run with the openssl command."""
@@ -797,6 +1006,8 @@ class Bench:
             pool = ["porch", "nginx+gunicorn", "gunicorn-sync"]
         elif scenario == "memory":
             pool = [s for s in APP_SERVERS if s != "porch-t4" or "porch-t4" in self.args.servers]
+        elif scenario in WS_SCENARIOS:
+            pool = WS_SERVERS
         else:
             pool = []
         if self.args.servers:
@@ -1038,6 +1249,8 @@ def expected_body(scenario, body: bytes) -> bool:
     scenario = H2_SCENARIOS.get(scenario, {}).get("base", scenario)
     if scenario in ("hello", "slow-clients", "asgi-hello"):
         return body == b"Hello, World!"
+    if scenario in WS_SCENARIOS:
+        return body == b"ws echo"
     if scenario in ("django-json", "memory"):
         return b'"message"' in body
     if scenario == "django-db":
@@ -1087,6 +1300,14 @@ def mib(v):
 
 def fmt_rps(v):
     return "—" if v is None else f"{v:,.0f}"
+
+
+def kib(v):
+    return "—" if v is None else f"{v / 1024:.1f} KiB"
+
+
+def fmt_share(v):
+    return "—" if v is None else f"{100 * v:.0f} %"
 
 
 def porch_rps(rows, section, scenario, workers=None):
@@ -1146,7 +1367,8 @@ def markdown(meta, rows) -> str:
                f"TLS + HTTP/2 rows: h2load -t1 -c{H2_CLIENTS} -m{H2_STREAMS} offering {H2_TLS13_CIPHER}; "
                f"{meta['warmup']} s warm-up, then {meta['runs']} × {meta['duration']} s (median) for 1 worker"
                + (f"; {meta.get('reference_workers', 2)} workers: one run, unpinned.  "
-                  if any(r.get("section") not in ("1 worker", "slow clients", "memory", "ceiling") for r in rows)
+                  if any(r.get("section") not in ("1 worker", "slow clients", "memory", "ceiling", "websocket",
+                                                  "websocket idle") for r in rows)
                   else ".  "))
     out.append("Versions: " + ", ".join(f"{k} {v}" for k, v in meta["versions"].items()) + ".")
     if meta.get("busy_cells"):
@@ -1160,7 +1382,8 @@ def markdown(meta, rows) -> str:
     throughput_sections = []
     for r in rows:
         s = r.get("section")
-        if s not in throughput_sections and s not in ("slow clients", "memory", "ceiling"):
+        if s not in throughput_sections and s not in ("slow clients", "memory", "ceiling", "websocket",
+                                                      "websocket idle"):
             throughput_sections.append(s)
     for section in throughput_sections + ["slow clients"]:
         sect = [r for r in rows if r.get("section") == section]
@@ -1247,6 +1470,60 @@ def markdown(meta, rows) -> str:
                        f"{mib(r['pss'])} | {mib(r['pss'] / r['workers'])} | {r['processes']} |")
         out.append("")
 
+    ws = [r for r in rows if r.get("section") == "websocket"]
+    if ws:
+        out += [f"## WebSocket echo (1 worker on CPU {SERVER_CPU}, client on CPU {LOAD_CPU})", ""]
+        out.append(f"`bench/apps/ws_echo.py` (raw ASGI: accept, send each message back); `bench/wsload.py` "
+                   f"(picows on uvloop, one process) keeps {WS_CONNECTIONS} sockets each sending a "
+                   f"{WS_MESSAGE}-byte text message and waiting for its echo before the next. messages/s = round "
+                   f"trips per second; latency = one round trip. client CPU = the load generator's own CPU time "
+                   f"over the run ÷ its length (near 100 %: the client, not the server, set the pace). CPU per "
+                   f"message = user + system time of the server's whole process tree over the runs ÷ round trips "
+                   f"(porch's front process in brackets). The `picows` row is a bare picows echo listener, no "
+                   f"ASGI and no app: what the client reaches against a server that costs next to nothing.")
+        out.append("")
+        out.append("| server | messages/s | p50 | p99 | errors | RSS | PSS | CPU per message | client CPU | porch ÷ this |")
+        out.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+        p = porch_rps(rows, "websocket", "ws-echo")
+        for r in ws:
+            label = SERVER_LABELS.get(r["server"], r["server"])
+            if (r.get("busy_before") or 0) > BUSY_FRACTION:
+                label += " †"
+            if r.get("status") != "ok":
+                out.append(f"| {label} | n/a ({md_escape(r.get('reason', ''))}) | | | | | | | | |")
+                continue
+            rat = "1.00×" if r["server"] == "porch" else ratio(p, r["rps"])
+            errors = str(r["errors"])
+            if r.get("first_error"):
+                errors += f" ({md_escape(r['first_error'])})"
+            out.append(f"| {label} | {fmt_rps(r['rps'])} | {fmt_ms(r['p50_ms'])} | {fmt_ms(r['p99_ms'])} | "
+                       f"{errors} | {mib(r['rss'])} | {mib(r['pss'])} | {fmt_cpu(r)} | "
+                       f"{fmt_share(r.get('client_cpu'))} | {rat} |")
+        out.append("")
+
+    wsi = [r for r in rows if r.get("section") == "websocket idle"]
+    if wsi:
+        out += [f"## WebSocket: {WS_IDLE_SOCKETS:,} idle sockets (1 worker on CPU {SERVER_CPU})", ""]
+        out.append(f"The server's whole process tree 1 s after start (one WebSocket round trip done), then with "
+                   f"{WS_IDLE_SOCKETS:,} sockets open and silent (`bench/wsload.py hold`, on CPU {LOAD_CPU}); per "
+                   f"socket = the difference ÷ the sockets open. Kernel socket buffers are not in RSS.")
+        out.append("")
+        out.append("| server | sockets open (at end) | errors | RSS before | RSS with sockets | RSS per socket | "
+                   "PSS before | PSS with sockets | PSS per socket |")
+        out.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+        for r in wsi:
+            label = SERVER_LABELS.get(r["server"], r["server"])
+            if r.get("status") != "ok":
+                out.append(f"| {label} | n/a ({md_escape(r.get('reason', ''))}) | | | | | | | |")
+                continue
+            errors = str(r["errors"])
+            if r.get("first_error"):
+                errors += f" ({md_escape(r['first_error'])})"
+            out.append(f"| {label} | {r['open']:,} ({r['open_at_end']:,}) | {errors} | {mib(r['idle_rss'])} | "
+                       f"{mib(r['rss'])} | {kib(r.get('rss_per_socket'))} | {mib(r['idle_pss'])} | {mib(r['pss'])} | "
+                       f"{kib(r.get('pss_per_socket'))} |")
+        out.append("")
+
     if ceiling:
         out += ["## Ceiling: the app called in a loop in one process, no HTTP (one core)", ""]
         out.append("| scenario | calls per CPU-second | calls/s (wall clock) | porch req/s (1 worker) | "
@@ -1285,7 +1562,7 @@ def markdown(meta, rows) -> str:
     return "\n".join(out)
 
 
-def versions():
+def versions(selected=()):
     def run(cmd):
         try:
             r = subprocess.run([str(c) for c in cmd], capture_output=True, text=True, timeout=20)
@@ -1307,6 +1584,10 @@ def versions():
     v["h2load"] = run(["h2load", "--version"]).split("/")[-1]
     v["OpenSSL"] = run(["openssl", "version"]).split()[1] if run(["openssl", "version"]).startswith("OpenSSL") else "?"
     v["Django"] = run([py, "-c", "import django; print(django.get_version())"])
+    if any(s in WS_SCENARIOS or s == "asgi-hello" for s in selected):
+        for name, mod in (("Uvicorn", "uvicorn"), ("Hypercorn", "hypercorn"), ("Daphne", "daphne"),
+                          ("websockets", "websockets"), ("picows", "picows")):
+            v[name] = run([py, "-c", f"import importlib.metadata as m; print(m.version({mod!r}))"])
     v["CPython"] = platform.python_version()
     m = re.search(r"\d+\.\d+", run([PG_BIN / "postgres", "--version"]))
     v["PostgreSQL"] = m.group(0) if m else "?"
@@ -1332,7 +1613,8 @@ def parse_args(argv):
     p.add_argument("--runs", type=int, default=3, help="measured runs per 1-worker cell; the median is reported")
     p.add_argument("--warmup", type=int, default=2, help="seconds of warm-up load before the runs")
     p.add_argument("--only", default="", help=f"comma-separated scenarios (or prefixes): {', '.join(SCENARIOS)}")
-    p.add_argument("--servers", default="", help=f"comma-separated servers: {', '.join(APP_SERVERS + ['nginx'])}")
+    p.add_argument("--servers", default="", help="comma-separated servers: "
+                   f"{', '.join(dict.fromkeys(APP_SERVERS + ['nginx'] + WS_SERVERS))}")
     p.add_argument("--no-reference", action="store_true", help="skip the all-cores unpinned runs")
     p.add_argument("--reference-workers", type=int, default=os.cpu_count() or 2,
                    help="workers (and nginx worker processes) in the unpinned runs (default: one per CPU, "
@@ -1357,7 +1639,7 @@ def parse_args(argv):
     a.only = only
     a.selected = selected
     a.servers = [s.strip() for s in a.servers.split(",") if s.strip()]
-    bad = [s for s in a.servers if s not in APP_SERVERS + ["nginx"]]
+    bad = [s for s in a.servers if s not in APP_SERVERS + WS_SERVERS + ["nginx"]]
     if bad:
         p.error(f"unknown server(s): {', '.join(bad)}")
     return a
@@ -1375,8 +1657,13 @@ def main(argv):
     signal.signal(signal.SIGINT, interrupted)
     if os.cpu_count() and os.cpu_count() < 2:
         log("warning: fewer than 2 CPUs; pinning to CPU 1 will fail")
+    # The servers started here inherit this: ws-idle holds a thousand sockets open.
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = hard if hard == resource.RLIM_INFINITY else min(hard, 65536)
+    if soft != resource.RLIM_INFINITY and soft < want:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
     bench = Bench(args)
-    tools = versions()  # before the run: the porch binary and commit that were measured
+    tools = versions(args.selected)  # before the run: the porch binary and commit that were measured
     rows = []
     started = datetime.datetime.now()
     try:
@@ -1393,6 +1680,10 @@ def main(argv):
             rows += bench.memory()
         if "ceiling" in sel:
             rows += bench.ceiling(sel)
+        if "ws-echo" in sel:
+            rows += bench.ws_echo()
+        if "ws-idle" in sel:
+            rows += bench.ws_idle()
     except KeyboardInterrupt:
         log("interrupted; writing what was measured")
     finally:
@@ -1407,6 +1698,7 @@ def main(argv):
         "warmup": args.warmup,
         "connections": CONNECTIONS,
         "h2": {"clients": H2_CLIENTS, "streams": H2_STREAMS, "tls13_cipher": H2_TLS13_CIPHER},
+        "ws": {"connections": WS_CONNECTIONS, "message_bytes": WS_MESSAGE, "idle_sockets": WS_IDLE_SOCKETS},
         "reference_workers": args.reference_workers,
         "quick": args.quick,
         "argv": argv,
