@@ -71,6 +71,9 @@ APP_SCENARIOS = {
     "django-db": {"module": "benchsite.wsgi:application", "path": "/db", "title": "Django view, 1 PostgreSQL row"},
     "upload": {"module": "upload:application", "path": "/", "title": "1 MiB POST, sha256 returned"},
     "asgi-hello": {"module": "hello_asgi:app", "path": "/", "title": "ASGI hello world", "asgi": True},
+    "fastapi-json": {"module": "fastapi_json:app", "path": "/json", "title": "FastAPI JSON", "asgi": True},
+    "django-async-json": {"module": "benchsite.asgi:application", "path": "/async-json",
+                          "title": "Django async JSON view (asgi.py)", "asgi": True},
 }
 STATIC_SCENARIOS = {
     "static-1k": {"file": "1k.bin", "size": 1024, "title": "static file 1 KiB"},
@@ -162,6 +165,14 @@ TARGETS = [
     ("static-10m", "porch", "nginx", 1.0),
     ("h2-static-1k", "porch", "nginx", 0.9),
     ("h2-django-json", "porch", "granian-bt4", 1.0),
+    ("asgi-hello", "porch", "granian", 1.0),
+    ("asgi-hello", "porch", "uvicorn", 1.0),
+    ("fastapi-json", "porch", "granian", 1.0),
+    ("fastapi-json", "porch", "uvicorn", 1.0),
+    ("django-async-json", "porch", "granian", 1.0),
+    ("django-async-json", "porch", "uvicorn", 1.0),
+    ("ws-echo", "porch", "granian", 1.0),
+    ("ws-echo", "porch", "uvicorn", 1.0),
 ]
 
 
@@ -1251,7 +1262,7 @@ def expected_body(scenario, body: bytes) -> bool:
         return body == b"Hello, World!"
     if scenario in WS_SCENARIOS:
         return body == b"ws echo"
-    if scenario in ("django-json", "memory"):
+    if scenario in ("django-json", "memory", "fastapi-json", "django-async-json"):
         return b'"message"' in body
     if scenario == "django-db":
         return b'"price"' in body

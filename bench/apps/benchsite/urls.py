@@ -4,5 +4,6 @@ from . import views
 
 urlpatterns = [
     path("json", views.json_view),
+    path("async-json", views.async_json_view),
     path("db", views.db_view),
 ]
