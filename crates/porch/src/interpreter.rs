@@ -91,10 +91,11 @@ impl Interpreter {
                     python_version: version.to_string(),
                 })
             }
-            (theirs, _) => Err(format!(
-                "{path} (Python {version}) has porch {} installed, but this is porch {VERSION}: \
-                 run `{install}`",
-                theirs.unwrap_or("(unknown)")
+            (theirs, protocol) => Err(format!(
+                "{path} (Python {version}) has porch {} (worker protocol {}) installed, but this \
+                 is porch {VERSION} (worker protocol {PROTOCOL}): run `{install}`",
+                theirs.unwrap_or("(unknown)"),
+                protocol.unwrap_or("(unknown)")
             )),
         }
     }
