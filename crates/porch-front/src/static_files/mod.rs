@@ -36,8 +36,11 @@
 //! `fstatat` that proves it unchanged: no open, read or close. Otherwise one `openat2`,
 //! one `statx`, and for a file up to [`SMALL_FILE`] one `read`, done inline on the
 //! connection's task (page-cache work of a few microseconds, as nginx does it). Larger
-//! files are streamed in [`CHUNK`]-sized `pread`s on tokio's blocking pool, one chunk
-//! read ahead, so memory per download stays bounded whatever the file size.
+//! files are streamed in [`CHUNK`]-sized reads, also inline while the data is in the
+//! page cache (`preadv2` with `RWF_NOWAIT`); a read that would wait for the disk goes to
+//! tokio's blocking pool. Each download holds one [`CHUNK`] buffer, reused from chunk to
+//! chunk, and hyper takes the next chunk only once the previous one is written, so
+//! memory per download stays bounded whatever the file size.
 //! `sendfile(2)` cannot be used: hyper owns the socket and writes the body from `Bytes`
 //! frames (and TLS has to encrypt them in user space anyway).
 
