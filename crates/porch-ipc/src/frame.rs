@@ -514,7 +514,7 @@ mod tests {
         let m = WsMessage::decode(&frames[0].payload).unwrap();
         assert!(m.text && &m.data[..] == "héllo".as_bytes());
         let m = WsMessage::decode(&frames[1].payload).unwrap();
-        assert!(!m.text && &m.data[..] == [0, 255]);
+        assert!(!m.text && m.data[..] == [0, 255]);
         assert_eq!(frames[1].id, 4);
         let c = WsClose::decode(&frames[2].payload).unwrap();
         assert_eq!((c.code, c.reason.as_str()), (1012, "service restart"));

@@ -325,7 +325,7 @@ mod tests {
     fn rfc_6455_handshake_is_checked_and_answered() {
         let hs = handshake(&request(&GOOD)).unwrap().expect("a handshake");
         // RFC 6455 section 1.3's example.
-        assert_eq!(hs.accept, "s3pPLMBiTxaQ9kYGJzzhZRbK+xOo=");
+        assert_eq!(hs.accept, "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");
         assert!(handshake(&request(&[])).unwrap().is_none());
         let status = |h: &[(&str, &str)]| handshake(&request(h)).err().map(|r| r.status);
         let mut old = GOOD;
@@ -355,7 +355,7 @@ mod tests {
         let h = resp.headers();
         assert_eq!(resp.status(), StatusCode::SWITCHING_PROTOCOLS);
         assert_eq!(h["sec-websocket-protocol"], "chat");
-        assert_eq!(h["sec-websocket-accept"], "s3pPLMBiTxaQ9kYGJzzhZRbK+xOo=");
+        assert_eq!(h["sec-websocket-accept"], "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");
         assert_eq!(h["connection"], "Upgrade");
         assert_eq!(h.get_all("sec-websocket-accept").iter().count(), 1);
     }

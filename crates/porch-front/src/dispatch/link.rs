@@ -241,7 +241,7 @@ impl Link {
                 }
                 msg = self.uplink.1.recv(), if out.len() < OUT_HIGH_WATER => {
                     if let Some(msg) = msg {
-                        self.to_worker(msg, &mut out);
+                        self.pass_to_worker(msg, &mut out);
                         if self.write_some(&mut out).is_err() {
                             break LinkEnd::WorkerGone;
                         }
@@ -547,7 +547,7 @@ impl Link {
     }
 
     /// Queues what a socket's connection sends its worker.
-    fn to_worker(&mut self, msg: ToWorker, out: &mut BytesMut) {
+    fn pass_to_worker(&mut self, msg: ToWorker, out: &mut BytesMut) {
         match msg {
             ToWorker::Message(id, m) => {
                 if self.sockets.get(&id).is_some_and(|s| !s.client_closed) {
