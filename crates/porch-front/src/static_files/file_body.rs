@@ -124,6 +124,8 @@ pub struct FileBody {
     buf: BytesMut,
     /// A read on the blocking pool (the data was not in the page cache).
     pending: Option<JoinHandle<(BytesMut, io::Result<usize>)>>,
+    /// Whether to try the page cache on the task first (tests turn it off).
+    inline: bool,
 }
 
 impl FileBody {
@@ -134,6 +136,7 @@ impl FileBody {
             remaining: len,
             buf: BytesMut::new(),
             pending: None,
+            inline: true,
         }
     }
 
@@ -166,7 +169,12 @@ impl FileBody {
                 let want = self.want();
                 // Reclaims the allocation once hyper dropped the previous chunk.
                 self.buf.reserve(want);
-                match read_nowait(&self.file, self.offset, &mut self.buf, want) {
+                let first = if self.inline {
+                    read_nowait(&self.file, self.offset, &mut self.buf, want)
+                } else {
+                    Ok(Nowait::WouldBlock)
+                };
+                match first {
                     Ok(Nowait::Read(n)) => Ok(n),
                     Ok(Nowait::WouldBlock) => {
                         let file = self.file.clone();
@@ -287,5 +295,53 @@ mod tests {
         assert_eq!(got, &data[10..]);
         assert_eq!(chunks, 4);
         assert!(body.is_end());
+    }
+
+    async fn stream(inline: bool) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        let data: Vec<u8> = (0..(CHUNK * 2 + 77)).map(|i| (i % 253) as u8).collect();
+        std::fs::write(&path, &data).unwrap();
+        let file = Arc::new(File::open(&path).unwrap());
+        let mut body = FileBody::new(file, 5, data.len() as u64 - 5);
+        body.inline = inline;
+        let mut got = Vec::new();
+        let mut previous = None;
+        while let Some(chunk) = std::future::poll_fn(|cx| body.poll_chunk(cx)).await {
+            let chunk = chunk.unwrap();
+            // Once the previous chunk is gone, its buffer carries the next one.
+            if let Some(p) = previous {
+                assert_eq!(chunk.as_ptr(), p, "the read buffer is reused");
+            }
+            previous = Some(chunk.as_ptr());
+            got.extend_from_slice(&chunk);
+        }
+        assert_eq!(got, &data[5..]);
+
+        // A file cut short while being sent ends the body with an error.
+        let file = Arc::new(File::open(&path).unwrap());
+        let mut body = FileBody::new(file, 0, data.len() as u64);
+        body.inline = inline;
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_len(100)
+            .unwrap();
+        let first = std::future::poll_fn(|cx| body.poll_chunk(cx)).await;
+        assert_eq!(first.unwrap().unwrap().len(), 100);
+        let second = std::future::poll_fn(|cx| body.poll_chunk(cx)).await;
+        assert!(second.unwrap().is_err());
+        assert!(body.is_end());
+    }
+
+    #[tokio::test]
+    async fn chunks_from_the_page_cache_reuse_one_buffer() {
+        stream(true).await;
+    }
+
+    #[tokio::test]
+    async fn chunks_from_the_blocking_pool_reuse_one_buffer() {
+        stream(false).await;
     }
 }

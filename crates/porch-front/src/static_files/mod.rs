@@ -71,8 +71,10 @@ pub const DEFAULT_CACHE_CONTROL: &str = "public, max-age=60";
 pub const IMMUTABLE: &str = "public, max-age=31536000, immutable";
 /// Files up to this size are read in one go, inline, into one buffer.
 pub const SMALL_FILE: u64 = 64 * 1024;
-/// Larger files are streamed in reads of this size.
-pub const CHUNK: usize = 128 * 1024;
+/// Larger files are streamed in reads of this size: the most one download holds in the
+/// front. On loopback 256 KiB chunks served 10 MiB files slightly faster than 128 KiB ones
+/// (fewer `preadv2`/`writev` pairs); past that the copies, not the system calls, dominate.
+pub const CHUNK: usize = 256 * 1024;
 
 #[cfg(test)]
 fn headers(pairs: &[(&'static str, &str)]) -> http::HeaderMap {
