@@ -17,8 +17,8 @@ import pytest
 
 SIZE = 16 * 1024 * 1024
 CLIENTS = 16
-# Each download holds one read buffer of 256 KiB (the front grows by about 3-4 MiB for
-# 16 of them); the bound leaves room for the allocator and the runtime's threads. A front
+# Each download holds one read buffer of 256 KiB (the front grows by 3-6 MiB for 16
+# of them); the bound leaves room for the allocator and the runtime's threads. A front
 # that gathers the file in memory needs 16 MiB per download (256 MiB here).
 GROWTH_LIMIT = 16 * 1024 * 1024
 STALLED_GROWTH_LIMIT = 8 * 1024 * 1024
