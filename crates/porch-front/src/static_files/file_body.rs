@@ -108,8 +108,9 @@ fn read_nowait(file: &File, offset: u64, buf: &mut BytesMut, len: usize) -> io::
 
 /// A byte range of a file, sent in chunks of at most [`CHUNK`] bytes as hyper asks for
 /// them. Each chunk is read from the page cache on the connection's own task
-/// (`preadv2` with `RWF_NOWAIT`, a copy of a few microseconds, as nginx reads); only
-/// a read that would wait for the disk goes to tokio's blocking pool.
+/// (`preadv2` with `RWF_NOWAIT`: a copy of some tens of microseconds, the way nginx
+/// reads on its event loop); only a read that would wait for the disk goes to tokio's
+/// blocking pool.
 ///
 /// Memory: one buffer of [`CHUNK`] bytes per download, reused for every chunk once
 /// hyper has written the previous one (it is allocated again only while hyper still
