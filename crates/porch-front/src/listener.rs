@@ -188,7 +188,13 @@ macro_rules! http1_settings {
         $b.timer(TokioTimer::new())
             .keep_alive(!$cfg.keep_alive.is_zero())
             .half_close(false)
-            .pipeline_flush(true)
+            // Not `pipeline_flush`: it makes hyper copy every body frame into one write
+            // buffer and never wait for the socket before taking the next frame, so a
+            // body that is always ready (a large file from the page cache, an app's
+            // buffered response) was gathered whole in memory, and that buffer kept its
+            // size for the rest of the connection. Without it hyper queues the body's
+            // `Bytes` and `writev`s them after the head, without a copy, and takes a new
+            // frame only once the previous ones are written (see `docs/performance.md`).
             .max_headers($cfg.limits.request_fields)
             // The strict layer runs the precise keep-alive and header clocks (with 408);
             // this is only a backstop.

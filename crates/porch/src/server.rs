@@ -15,6 +15,9 @@ use porch_config::{effective_args, gunicorn, Config};
 use porch_front::{self as front, Front, Listener};
 
 use crate::interpreter::Interpreter;
+
+/// Threads in tokio's blocking pool (its default is 512).
+const BLOCKING_THREADS: usize = 16;
 use crate::process::PidFile;
 use crate::supervisor::Pool;
 
@@ -76,6 +79,11 @@ pub fn main() -> ExitCode {
         b.worker_threads(cores.min(4));
         b
     };
+    // The blocking pool reads static files that are not in the page cache, and writes
+    // request bodies that spill to disk. Each of its threads costs a stack and may get
+    // its own malloc arena, so it is kept small: more reads queue for a thread, as they
+    // would queue for the disk anyway.
+    builder.max_blocking_threads(BLOCKING_THREADS);
     let runtime = match builder.enable_all().build() {
         Ok(r) => r,
         Err(e) => {

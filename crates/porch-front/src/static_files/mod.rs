@@ -36,8 +36,11 @@
 //! `fstatat` that proves it unchanged: no open, read or close. Otherwise one `openat2`,
 //! one `statx`, and for a file up to [`SMALL_FILE`] one `read`, done inline on the
 //! connection's task (page-cache work of a few microseconds, as nginx does it). Larger
-//! files are streamed in [`CHUNK`]-sized `pread`s on tokio's blocking pool, one chunk
-//! read ahead, so memory per download stays bounded whatever the file size.
+//! files are streamed in [`CHUNK`]-sized reads, also inline while the data is in the
+//! page cache (`preadv2` with `RWF_NOWAIT`); a read that would wait for the disk goes to
+//! tokio's blocking pool. Each download holds one [`CHUNK`] buffer, reused from chunk to
+//! chunk, and hyper takes the next chunk only once the previous one is written, so
+//! memory per download stays bounded whatever the file size.
 //! `sendfile(2)` cannot be used: hyper owns the socket and writes the body from `Bytes`
 //! frames (and TLS has to encrypt them in user space anyway).
 
@@ -68,8 +71,10 @@ pub const DEFAULT_CACHE_CONTROL: &str = "public, max-age=60";
 pub const IMMUTABLE: &str = "public, max-age=31536000, immutable";
 /// Files up to this size are read in one go, inline, into one buffer.
 pub const SMALL_FILE: u64 = 64 * 1024;
-/// Larger files are streamed in reads of this size.
-pub const CHUNK: usize = 128 * 1024;
+/// Larger files are streamed in reads of this size: the most one download holds in the
+/// front. On loopback 256 KiB chunks served 10 MiB files slightly faster than 128 KiB ones
+/// (fewer `preadv2`/`writev` pairs); past that the copies, not the system calls, dominate.
+pub const CHUNK: usize = 256 * 1024;
 
 #[cfg(test)]
 fn headers(pairs: &[(&'static str, &str)]) -> http::HeaderMap {
