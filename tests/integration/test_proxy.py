@@ -451,3 +451,45 @@ def test_websocket_echo_through_the_proxy(front):
         loop, done = stop[0]
         loop.call_soon_threadsafe(done.set_result, None)
         t.join(10)
+
+
+def test_a_proxied_tunnel_keeps_its_place_under_the_per_ip_limit(porch, tmp_path):
+    """After the 101 the client's connection leaves HTTP but stays open: it still counts
+    under limit_connections_per_ip until the tunnel closes."""
+    from websockets.sync.client import connect
+    from websockets.sync.server import serve
+
+    upstream_port, port = free_port(), free_port()
+
+    def echo(ws):
+        for msg in ws:
+            ws.send(msg)
+
+    server = serve(echo, "127.0.0.1", upstream_port)
+    t = threading.Thread(target=server.serve_forever, daemon=True)
+    t.start()
+    try:
+        config = tmp_path / "porch.toml"
+        config.write_text(
+            "limit_connections_per_ip = 2\n"
+            f'[[listener]]\nbind = "127.0.0.1:{port}"\n[[listener.route]]\npath = "/"\n'
+            f'proxy = "pool"\n[upstream.pool]\nservers = ["127.0.0.1:{upstream_port}"]\n'
+        )
+        p = porch("-c", str(config), bind=False, wait=False)
+        wait_for_port(port, p.proc)
+        tunnels = [connect(f"ws://127.0.0.1:{port}/chat", open_timeout=10) for _ in range(2)]
+        try:
+            for ws in tunnels:
+                ws.send("hi")
+                assert ws.recv(timeout=10) == "hi"
+            r = requests.get(f"http://127.0.0.1:{port}/", timeout=10)
+            assert r.status_code == 429, (r.status_code, r.text)
+            tunnels.pop().close()
+            assert wait_until(
+                lambda: requests.get(f"http://127.0.0.1:{port}/", timeout=10).status_code != 429, 5)
+        finally:
+            for ws in tunnels:
+                ws.close()
+    finally:
+        server.shutdown()
+        t.join(10)
