@@ -2,7 +2,6 @@
 //! an error between `http.response.start` and the body still becomes a clean 500), and
 //! frames collect in the channel's out buffer, written once per loop iteration.
 
-use std::os::unix::fs::FileExt;
 use std::sync::Arc;
 
 use pyo3::exceptions::{PyRuntimeError, PyTypeError, PyValueError};
@@ -167,25 +166,8 @@ impl Response {
         self.push(|_| {});
         self.shared.flush(py);
         let (id, shared) = (self.id, self.shared.clone());
-        py.detach(|| -> std::io::Result<()> {
-            let mut left = file.metadata()?.len();
-            let mut chunk = vec![0u8; (256 * 1024).min(left as usize).max(1)];
-            let mut offset = 0u64;
-            let mut frame = Vec::with_capacity(chunk.len() + 16);
-            while left > 0 {
-                let want = chunk.len().min(left as usize);
-                let n = file.read_at(&mut chunk[..want], offset)?;
-                if n == 0 {
-                    break;
-                }
-                frame.clear();
-                ipc::encode_vec(&mut frame, Kind::Body, id, &chunk[..n]);
-                shared.sink.write_detached(&frame);
-                offset += n as u64;
-                left -= n as u64;
-            }
-            Ok(())
-        })?;
+        let len = file.metadata()?.len();
+        py.detach(|| shared.sink.send_file(id, &file, 0, len))?;
         let id = self.id;
         self.push(|out| ipc::encode_vec(out, Kind::End, id, &[1]));
         self.finish();

@@ -100,6 +100,33 @@ impl Sink {
         self.write(py, buf)
     }
 
+    /// Up to `len` bytes of `file` from `offset`, as body frames of request `id`, read in
+    /// chunks of at most [`FLUSH_AT`] (for threads that do not hold the GIL: WSGI's
+    /// `wsgi.file_wrapper` and ASGI's `http.response.pathsend`).
+    pub fn send_file(
+        &self,
+        id: u32,
+        file: &File,
+        mut offset: u64,
+        mut len: u64,
+    ) -> std::io::Result<()> {
+        let mut chunk = vec![0u8; FLUSH_AT.min(len as usize).max(1)];
+        let mut frame = Vec::with_capacity(chunk.len() + ipc::HEADER_LEN + 4);
+        while len > 0 {
+            let want = chunk.len().min(len as usize);
+            let n = file.read_at(&mut chunk[..want], offset)?;
+            if n == 0 {
+                break;
+            }
+            frame.clear();
+            ipc::encode_vec(&mut frame, Kind::Body, id, &chunk[..n]);
+            self.write_detached(&frame);
+            offset += n as u64;
+            len -= n as u64;
+        }
+        Ok(())
+    }
+
     /// For threads that do not hold the GIL.
     pub fn write_detached(&self, buf: &[u8]) {
         self.flush_held();
@@ -192,32 +219,15 @@ impl Output {
     }
 
     /// Sends a file's bytes from its current offset, read in Rust without the GIL.
-    pub fn file(&mut self, py: Python<'_>, (file, mut offset): (File, u64)) -> PyResult<()> {
+    pub fn file(&mut self, py: Python<'_>, (file, offset): (File, u64)) -> PyResult<()> {
         self.flush(py)?;
         let size = file.metadata()?.len();
         let mut left = size.saturating_sub(offset);
         if let Some(cl) = self.content_length {
             left = left.min(cl);
         }
-        let id = self.id;
-        let sink = self.sink.clone();
-        py.detach(|| -> std::io::Result<()> {
-            let mut chunk = vec![0u8; FLUSH_AT.min(left as usize).max(1)];
-            let mut frame = Vec::with_capacity(chunk.len() + ipc::HEADER_LEN + 4);
-            while left > 0 {
-                let want = chunk.len().min(left as usize);
-                let n = file.read_at(&mut chunk[..want], offset)?;
-                if n == 0 {
-                    break;
-                }
-                frame.clear();
-                ipc::encode_vec(&mut frame, Kind::Body, id, &chunk[..n]);
-                sink.write_detached(&frame);
-                offset += n as u64;
-                left -= n as u64;
-            }
-            Ok(())
-        })?;
+        let (id, sink) = (self.id, self.sink.clone());
+        py.detach(|| sink.send_file(id, &file, offset, left))?;
         Ok(())
     }
 
