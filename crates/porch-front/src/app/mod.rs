@@ -64,6 +64,7 @@ impl Front {
             queued_at: Instant::now(),
             body_file,
             fate: fate.clone(),
+            websocket: handshake.is_some(),
         };
         match self.queue.try_send(job) {
             Ok(()) => {}

@@ -369,7 +369,6 @@ impl Link {
     }
 
     fn start(&mut self, job: Job, wait_left: Duration, out: &mut BytesMut) {
-        let websocket = job.request.is_websocket();
         let id = self.next_id;
         self.next_id = self.next_id.wrapping_add(1).max(1);
         job.request.encode(out, id);
@@ -387,7 +386,7 @@ impl Link {
                 deadline: TokioInstant::now() + wait_left,
                 body_file: job.body_file,
                 fate: job.fate,
-                websocket,
+                websocket: job.websocket,
             },
         );
     }

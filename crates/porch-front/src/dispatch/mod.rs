@@ -52,6 +52,8 @@ pub struct Job {
     pub body_file: Option<tempfile::TempPath>,
     /// Shared with the connection waiting for the answer.
     pub fate: Arc<Fate>,
+    /// A checked WebSocket handshake: a `101` answer makes it a socket.
+    pub websocket: bool,
 }
 
 /// What the link tells the connection waiting for a response.
@@ -122,6 +124,7 @@ impl InFlight {
             queued_at: self.queued_at,
             body_file: self.body_file,
             fate: self.fate,
+            websocket: self.websocket,
         })
     }
 }

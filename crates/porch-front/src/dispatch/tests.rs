@@ -68,6 +68,7 @@ pub(super) fn job_with_body(target: &str, body: Bytes) -> (Job, ReplyReceiver) {
         queued_at: Instant::now(),
         body_file: None,
         fate: Arc::default(),
+        websocket: false,
     };
     (job, rx)
 }

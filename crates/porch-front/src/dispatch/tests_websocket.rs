@@ -24,6 +24,7 @@ fn handshake(target: &str) -> (Job, ReplyReceiver) {
         Bytes::from_static(b"upgrade"),
         Bytes::from_static(b"websocket"),
     ));
+    job.websocket = true;
     (job, rx)
 }
 

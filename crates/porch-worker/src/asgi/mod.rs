@@ -110,7 +110,7 @@ impl Channel {
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .insert(id, self.thread_id);
-            if scope::wants_websocket(&req) {
+            if req.is_websocket() {
                 let scope = self.scopes.build_websocket(py, &req, state)?;
                 let socket = Bound::new(py, WebSocket::new(id, self.shared.clone()))?;
                 list.append((id, scope, py.None(), py.None(), socket))?;

@@ -140,14 +140,6 @@ pub fn split_target(target: &[u8]) -> (&[u8], &[u8]) {
     }
 }
 
-/// Whether the request is a WebSocket handshake (the front checked it: it sends one
-/// only with a valid `Sec-WebSocket-Key`, over HTTP/1.1).
-pub fn wants_websocket(req: &ipc::Request) -> bool {
-    req.headers
-        .iter()
-        .any(|(k, v)| &k[..] == b"upgrade" && v.eq_ignore_ascii_case(b"websocket"))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
