@@ -250,6 +250,17 @@ impl Request {
     }
 
     pub fn encode(&self, out: &mut BytesMut, id: u32) {
+        if let Some(body) = self.encode_head(out, id) {
+            out.extend_from_slice(body);
+        }
+    }
+
+    /// Encodes the frame up to its inline body, which the caller sends right after it
+    /// (by reference: a large body is written to the socket without being copied into
+    /// `out`). The frame's length already counts the body.
+    pub fn encode_head(&self, out: &mut BytesMut, id: u32) -> Option<&Bytes> {
+        let start = out.len();
+        let mut inline = None;
         encode(out, Kind::Request, id, |out| {
             put_bytes(out, self.method.as_bytes());
             put_bytes(out, &self.target);
@@ -272,7 +283,8 @@ impl Request {
             match &self.body {
                 RequestBody::Inline(b) => {
                     out.put_u8(0);
-                    put_bytes(out, b);
+                    out.put_u32_le(b.len() as u32);
+                    inline = Some(b);
                 }
                 RequestBody::File { path, len } => {
                     out.put_u8(1);
@@ -281,6 +293,11 @@ impl Request {
                 }
             }
         });
+        if let Some(b) = inline {
+            let len = u32::from_le_bytes(out[start..start + 4].try_into().unwrap());
+            out[start..start + 4].copy_from_slice(&(len + b.len() as u32).to_le_bytes());
+        }
+        inline
     }
 
     pub fn decode(payload: &Bytes) -> Result<Request, DecodeError> {

@@ -15,6 +15,12 @@ impl Front {
     /// file. A body cut short by the client never reaches the app.
     pub(super) async fn read_body(&self, mut incoming: Incoming) -> Result<Body, Rejection> {
         let limits = &self.cfg.limits;
+        // A body that arrives as one piece is kept as it came from hyper; more pieces
+        // are joined in a buffer sized once from Content-Length.
+        let expected = usize::try_from(http_body::Body::size_hint(&incoming).lower())
+            .unwrap_or(usize::MAX)
+            .min(limits.body_memory);
+        let mut first: Option<Bytes> = None;
         let mut mem = BytesMut::new();
         let mut file: Option<(tokio::fs::File, tempfile::TempPath)> = None;
         let mut total: u64 = 0;
@@ -35,7 +41,8 @@ impl Front {
             if total > limits.request_body {
                 return Err(Rejection::body_too_large());
             }
-            if file.is_none() && mem.len() + data.len() > limits.body_memory {
+            let held = mem.len() + first.as_ref().map_or(0, Bytes::len);
+            if file.is_none() && held + data.len() > limits.body_memory {
                 let spill = tempfile::Builder::new()
                     .prefix("porch-body-")
                     .tempfile_in(&self.spill_dir)
@@ -48,13 +55,23 @@ impl Front {
                     })?;
                 let (f, path) = spill.into_parts();
                 let mut f = tokio::fs::File::from_std(f);
+                if let Some(b) = first.take() {
+                    f.write_all(&b).await.map_err(spill_error)?;
+                }
                 f.write_all(&mem).await.map_err(spill_error)?;
-                mem.clear();
+                mem = BytesMut::new();
                 file = Some((f, path));
             }
             match &mut file {
                 Some((f, _)) => f.write_all(&data).await.map_err(spill_error)?,
-                None => mem.extend_from_slice(&data),
+                None if first.is_none() && mem.is_empty() => first = Some(data),
+                None => {
+                    if let Some(b) = first.take() {
+                        mem.reserve(expected.max(b.len() + data.len()));
+                        mem.extend_from_slice(&b);
+                    }
+                    mem.extend_from_slice(&data);
+                }
             }
         }
         match file {
@@ -62,7 +79,7 @@ impl Front {
                 f.flush().await.map_err(spill_error)?;
                 Ok(Body::File(path, total))
             }
-            None => Ok(Body::Memory(mem.freeze())),
+            None => Ok(Body::Memory(first.unwrap_or_else(|| mem.freeze()))),
         }
     }
 }

@@ -4,11 +4,12 @@
 use std::collections::{HashMap, VecDeque};
 use std::time::Duration;
 
-use bytes::{Buf, BytesMut};
+use bytes::BytesMut;
 use tokio::net::UnixStream;
 use tokio::sync::{mpsc, watch, Notify};
 use tokio::time::Instant as TokioInstant;
 
+use super::outbox::Outbox;
 use super::signal::{signal_give_back, signal_stack_dump, AskStack};
 use super::uplink::{ToWorker, Uplink, UPLINK_DEPTH};
 use super::{InFlight, Job, LinkConfig, LinkEnd, Queue, Reply};
@@ -117,7 +118,7 @@ impl Link {
         // while the worker's frames keep being read: a one-thread worker writing a long
         // response reads nothing meanwhile, so a link blocked in writing a long request
         // to it would never read that response, and both would wait for ever.
-        let mut out = BytesMut::with_capacity(16 * 1024);
+        let mut out = Outbox::new();
         let mut retire_notified = false;
         let mut any_idle = cfg.capacity.watch();
         // ASGI: how often running requests are checked for clients that left before
@@ -189,7 +190,7 @@ impl Link {
                     }
                 }
                 ready = self.conn.writable(), if !out.is_empty() => {
-                    if ready.is_err() || self.write_some(&mut out).is_err() {
+                    if ready.is_err() || out.write_to(&self.conn).is_err() {
                         break LinkEnd::WorkerGone;
                     }
                 }
@@ -206,7 +207,7 @@ impl Link {
                     if let Some(job) = job {
                         self.take(job, &cfg, &mut out);
                         self.mark_started(&cfg);
-                        if self.write_some(&mut out).is_err() {
+                        if out.write_to(&self.conn).is_err() {
                             break LinkEnd::WorkerGone;
                         }
                     }
@@ -226,7 +227,7 @@ impl Link {
                         }
                     }
                     self.mark_started(&cfg);
-                    if self.write_some(&mut out).is_err() {
+                    if out.write_to(&self.conn).is_err() {
                         break LinkEnd::WorkerGone;
                     }
                 }
@@ -242,14 +243,14 @@ impl Link {
                 msg = self.uplink.1.recv(), if out.len() < OUT_HIGH_WATER => {
                     if let Some(msg) = msg {
                         self.pass_to_worker(msg, &mut out);
-                        if self.write_some(&mut out).is_err() {
+                        if out.write_to(&self.conn).is_err() {
                             break LinkEnd::WorkerGone;
                         }
                     }
                 }
                 _ = sleep_until(close_sockets_at), if draining && !self.sockets.is_empty() => {
                     self.close_sockets(1012, "service restart", &mut out);
-                    if self.write_some(&mut out).is_err() {
+                    if out.write_to(&self.conn).is_err() {
                         break LinkEnd::WorkerGone;
                     }
                 }
@@ -289,18 +290,6 @@ impl Link {
             });
         }
         (end, self.served, running)
-    }
-
-    /// Writes as much of `out` as the socket takes now; the rest waits for it to drain.
-    fn write_some(&self, out: &mut BytesMut) -> std::io::Result<()> {
-        match self.conn.try_write(out) {
-            Ok(n) => {
-                out.advance(n);
-                Ok(())
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Ok(()),
-            Err(e) => Err(e),
-        }
     }
 
     /// Puts a request this worker did not start back in a queue, or fails it when its
@@ -352,7 +341,7 @@ impl Link {
 
     /// Takes a job from a queue: it runs here unless its connection gave up on it or its
     /// wait is already over.
-    fn take(&mut self, job: Job, cfg: &LinkConfig, out: &mut BytesMut) {
+    fn take(&mut self, job: Job, cfg: &LinkConfig, out: &mut Outbox) {
         if job.reply.is_closed() {
             let _ = job.fate.cancel(); // the client went away while the request was queued
             return;
@@ -368,10 +357,10 @@ impl Link {
         self.start(job, cfg.queue_timeout - waited, out);
     }
 
-    fn start(&mut self, job: Job, wait_left: Duration, out: &mut BytesMut) {
+    fn start(&mut self, job: Job, wait_left: Duration, out: &mut Outbox) {
         let id = self.next_id;
         self.next_id = self.next_id.wrapping_add(1).max(1);
-        job.request.encode(out, id);
+        out.push_request(&job.request, id);
         self.order.push_back(id);
         self.inflight.insert(
             id,
@@ -553,18 +542,18 @@ impl Link {
     }
 
     /// Queues what a socket's connection sends its worker.
-    fn pass_to_worker(&mut self, msg: ToWorker, out: &mut BytesMut) {
+    fn pass_to_worker(&mut self, msg: ToWorker, out: &mut Outbox) {
         match msg {
             ToWorker::Message(id, m) => {
                 if self.sockets.get(&id).is_some_and(|s| !s.client_closed) {
-                    ipc::WsMessage::encode(out, id, m.text, &m.data);
+                    ipc::WsMessage::encode(out.buf(), id, m.text, &m.data);
                 }
             }
             ToWorker::Closed(id, close) => {
                 if let Some(s) = self.sockets.get_mut(&id) {
                     if !s.client_closed {
                         s.client_closed = true;
-                        close.encode(out, id);
+                        close.encode(out.buf(), id);
                     }
                 }
             }
@@ -574,7 +563,7 @@ impl Link {
     /// Closes every open socket: the client gets a close frame with `code`, the app a
     /// `websocket.disconnect` with it. The app's task then ends on its own (or with its
     /// worker); the connections are done with it.
-    fn close_sockets(&mut self, code: u16, reason: &str, out: &mut BytesMut) {
+    fn close_sockets(&mut self, code: u16, reason: &str, out: &mut Outbox) {
         let close = ipc::WsClose {
             code,
             reason: reason.to_owned(),
@@ -582,7 +571,7 @@ impl Link {
         for (id, s) in self.sockets.drain() {
             let _ = s.reply.send(Reply::Close(close.clone()));
             if !s.client_closed {
-                close.encode(out, id);
+                close.encode(out.buf(), id);
             }
         }
     }
@@ -613,24 +602,24 @@ impl Link {
 
     /// Queues a `Disconnect` frame for each request whose client left (a `WsClose` for
     /// a socket), and writes.
-    fn tell_gone(&mut self, out: &mut BytesMut) -> std::io::Result<()> {
+    fn tell_gone(&mut self, out: &mut Outbox) -> std::io::Result<()> {
         if self.gone.is_empty() && self.closed_sockets.is_empty() {
             return Ok(());
         }
         for id in self.gone.drain(..) {
-            ipc::encode(out, Kind::Disconnect, id, |_| {});
+            ipc::encode(out.buf(), Kind::Disconnect, id, |_| {});
         }
         for (id, close) in self.closed_sockets.drain(..) {
-            close.encode(out, id);
+            close.encode(out.buf(), id);
         }
-        self.write_some(out)
+        out.write_to(&self.conn)
     }
 
     /// Answers the stuck request with 504 and logs its Python stack. Returns the request
     /// line when the worker must be killed: always for WSGI (a thread cannot be
     /// stopped); for ASGI only when its event loop is blocked, since a responsive loop
     /// cancels the request's task itself and the worker keeps its other requests.
-    async fn time_out(&mut self, id: u32, cfg: &LinkConfig, out: &mut BytesMut) -> Option<String> {
+    async fn time_out(&mut self, id: u32, cfg: &LinkConfig, out: &mut Outbox) -> Option<String> {
         let f = self
             .inflight
             .remove(&id)
@@ -644,7 +633,7 @@ impl Link {
         let secs = cfg.timeout.as_secs_f64();
         if cfg.asgi {
             // The loop answers a `Cancel` frame with the task's stack, then cancels it.
-            ipc::encode(out, Kind::Cancel, id, |_| {});
+            ipc::encode(out.buf(), Kind::Cancel, id, |_| {});
             if let Some(stack) = self.await_stack(id, cfg, out).await {
                 tracing::error!(
                     "worker {} timed out ({secs}s) on request \"{}\"; its task was cancelled. Stack of the task:\n{stack}",
@@ -678,19 +667,14 @@ impl Link {
     /// Waits briefly for the worker's `Stack` frame for `id` (a thread stuck in C code
     /// holding the GIL, or a blocked event loop, cannot answer), writing `out` and
     /// passing other requests' frames on meanwhile.
-    async fn await_stack(
-        &mut self,
-        id: u32,
-        cfg: &LinkConfig,
-        out: &mut BytesMut,
-    ) -> Option<String> {
+    async fn await_stack(&mut self, id: u32, cfg: &LinkConfig, out: &mut Outbox) -> Option<String> {
         let wait = tokio::time::sleep(Duration::from_secs(2));
         tokio::pin!(wait);
         loop {
             tokio::select! {
                 _ = &mut wait => return None,
                 ready = self.conn.writable(), if !out.is_empty() => {
-                    if ready.is_err() || self.write_some(out).is_err() {
+                    if ready.is_err() || out.write_to(&self.conn).is_err() {
                         return None;
                     }
                 }

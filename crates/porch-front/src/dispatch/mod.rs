@@ -30,6 +30,7 @@ use porch_ipc as ipc;
 mod capacity;
 mod fate;
 mod link;
+mod outbox;
 mod reply;
 mod signal;
 mod uplink;

@@ -198,6 +198,17 @@ impl Checker {
         }
     }
 
+    /// How many of the next bytes pass without being looked at: the rest of a
+    /// Content-Length body or of a chunk's data, or everything once the connection
+    /// switched protocols. They may be read straight into hyper's buffer.
+    pub(super) fn opaque_ahead(&self) -> u64 {
+        match self.state {
+            State::Body(n) | State::ChunkData(n) => n,
+            State::Passthrough => u64::MAX,
+            _ => 0,
+        }
+    }
+
     /// A head that ended, or had no request line yet.
     pub(super) fn is_fresh_head(&self) -> bool {
         self.state == NEW_HEAD

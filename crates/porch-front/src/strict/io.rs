@@ -156,6 +156,31 @@ impl<T: AsyncRead + AsyncWrite + Unpin> AsyncRead for StrictIo<T> {
                 me.ready = me.buf.len();
                 continue;
             }
+            let opaque = me.checker.opaque_ahead();
+            if me.buf.is_empty() && opaque > 0 && dst.remaining() > 0 {
+                // Body data and switched-protocol bytes need no look: they go straight
+                // into hyper's buffer, in reads as large as it offers, without the copy
+                // out of ours (the checker still counts them).
+                let limit = usize::try_from(opaque).unwrap_or(usize::MAX);
+                let mut part = dst.take(limit);
+                let polled = Pin::new(&mut me.inner).poll_read(cx, &mut part);
+                let n = part.filled().len();
+                return match polled {
+                    Poll::Ready(Ok(())) => {
+                        // SAFETY: `poll_read` initialised and filled the first `n`
+                        // bytes of `dst`'s unfilled part.
+                        unsafe { dst.assume_init(n) };
+                        dst.advance(n);
+                        let filled = dst.filled();
+                        let (passed, violation) = me.checker.advance(&filled[filled.len() - n..]);
+                        debug_assert!(passed == n && violation.is_none());
+                        Poll::Ready(Ok(()))
+                    }
+                    Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+                    // Inside a body no read timer runs (the body reader has its own).
+                    Poll::Pending => Poll::Pending,
+                };
+            }
             me.buf.reserve(8 * 1024);
             let before = me.buf.len();
             let polled = {
