@@ -52,6 +52,7 @@ pub struct FileConfig {
     pub limit_request_field_size: Option<usize>,
     pub limit_request_body: Option<u64>,
     pub body_memory: Option<usize>,
+    pub body_memory_total: Option<usize>,
     pub response_memory: Option<usize>,
     pub response_memory_total: Option<usize>,
     pub limit_handshakes_per_ip: Option<usize>,

@@ -9,6 +9,10 @@ use crate::values::{count_or_max, positive};
 pub(crate) const UNLIMITED_HEAD_PART: usize = 1 << 20;
 use crate::{ConfigError, FileConfig};
 
+/// Request-body bytes the front holds in memory by default, across all bodies: 64
+/// uploads of 1 MiB in flight at once, then temporary files.
+pub const DEFAULT_BODY_MEMORY_TOTAL: usize = 64 << 20;
+const MAX_BODY_MEMORY: usize = 32 << 20;
 /// Files the static-file cache keeps by default, in all mounts.
 pub const DEFAULT_STATIC_CACHE_ENTRIES: usize = 4096;
 /// Bytes of file contents the static-file cache keeps by default, in all mounts.
@@ -32,6 +36,8 @@ pub struct Limits {
     pub request_body: u64,
     /// Request bodies larger than this go to a temporary file instead of memory.
     pub body_memory: usize,
+    /// The same bound across all request bodies in the front.
+    pub body_memory_total: usize,
     /// Response bytes one response may hold in memory while its client is slower than
     /// the app; more go to a temporary file.
     pub response_memory: usize,
@@ -77,6 +83,7 @@ pub(crate) fn limits(args: &Args, file: &FileConfig) -> Result<Limits, ConfigErr
             .or(file.limit_request_body)
             .unwrap_or(1 << 30),
         body_memory: file.body_memory.unwrap_or(1 << 20),
+        body_memory_total: file.body_memory_total.unwrap_or(DEFAULT_BODY_MEMORY_TOTAL),
         response_memory: positive("response_memory", file.response_memory, 1 << 20)?,
         response_memory_total: positive(
             "response_memory_total",
@@ -101,6 +108,14 @@ pub(crate) fn limits(args: &Args, file: &FileConfig) -> Result<Limits, ConfigErr
             .static_cache_memory
             .unwrap_or(DEFAULT_STATIC_CACHE_MEMORY),
     };
+    // An in-memory body travels to its worker in one frame, which has a size limit.
+    if limits.body_memory > MAX_BODY_MEMORY {
+        return Err(ConfigError::value(
+            "body_memory",
+            limits.body_memory,
+            "a size in bytes up to 32 MiB (33554432); larger bodies go to a temporary file",
+        ));
+    }
     if limits.static_cache_entries > MAX_STATIC_CACHE_ENTRIES {
         return Err(ConfigError::value(
             "static_cache_entries",

@@ -5,6 +5,7 @@ use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 use crate::admission::{rate_limiter, RateLimiter};
+use crate::body_memory::BodyMemory;
 use crate::descriptors::Descriptors;
 use crate::dispatch::{Job, QueueStats, ResponseMemory, WorkerStats};
 use crate::log::AccessLog;
@@ -30,6 +31,8 @@ pub struct Front {
     pub(crate) spill_dir: PathBuf,
     /// Bounds the worker replies waiting for slow clients.
     pub(crate) response_memory: Arc<ResponseMemory>,
+    /// Bounds the request bodies held in memory until their workers take them.
+    pub(crate) body_memory: Arc<BodyMemory>,
     pub(crate) descriptors: Arc<Descriptors>,
 }
 
@@ -65,6 +68,7 @@ impl Front {
                 cfg.limits.response_memory_total,
                 spill_dir.clone(),
             ),
+            body_memory: BodyMemory::new(cfg.limits.body_memory, cfg.limits.body_memory_total),
             spill_dir,
             descriptors: Descriptors::new(),
         }))

@@ -18,6 +18,7 @@ mod admin;
 mod admission;
 mod app;
 pub mod body;
+pub mod body_memory;
 mod descriptors;
 pub mod dispatch;
 mod front;

@@ -178,6 +178,8 @@ pub(crate) fn render(front: &Front) -> String {
          porch_out_of_descriptors_total{{action=\"refused_503\"}} {}\n\
          # TYPE porch_response_buffered_bytes gauge\nporch_response_buffered_bytes {}\n\
          # TYPE porch_response_spilled_bytes_total counter\nporch_response_spilled_bytes_total {}\n\
+         # TYPE porch_request_body_buffered_bytes gauge\nporch_request_body_buffered_bytes {}\n\
+         # TYPE porch_request_body_spilled_bytes_total counter\nporch_request_body_spilled_bytes_total {}\n\
          # TYPE porch_websockets_open gauge\nporch_websockets_open {}\n\
          # TYPE porch_websockets_total counter\nporch_websockets_total {}\n\
          # TYPE porch_static_cache_files gauge\nporch_static_cache_files {}\n\
@@ -191,6 +193,8 @@ pub(crate) fn render(front: &Front) -> String {
         g(&front.descriptors.shed_new),
         front.response_memory.in_memory(),
         front.response_memory.spilled(),
+        front.body_memory.in_memory(),
+        front.body_memory.spilled(),
         g(&m.websockets_open),
         g(&m.websockets),
         cache.0,

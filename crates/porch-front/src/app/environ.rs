@@ -7,6 +7,7 @@ use bytes::{Bytes, BytesMut};
 use http::header;
 
 use super::read::Body;
+use crate::body_memory::BodyHold;
 use crate::http_util::protocol;
 use crate::{Front, Peer};
 use porch_ipc as ipc;
@@ -17,7 +18,7 @@ impl Front {
         parts: &http::request::Parts,
         peer: Peer,
         body: Body,
-    ) -> (ipc::Request, Option<tempfile::TempPath>) {
+    ) -> (ipc::Request, BodyHold) {
         let mut headers: Vec<(Bytes, Bytes)> = Vec::with_capacity(parts.headers.keys_len());
         let mut forwarded_https = false;
         let trusted = peer
@@ -68,14 +69,14 @@ impl Front {
             Some(a) => (ip_string(a.ip()), a.port()),
             None => (String::new(), 0),
         };
-        let (body, file) = match body {
-            Body::Memory(b) => (ipc::RequestBody::Inline(b), None),
+        let (body, hold) = match body {
+            Body::Memory(b, hold) => (ipc::RequestBody::Inline(b), BodyHold::Memory(hold)),
             Body::File(path, len) => (
                 ipc::RequestBody::File {
                     path: path.to_string_lossy().into_owned(),
                     len,
                 },
-                Some(path),
+                BodyHold::File(path),
             ),
         };
         let target = parts
@@ -97,7 +98,7 @@ impl Front {
                 headers,
                 body,
             },
-            file,
+            hold,
         )
     }
 }

@@ -47,7 +47,7 @@ impl Front {
         if let Some(rejection) = Verdict::of(&parts.extensions) {
             return rejection.response();
         }
-        let (request, body_file) = self.ipc_request(&parts, peer, body);
+        let (request, body_hold) = self.ipc_request(&parts, peer, body);
         // Built by hand: `format!` with `{:?}` cost more than the rest of this function.
         let target = parts.uri.path_and_query().map_or("/", |p| p.as_str());
         let version = crate::http_util::protocol(parts.version);
@@ -62,7 +62,7 @@ impl Front {
             line,
             reply: tx,
             queued_at: Instant::now(),
-            body_file,
+            body_hold: Some(body_hold),
             fate: fate.clone(),
             websocket: handshake.is_some(),
         };

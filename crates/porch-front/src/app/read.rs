@@ -7,12 +7,14 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use tokio::io::AsyncWriteExt;
 
+use crate::body_memory::MemoryHold;
 use crate::reject::Rejection;
 use crate::Front;
 
 impl Front {
-    /// Reads the whole body: in memory up to the configured size, then into a temporary
-    /// file. A body cut short by the client never reaches the app.
+    /// Reads the whole body: in memory while both `body_memory` (this body) and
+    /// `body_memory_total` (all bodies in the front) allow, then into a temporary file.
+    /// A body cut short by the client never reaches the app.
     pub(super) async fn read_body(&self, mut incoming: Incoming) -> Result<Body, Rejection> {
         let limits = &self.cfg.limits;
         // A body that arrives as one piece is kept as it came from hyper; more pieces
@@ -22,6 +24,7 @@ impl Front {
             .min(limits.body_memory);
         let mut first: Option<Bytes> = None;
         let mut mem = BytesMut::new();
+        let mut hold = self.body_memory.hold();
         let mut file: Option<(tokio::fs::File, tempfile::TempPath)> = None;
         let mut total: u64 = 0;
         loop {
@@ -41,8 +44,7 @@ impl Front {
             if total > limits.request_body {
                 return Err(Rejection::body_too_large());
             }
-            let held = mem.len() + first.as_ref().map_or(0, Bytes::len);
-            if file.is_none() && held + data.len() > limits.body_memory {
+            if file.is_none() && !hold.grow(data.len()) {
                 let spill = tempfile::Builder::new()
                     .prefix("porch-body-")
                     .tempfile_in(&self.spill_dir)
@@ -59,11 +61,16 @@ impl Front {
                     f.write_all(&b).await.map_err(spill_error)?;
                 }
                 f.write_all(&mem).await.map_err(spill_error)?;
+                self.body_memory.count_spilled(total as usize - data.len());
                 mem = BytesMut::new();
+                hold.release();
                 file = Some((f, path));
             }
             match &mut file {
-                Some((f, _)) => f.write_all(&data).await.map_err(spill_error)?,
+                Some((f, _)) => {
+                    f.write_all(&data).await.map_err(spill_error)?;
+                    self.body_memory.count_spilled(data.len());
+                }
                 None if first.is_none() && mem.is_empty() => first = Some(data),
                 None => {
                     if let Some(b) = first.take() {
@@ -79,14 +86,15 @@ impl Front {
                 f.flush().await.map_err(spill_error)?;
                 Ok(Body::File(path, total))
             }
-            None => Ok(Body::Memory(first.unwrap_or_else(|| mem.freeze()))),
+            None => Ok(Body::Memory(first.unwrap_or_else(|| mem.freeze()), hold)),
         }
     }
 }
 
-/// A body read whole; a spilled file is removed when the job holding it is dropped.
+/// A body read whole, with what keeps it accounted for until its job is done.
 pub(super) enum Body {
-    Memory(Bytes),
+    Memory(Bytes, MemoryHold),
+    /// Removed when the job holding it is dropped.
     File(tempfile::TempPath, u64),
 }
 

@@ -373,7 +373,7 @@ impl Link {
                 request: Some(job.request),
                 queued_at: job.queued_at,
                 deadline: TokioInstant::now() + wait_left,
-                body_file: job.body_file,
+                body_hold: job.body_hold,
                 fate: job.fate,
                 websocket: job.websocket,
             },

@@ -25,6 +25,7 @@ use tokio::time::Instant as TokioInstant;
 
 use bytes::Bytes;
 
+use crate::body_memory::BodyHold;
 use porch_ipc as ipc;
 
 mod capacity;
@@ -49,8 +50,9 @@ pub struct Job {
     pub line: String,
     pub reply: ReplySender,
     pub queued_at: Instant,
-    /// The spilled body file, removed when the job is done.
-    pub body_file: Option<tempfile::TempPath>,
+    /// The body's place in memory, or its temporary file: given back when the job is
+    /// done.
+    pub body_hold: Option<BodyHold>,
     /// Shared with the connection waiting for the answer.
     pub fate: Arc<Fate>,
     /// A checked WebSocket handshake: a `101` answer makes it a socket.
@@ -109,7 +111,7 @@ struct InFlight {
     queued_at: Instant,
     /// When it stops waiting: `queued_at + queue_timeout`, on tokio's clock.
     deadline: TokioInstant,
-    body_file: Option<tempfile::TempPath>,
+    body_hold: Option<BodyHold>,
     fate: Arc<Fate>,
     /// A WebSocket handshake: a `101` answer makes it a socket.
     websocket: bool,
@@ -123,7 +125,7 @@ impl InFlight {
             line: self.line,
             reply: self.reply,
             queued_at: self.queued_at,
-            body_file: self.body_file,
+            body_hold: self.body_hold,
             fate: self.fate,
             websocket: self.websocket,
         })

@@ -66,7 +66,7 @@ pub(super) fn job_with_body(target: &str, body: Bytes) -> (Job, ReplyReceiver) {
         line: line(target),
         reply,
         queued_at: Instant::now(),
-        body_file: None,
+        body_hold: None,
         fate: Arc::default(),
         websocket: false,
     };

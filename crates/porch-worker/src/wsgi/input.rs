@@ -98,8 +98,14 @@ impl Input {
             *pos += n;
             return Ok(out);
         }
-        let data = self.take(limit(size), false)?;
-        Ok(PyBytes::new(py, &data))
+        // From the spilled file, read straight into the bytes object too.
+        let Source::File { reader, remaining } = &mut self.source else {
+            unreachable!("memory is handled above");
+        };
+        let n = limit(size).min(*remaining) as usize;
+        let out = PyBytes::new_with(py, n, |buf| reader.read_exact(buf).map_err(PyErr::from))?;
+        *remaining -= n as u64;
+        Ok(out)
     }
 
     #[pyo3(signature = (size=None))]
