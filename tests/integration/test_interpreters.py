@@ -85,11 +85,14 @@ def test_the_venvs_porch_links_no_python(venv):
 
 
 def test_workers_run_the_venvs_interpreter(served, venv):
-    assert wait_until(lambda: len(served.worker_pids()) == 2, 10), served.worker_pids()
+    want = os.path.realpath(venv / "bin" / "python")
+
+    def exes():
+        return [os.path.realpath(os.readlink(f"/proc/{pid}/exe")) for pid in served.worker_pids()]
+
+    # A child is porch itself between its fork and its exec: a busy machine can show it.
+    assert wait_until(lambda: exes() == [want, want], 10), (exes(), want)
     for pid in served.worker_pids():
-        exe = os.readlink(f"/proc/{pid}/exe")
-        want = os.path.realpath(venv / "bin" / "python")
-        assert os.path.realpath(exe) == want, (exe, want)
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
         assert b"porch.worker" in cmdline, cmdline
 
