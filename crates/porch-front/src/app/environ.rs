@@ -19,13 +19,28 @@ impl Front {
         peer: Peer,
         body: Body,
     ) -> (ipc::Request, BodyHold) {
-        let mut headers: Vec<(Bytes, Bytes)> = Vec::with_capacity(parts.headers.keys_len());
+        // Every name and joined value is written once into one buffer the frame's fields
+        // then share: one allocation for all the headers, not two per header.
+        let mut arena = BytesMut::with_capacity(header_bytes(&parts.headers));
+        let mut spans: Vec<(usize, usize, usize)> =
+            Vec::with_capacity(parts.headers.keys_len() + 1);
         let mut forwarded_https = false;
         let trusted = peer
             .remote
             .is_none_or(|a| self.cfg.forwarded_allow_ips.trusts(a.ip()));
         let authority = parts.uri.authority();
-        for name in parts.headers.keys() {
+        // `iter` yields each name once per value, a name's values one after another.
+        let mut last: Option<&header::HeaderName> = None;
+        for (name, value) in parts.headers.iter() {
+            if last == Some(name) {
+                // A repeated field: joined to the value before it, as CGI wants.
+                let sep: &[u8] = if name == header::COOKIE { b"; " } else { b", " };
+                arena.extend_from_slice(sep);
+                arena.extend_from_slice(value.as_bytes());
+                spans.last_mut().expect("the first value was kept").2 = arena.len();
+                continue;
+            }
+            last = None;
             // The target's authority is the host (RFC 9112 §3.2.2): it replaces the header.
             if authority.is_some() && name == header::HOST {
                 continue;
@@ -42,26 +57,27 @@ impl Front {
             if name == header::TRANSFER_ENCODING {
                 continue;
             }
-            let mut values = parts.headers.get_all(name).iter();
-            let first = values.next().expect("a key has a value");
-            let mut joined = Bytes::copy_from_slice(first.as_bytes());
-            let sep: &[u8] = if name == header::COOKIE { b"; " } else { b", " };
-            for v in values {
-                let mut b = BytesMut::from(&joined[..]);
-                b.extend_from_slice(sep);
-                b.extend_from_slice(v.as_bytes());
-                joined = b.freeze();
-            }
-            if trusted && name.as_str() == "x-forwarded-proto" {
-                forwarded_https = joined.eq_ignore_ascii_case(b"https");
-            }
-            headers.push((Bytes::copy_from_slice(name.as_str().as_bytes()), joined));
+            last = Some(name);
+            let at = arena.len();
+            arena.extend_from_slice(name.as_str().as_bytes());
+            arena.extend_from_slice(value.as_bytes());
+            spans.push((at, at + name.as_str().len(), arena.len()));
         }
         if let Some(auth) = authority {
-            headers.push((
-                Bytes::from_static(b"host"),
-                Bytes::copy_from_slice(auth.as_str().as_bytes()),
-            ));
+            let at = arena.len();
+            arena.extend_from_slice(b"host");
+            arena.extend_from_slice(auth.as_str().as_bytes());
+            spans.push((at, at + 4, arena.len()));
+        }
+        let arena = arena.freeze();
+        let headers: Vec<(Bytes, Bytes)> = spans
+            .into_iter()
+            .map(|(at, value, end)| (arena.slice(at..value), arena.slice(value..end)))
+            .collect();
+        if trusted {
+            if let Some((_, v)) = headers.iter().find(|(k, _)| &k[..] == b"x-forwarded-proto") {
+                forwarded_https = v.eq_ignore_ascii_case(b"https");
+            }
         }
         let local = peer.local;
         let (server_name, server_port) = host_and_port(&parts.headers, &parts.uri, local);
@@ -125,6 +141,16 @@ fn ip_string(ip: std::net::IpAddr) -> String {
     s
 }
 
+/// The bytes of all header names and values, with room for the separators of joined
+/// values.
+fn header_bytes(headers: &http::HeaderMap) -> usize {
+    headers
+        .iter()
+        .map(|(k, v)| k.as_str().len() + v.len() + 2)
+        .sum::<usize>()
+        + 64
+}
+
 fn host_and_port(
     headers: &http::HeaderMap,
     uri: &http::Uri,
@@ -133,14 +159,28 @@ fn host_and_port(
     let default_port = local.map_or(80, |a| a.port());
     // HTTP/2 carries the host in `:authority` (the URI); an absolute-form HTTP/1 target
     // carries it too, and then it wins over the Host header.
+    if let Some(auth) = uri.authority() {
+        return (
+            auth.host().trim_matches(['[', ']']).to_string(),
+            auth.port_u16().unwrap_or(default_port),
+        );
+    }
+    // The Host header passed admission as a valid authority (host, then `:port`): split
+    // without parsing it a second time.
     let host = headers.get(header::HOST).and_then(|h| h.to_str().ok());
-    if let Some(host) = uri.authority().map(|a| a.as_str()).or(host) {
-        if let Ok(auth) = host.parse::<http::uri::Authority>() {
-            return (
-                auth.host().trim_matches(['[', ']']).to_string(),
-                auth.port_u16().unwrap_or(default_port),
-            );
-        }
+    if let Some(host) = host.filter(|h| !h.is_empty()) {
+        let (name, port) = match host.strip_prefix('[') {
+            Some(v6) => match v6.split_once(']') {
+                Some((addr, rest)) => (addr, rest.strip_prefix(':')),
+                None => (v6, None),
+            },
+            None => match host.rsplit_once(':') {
+                Some((name, port)) => (name, Some(port)),
+                None => (host, None),
+            },
+        };
+        let port = port.and_then(|p| p.parse().ok()).unwrap_or(default_port);
+        return (name.to_string(), port);
     }
     (
         local.map_or("localhost".to_string(), |a| a.ip().to_string()),
@@ -150,6 +190,39 @@ fn host_and_port(
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn server_name_and_port_from_the_host_header_or_the_target() {
+        let local: Option<std::net::SocketAddr> = Some("10.0.0.1:8000".parse().unwrap());
+        let mut headers = http::HeaderMap::new();
+        let plain: http::Uri = "/x".parse().unwrap();
+        for (host, want) in [
+            ("example.com", ("example.com", 8000)),
+            ("example.com:8080", ("example.com", 8080)),
+            ("example.com:", ("example.com", 8000)),
+            ("[::1]:9000", ("::1", 9000)),
+            ("[::1]", ("::1", 8000)),
+            ("127.0.0.1:81", ("127.0.0.1", 81)),
+        ] {
+            headers.insert(http::header::HOST, host.parse().unwrap());
+            let got = super::host_and_port(&headers, &plain, local);
+            assert_eq!((got.0.as_str(), got.1), want, "{host}");
+            // The same answer http's own authority parser gives.
+            let auth: http::uri::Authority = host.parse().unwrap();
+            assert_eq!(got.0, auth.host().trim_matches(['[', ']']));
+            assert_eq!(got.1, auth.port_u16().unwrap_or(8000));
+        }
+        let absolute: http::Uri = "http://other.test:7000/x".parse().unwrap();
+        assert_eq!(
+            super::host_and_port(&headers, &absolute, local),
+            ("other.test".into(), 7000)
+        );
+        headers.clear();
+        assert_eq!(
+            super::host_and_port(&headers, &plain, local),
+            ("10.0.0.1".into(), 8000)
+        );
+    }
+
     #[test]
     fn ipv4_addresses_are_written_as_display_writes_them() {
         for ip in [

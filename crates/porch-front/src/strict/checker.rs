@@ -127,7 +127,7 @@ impl Checker {
             if matches!(self.state, State::Head { .. }) {
                 // Scan the head's lines beyond the part checked in earlier calls.
                 let rest = &buf[pos + self.held..];
-                let Some(nl) = rest.iter().position(|&b| b == b'\n') else {
+                let Some(nl) = memchr::memchr(b'\n', rest) else {
                     self.check_partial_line(rest)?;
                     return Ok(pos);
                 };
@@ -183,7 +183,7 @@ impl Checker {
                 }
                 State::Head { .. } => unreachable!("heads are scanned above"),
                 State::ChunkSize | State::Trailers => {
-                    let Some(nl) = rest.iter().position(|&b| b == b'\n') else {
+                    let Some(nl) = memchr::memchr(b'\n', rest) else {
                         self.check_partial_line(rest)?;
                         return Ok(pos);
                     };
@@ -241,10 +241,11 @@ impl Checker {
     }
 
     fn line(&mut self, line: &[u8]) -> Result<(), Reject> {
-        if line.contains(&0) {
-            return Err(reject(400, "NUL byte in request"));
-        }
-        if line.contains(&b'\r') {
+        if let Some(at) = memchr::memchr2(0, b'\r', line) {
+            // NUL anywhere is answered as such, even after a bare CR.
+            if line[at] == 0 || line[at..].contains(&0) {
+                return Err(reject(400, "NUL byte in request"));
+            }
             return Err(reject(400, "bare CR in request"));
         }
         match &mut self.state {
