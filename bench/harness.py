@@ -63,10 +63,31 @@ H2_STREAMS = 4
 H2_TLS13_CIPHER = "TLS_AES_128_GCM_SHA256"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
+# What a browser sends with a page request (Firefox 128), so the per-header cost of each
+# server shows: wrk's own requests carry only Host.
+BROWSER_HEADERS = "".join(
+    f'wrk.headers["{k}"] = "{v}"\n'
+    for k, v in [
+        ("User-Agent", "Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0"),
+        ("Accept", "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"),
+        ("Accept-Language", "en-US,en;q=0.5"),
+        ("Accept-Encoding", "gzip, deflate, br, zstd"),
+        ("Referer", "https://example.com/some/page"),
+        ("Cookie", "sessionid=abcdefghijklmnopqrstuvwxyz012345; csrftoken=ABCDEFGHIJKLMNOPQRSTUVWXYZ012345"),
+        ("Upgrade-Insecure-Requests", "1"),
+        ("Sec-Fetch-Dest", "document"),
+        ("Sec-Fetch-Mode", "navigate"),
+        ("Sec-Fetch-Site", "same-origin"),
+        ("Priority", "u=0, i"),
+    ]
+)
+
 # --- what runs where -----------------------------------------------------------------
 
 APP_SCENARIOS = {
     "hello": {"module": "hello:application", "path": "/", "title": "WSGI hello world"},
+    "hello-browser": {"module": "hello:application", "path": "/", "lua": "browser",
+                      "title": "WSGI hello world, 12 browser headers"},
     "django-json": {"module": "benchsite.wsgi:application", "path": "/json", "title": "Django JSON view"},
     "django-db": {"module": "benchsite.wsgi:application", "path": "/db", "title": "Django view, 1 PostgreSQL row"},
     "upload": {"module": "upload:application", "path": "/", "title": "1 MiB POST, sha256 returned"},
@@ -158,7 +179,10 @@ SERVER_SETTINGS = {
 # The comparisons the performance goals name: (scenario, porch variant, peer, goal for
 # porch ÷ peer). The report has a table of them for every section where both ran.
 TARGETS = [
-    ("django-json", "porch", "granian-bt4", 1.0),
+    ("hello", "porch", "granian-bt4", 1.0),
+    ("hello-browser", "porch", "granian-bt4", 1.0),
+    ("django-json", "porch", "granian-bt4", 1.05),
+    ("upload", "porch", "granian-bt4", 1.0),
     ("django-db", "porch", "granian-bt4", 1.0),
     ("django-db", "porch-t4", "granian-bt4", 1.0),
     ("static-1k", "porch", "nginx", 1.0),
@@ -368,6 +392,7 @@ class Bench:
         self.lua = {}
         for name, body in {
             "get": "",
+            "browser": BROWSER_HEADERS,
             "post": 'wrk.method = "POST"\nwrk.body = string.rep("x", %d)\n'
             'wrk.headers["Content-Type"] = "application/octet-stream"\n' % UPLOAD_SIZE,
         }.items():
@@ -977,7 +1002,7 @@ class Bench:
             return row
         try:
             idle = memory_of([p.pid for p in procs])
-            method = "post" if scenario == "upload" else "get"
+            method = "post" if scenario == "upload" else APP_SCENARIOS.get(scenario, {}).get("lua", "get")
             connections = STATIC_SCENARIOS.get(scenario, {}).get("connections", CONNECTIONS)
             # porch's front is its main process (the workers are its children); the classic
             # stack's front is nginx, master and workers.
@@ -1258,7 +1283,7 @@ def ceiling_apps(selected):
 
 def expected_body(scenario, body: bytes) -> bool:
     scenario = H2_SCENARIOS.get(scenario, {}).get("base", scenario)
-    if scenario in ("hello", "slow-clients", "asgi-hello"):
+    if scenario in ("hello", "hello-browser", "slow-clients", "asgi-hello"):
         return body == b"Hello, World!"
     if scenario in WS_SCENARIOS:
         return body == b"ws echo"
