@@ -28,6 +28,29 @@ def alive(pid: int) -> bool:
         return False
 
 
+def _policies(pid: int) -> set[int]:
+    """The scheduling policy of every thread of a process."""
+    return {os.sched_getscheduler(int(t)) for t in os.listdir(f"/proc/{pid}/task")}
+
+
+def test_the_front_runs_under_batch_scheduling_and_its_workers_do_not(porch, tmp_path):
+    """The front's threads are SCHED_BATCH (their wake-ups do not preempt a worker's
+    Python on a shared core); the workers run under the normal policy. `batch_scheduling =
+    false` leaves the front normal too."""
+    p = porch("-w", "2", "--threads", "2", "wsgiapp:application")
+    assert wait_until(lambda: len(p.worker_pids()) == 2, 10), p.worker_pids()
+    assert get(p, "/say?text=x").text == "x"
+    assert _policies(p.proc.pid) == {os.SCHED_BATCH}
+    for pid in p.worker_pids():
+        assert _policies(pid) == {os.SCHED_OTHER}, pid
+    cfg = tmp_path / "porch.toml"
+    cfg.write_text("batch_scheduling = false\n")
+    q = porch("-c", cfg, "-w", "1", "wsgiapp:application")
+    assert wait_until(lambda: len(q.worker_pids()) == 1, 10), q.worker_pids()
+    assert _policies(q.proc.pid) == {os.SCHED_OTHER}
+    assert _policies(q.worker_pids()[0]) == {os.SCHED_OTHER}
+
+
 def test_workers_are_the_python_beside_porch_running_porch_worker(porch):
     p = porch("-w", "2", "wsgiapp:application")
     assert wait_until(lambda: len(p.worker_pids()) == 2, 5), p.worker_pids()

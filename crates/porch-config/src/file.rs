@@ -79,6 +79,7 @@ pub struct FileConfig {
     #[serde(default)]
     pub reload_extra_files: Vec<String>,
     pub capture_output: Option<bool>,
+    pub batch_scheduling: Option<bool>,
     pub preload_app: Option<bool>,
     pub proc_name: Option<String>,
     pub worker_tmp_dir: Option<String>,

@@ -26,6 +26,9 @@ pub struct Process {
     pub reload_extra_files: Vec<PathBuf>,
     /// Send the workers' stdout to the error log too (`--capture-output`).
     pub capture_output: bool,
+    /// Run the front's threads under `SCHED_BATCH` (`batch_scheduling`, on by default):
+    /// its wake-ups do not preempt a worker that is running Python on the same core.
+    pub batch_scheduling: bool,
 }
 
 /// Threads per worker after `-k`, and the notes `-k` and the accepted options give.
@@ -120,6 +123,7 @@ impl Process {
             .map(PathBuf::from)
             .collect(),
             capture_output: args.capture_output || file.capture_output == Some(true),
+            batch_scheduling: file.batch_scheduling != Some(false),
         })
     }
 }

@@ -11,6 +11,34 @@ pub fn set_umask(mask: u32) {
     }
 }
 
+/// Puts the calling thread, and every thread it starts afterwards, under `SCHED_BATCH`.
+/// Its wake-ups then wait for the running task's turn instead of preempting it: a front
+/// sharing a core with a worker stops interrupting the worker's Python for each packet,
+/// and handles the events that gathered meanwhile in one go. On an idle core nothing
+/// changes; the front's share of CPU time stays the same (docs/operations.md).
+/// A policy chosen from outside (`chrt`) is left as it is, for the front and its workers.
+pub fn batch_scheduling() -> std::io::Result<()> {
+    // SAFETY: sched_getscheduler reads the calling thread's policy; no memory involved.
+    if unsafe { libc::sched_getscheduler(0) } != libc::SCHED_OTHER {
+        return Ok(());
+    }
+    let param = libc::sched_param { sched_priority: 0 };
+    // SAFETY: pid 0 is the calling thread; `param` is a valid, initialised sched_param.
+    if unsafe { libc::sched_setscheduler(0, libc::SCHED_BATCH, &param) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    BATCH_SET.store(true, std::sync::atomic::Ordering::Relaxed);
+    Ok(())
+}
+
+static BATCH_SET: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Whether porch itself put the front under `SCHED_BATCH`, so its workers must be set
+/// back (a policy the user chose, as with `chrt`, is theirs to keep).
+pub fn batch_set_by_porch() -> bool {
+    BATCH_SET.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 /// Detaches from the terminal as Gunicorn's `--daemon` does: fork (the parent exits 0),
 /// new session, fork again (no controlling terminal can come back), standard input,
 /// output and error on /dev/null. Called before any thread starts, so fork is safe.

@@ -69,6 +69,13 @@ pub fn main() -> ExitCode {
         tracing::warn!("{note}");
     }
     raise_open_files_limit();
+    // Before the runtime: its threads inherit the policy (workers are set back to normal
+    // when they start).
+    if cfg.process.batch_scheduling {
+        if let Err(e) = crate::process::batch_scheduling() {
+            tracing::warn!("batch_scheduling: cannot set SCHED_BATCH ({e}); the front runs under the normal policy");
+        }
+    }
     let cores = porch_config::available_cpus();
     // On one core (a pinned or small container) a single-threaded scheduler avoids the
     // work-stealing machinery's cross-thread wake-ups.

@@ -147,10 +147,18 @@ impl Pool {
                 .iter()
                 .cloned(),
         );
-        // SAFETY: the closure runs in the forked child before exec and only calls dup2 and
-        // fcntl, which are async-signal-safe; it touches no memory shared with the parent.
+        // SAFETY: the closure runs in the forked child before exec and only calls dup2,
+        // fcntl and sched_setscheduler, which are async-signal-safe system calls; it
+        // touches no memory shared with the parent (`param` is its own stack value).
+        let reset_policy = crate::process::batch_set_by_porch();
         unsafe {
             cmd.pre_exec(move || {
+                // porch put the front under SCHED_BATCH (`batch_scheduling`); a worker
+                // runs under the normal policy, as it would anywhere else.
+                let param = libc::sched_param { sched_priority: 0 };
+                if reset_policy && libc::sched_setscheduler(0, libc::SCHED_OTHER, &param) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
                 if theirs_fd == SOCKET_FD {
                     if libc::fcntl(SOCKET_FD, libc::F_SETFD, 0) < 0 {
                         return Err(std::io::Error::last_os_error());
