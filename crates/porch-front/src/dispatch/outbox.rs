@@ -84,6 +84,7 @@ impl Outbox {
                 conn.try_write_vectored(&slices)
             };
             match written {
+                Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
                 Ok(n) => self.advance(n),
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Ok(()),
                 Err(e) => return Err(e),
