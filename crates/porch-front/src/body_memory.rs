@@ -4,14 +4,15 @@
 //! cost the front what the setting allows, not the sum of their sizes (nginx bounds
 //! each body with `client_body_buffer_size`, and nothing bounds their sum).
 
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+
+use crate::memory_budget::MemoryBudget;
 
 #[derive(Debug)]
 pub struct BodyMemory {
     per_body: usize,
-    total: usize,
-    in_memory: AtomicUsize,
+    budget: MemoryBudget,
     spilled: AtomicU64,
 }
 
@@ -19,15 +20,14 @@ impl BodyMemory {
     pub fn new(per_body: usize, total: usize) -> Arc<BodyMemory> {
         Arc::new(BodyMemory {
             per_body,
-            total,
-            in_memory: AtomicUsize::new(0),
+            budget: MemoryBudget::new(total),
             spilled: AtomicU64::new(0),
         })
     }
 
     /// Request-body bytes held in memory across the front.
     pub fn in_memory(&self) -> usize {
-        self.in_memory.load(Ordering::Relaxed)
+        self.budget.used()
     }
 
     /// Request-body bytes ever written to temporary files (a counter).
@@ -58,24 +58,8 @@ pub struct MemoryHold {
 impl MemoryHold {
     /// Takes `more` bytes if both bounds allow it; `false` means the body must spill.
     pub fn grow(&mut self, more: usize) -> bool {
-        let memory = &self.memory;
-        if self.len + more > memory.per_body {
+        if self.len + more > self.memory.per_body || !self.memory.budget.take(more) {
             return false;
-        }
-        let mut now = memory.in_memory.load(Ordering::Relaxed);
-        loop {
-            if now + more > memory.total {
-                return false;
-            }
-            match memory.in_memory.compare_exchange_weak(
-                now,
-                now + more,
-                Ordering::Relaxed,
-                Ordering::Relaxed,
-            ) {
-                Ok(_) => break,
-                Err(seen) => now = seen,
-            }
         }
         self.len += more;
         true
@@ -83,8 +67,7 @@ impl MemoryHold {
 
     /// Gives back all the bytes held (the body moved to a file).
     pub fn release(&mut self) {
-        self.memory.in_memory.fetch_sub(self.len, Ordering::Relaxed);
-        self.len = 0;
+        self.memory.budget.give_back(std::mem::take(&mut self.len));
     }
 }
 

@@ -26,6 +26,7 @@ mod held;
 mod http_util;
 pub mod listener;
 pub mod log;
+mod memory_budget;
 mod metrics;
 mod per_ip;
 mod percent;

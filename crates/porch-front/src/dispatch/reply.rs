@@ -16,20 +16,20 @@ use std::fs::File;
 use std::io::Write;
 use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 
 use bytes::Bytes;
 
 use super::Reply;
+use crate::memory_budget::MemoryBudget;
 
 /// The front-wide budget of response bytes held in memory.
 #[derive(Debug)]
 pub struct ResponseMemory {
     per_response: usize,
-    total: usize,
-    in_memory: AtomicUsize,
+    budget: MemoryBudget,
     spilled: AtomicU64,
     spill_dir: PathBuf,
 }
@@ -38,8 +38,7 @@ impl ResponseMemory {
     pub fn new(per_response: usize, total: usize, spill_dir: PathBuf) -> Arc<Self> {
         Arc::new(ResponseMemory {
             per_response,
-            total,
-            in_memory: AtomicUsize::new(0),
+            budget: MemoryBudget::new(total),
             spilled: AtomicU64::new(0),
             spill_dir,
         })
@@ -47,7 +46,7 @@ impl ResponseMemory {
 
     /// Response bytes waiting in memory for their clients, across the front.
     pub fn in_memory(&self) -> usize {
-        self.in_memory.load(Ordering::Relaxed)
+        self.budget.used()
     }
 
     /// Response bytes ever written to temporary files (a counter).
@@ -57,28 +56,11 @@ impl ResponseMemory {
 
     /// Reserves `len` bytes in memory if both bounds allow it.
     fn reserve(&self, held_here: usize, len: usize) -> bool {
-        if held_here + len > self.per_response {
-            return false;
-        }
-        let mut now = self.in_memory.load(Ordering::Relaxed);
-        loop {
-            if now + len > self.total {
-                return false;
-            }
-            match self.in_memory.compare_exchange_weak(
-                now,
-                now + len,
-                Ordering::Relaxed,
-                Ordering::Relaxed,
-            ) {
-                Ok(_) => return true,
-                Err(seen) => now = seen,
-            }
-        }
+        held_here + len <= self.per_response && self.budget.take(len)
     }
 
     fn release(&self, len: usize) {
-        self.in_memory.fetch_sub(len, Ordering::Relaxed);
+        self.budget.give_back(len);
     }
 }
 
@@ -204,7 +186,7 @@ impl ReplySender {
                 // No disk to spill to: keep the bytes in memory over the bound rather than
                 // corrupt the response; the error log says why memory grew.
                 tracing::error!("cannot write a response to a temporary file: {e}");
-                memory.in_memory.fetch_add(data.len(), Ordering::Relaxed);
+                memory.budget.take_over_bound(data.len());
                 state.held += data.len();
                 Piece::Reply(carried.reply(data))
             }
