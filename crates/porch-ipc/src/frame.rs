@@ -154,6 +154,15 @@ fn put_bytes(out: &mut impl BufMut, b: &[u8]) {
     out.put_slice(b);
 }
 
+/// Header or trailer fields: their count, then each name and value.
+fn put_fields(out: &mut impl BufMut, fields: &[(Bytes, Bytes)]) {
+    out.put_u32_le(fields.len() as u32);
+    for (k, v) in fields {
+        put_bytes(out, k);
+        put_bytes(out, v);
+    }
+}
+
 /// A cursor over a payload that reports truncation instead of panicking.
 pub struct Reader<'a> {
     buf: &'a [u8],
@@ -198,6 +207,17 @@ impl<'a> Reader<'a> {
     }
     pub fn rest(self) -> &'a [u8] {
         self.buf
+    }
+    /// Fields written by `put_fields`, as slices of `payload` (the buffer this reads).
+    pub fn fields(&mut self, payload: &Bytes) -> Result<Vec<(Bytes, Bytes)>, DecodeError> {
+        let n = self.u32()? as usize;
+        let mut fields = Vec::with_capacity(n.min(256));
+        for _ in 0..n {
+            let k = payload.slice_ref(self.bytes()?);
+            let v = payload.slice_ref(self.bytes()?);
+            fields.push((k, v));
+        }
+        Ok(fields)
     }
 }
 
@@ -275,11 +295,7 @@ impl Request {
             out.put_u16_le(self.remote_port);
             put_bytes(out, self.server_name.as_bytes());
             out.put_u16_le(self.server_port);
-            out.put_u32_le(self.headers.len() as u32);
-            for (k, v) in &self.headers {
-                put_bytes(out, k);
-                put_bytes(out, v);
-            }
+            put_fields(out, &self.headers);
             match &self.body {
                 RequestBody::Inline(b) => {
                     out.put_u8(0);
@@ -313,13 +329,7 @@ impl Request {
         let remote_port = r.u16()?;
         let server_name = r.str()?.to_owned();
         let server_port = r.u16()?;
-        let n = r.u32()? as usize;
-        let mut headers = Vec::with_capacity(n.min(256));
-        for _ in 0..n {
-            let k = slice(r.bytes()?);
-            let v = slice(r.bytes()?);
-            headers.push((k, v));
-        }
+        let headers = r.fields(payload)?;
         let body = match r.u8()? {
             0 => RequestBody::Inline(slice(r.bytes()?)),
             1 => RequestBody::File {
@@ -421,23 +431,14 @@ pub struct Trailers {
 
 impl Trailers {
     pub fn encode_payload(&self, out: &mut Vec<u8>) {
-        out.extend_from_slice(&(self.fields.len() as u32).to_le_bytes());
-        for (k, v) in &self.fields {
-            put_bytes(out, k);
-            put_bytes(out, v);
-        }
+        put_fields(out, &self.fields);
     }
 
     pub fn decode(payload: &Bytes) -> Result<Trailers, DecodeError> {
         let mut r = Reader::new(payload, "trailers");
-        let n = r.u32()? as usize;
-        let mut fields = Vec::with_capacity(n.min(256));
-        for _ in 0..n {
-            let k = payload.slice_ref(r.bytes()?);
-            let v = payload.slice_ref(r.bytes()?);
-            fields.push((k, v));
-        }
-        Ok(Trailers { fields })
+        Ok(Trailers {
+            fields: r.fields(payload)?,
+        })
     }
 }
 
@@ -453,24 +454,14 @@ pub struct Head {
 impl Head {
     pub fn encode_payload(&self, out: &mut Vec<u8>) {
         out.extend_from_slice(&self.status.to_le_bytes());
-        out.extend_from_slice(&(self.headers.len() as u32).to_le_bytes());
-        for (k, v) in &self.headers {
-            put_bytes(out, k);
-            put_bytes(out, v);
-        }
+        put_fields(out, &self.headers);
         put_bytes(out, &self.reason);
     }
 
     pub fn decode(payload: &Bytes) -> Result<Head, DecodeError> {
         let mut r = Reader::new(payload, "head");
         let status = r.u16()?;
-        let n = r.u32()? as usize;
-        let mut headers = Vec::with_capacity(n.min(256));
-        for _ in 0..n {
-            let k = payload.slice_ref(r.bytes()?);
-            let v = payload.slice_ref(r.bytes()?);
-            headers.push((k, v));
-        }
+        let headers = r.fields(payload)?;
         let reason = payload.slice_ref(r.bytes()?);
         Ok(Head {
             status,
