@@ -206,6 +206,27 @@ def porch_module():
         p.__exit__(None, None, None)
 
 
+def admin_metric(admin: int, series: str) -> float:
+    """A value from the admin listener's /metrics; `series` is the name with its labels,
+    as the line starts (`porch_out_of_descriptors_total{action="closed_idle"}`)."""
+    import requests
+
+    text = requests.get(f"http://127.0.0.1:{admin}/metrics", timeout=5).text
+    for line in text.splitlines():
+        if line.startswith(series + " "):
+            return float(line.split()[1])
+    raise AssertionError(f"{series} not in /metrics:\n{text}")
+
+
+def rss_kib(pid: int) -> int:
+    """A process's resident memory, KiB."""
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise AssertionError(f"no VmRSS for {pid}")
+
+
 def wait_until(predicate, timeout: float = 5.0, interval: float = 0.05):
     """Poll ``predicate()`` until it returns a truthy value (returned) or ``timeout``
     passes (returns the last falsy value)."""

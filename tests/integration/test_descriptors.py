@@ -14,7 +14,7 @@ import h2.events
 import h2.settings
 import requests
 
-from conftest import RawConn, free_port, wait_for_port, wait_until
+from conftest import RawConn, admin_metric, free_port, wait_for_port, wait_until
 
 LIMIT = 128
 ATTACKER = "127.0.0.2"
@@ -55,14 +55,6 @@ def open_fds(pid: int) -> int:
     import os
 
     return len(os.listdir(f"/proc/{pid}/fd"))
-
-
-def metric(admin: int, line_start: str) -> float:
-    text = requests.get(f"http://127.0.0.1:{admin}/metrics", timeout=5).text
-    for line in text.splitlines():
-        if line.startswith(line_start + " "):
-            return float(line.split()[1])
-    raise AssertionError(f"{line_start} not in /metrics")
 
 
 def test_stalled_http2_downloads_of_one_file_share_a_descriptor(porch, tmp_path):
@@ -120,7 +112,7 @@ def test_idle_connections_make_room_for_new_clients_at_the_descriptor_limit(porc
         for i in range(10):
             r = normal(port, f"room{i}")
             assert (r.status, r.body) == (200, f"room{i}".encode())
-        assert metric(admin, 'porch_out_of_descriptors_total{action="closed_idle"}') >= 10
+        assert admin_metric(admin, 'porch_out_of_descriptors_total{action="closed_idle"}') >= 10
     finally:
         for s in idle:
             s.close()
@@ -149,4 +141,4 @@ def test_with_no_idle_connection_to_close_a_new_client_gets_503_not_silence(porc
         for s in busy:
             s.close()
     assert wait_until(lambda: normal(port, "after").status == 200, 30)
-    assert metric(admin, 'porch_out_of_descriptors_total{action="refused_503"}') >= 1
+    assert admin_metric(admin, 'porch_out_of_descriptors_total{action="refused_503"}') >= 1

@@ -12,20 +12,11 @@ import h2.config
 import h2.connection
 import h2.events
 import h2.settings
-import requests
 
-from conftest import RawConn, free_port, wait_for_port, wait_until
+from conftest import RawConn, admin_metric, free_port, rss_kib, wait_for_port, wait_until
 
 BIG = 4 * 1024 * 1024
 STREAMS = 20
-
-
-def rss_kib(pid: int) -> int:
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    raise AssertionError("no VmRSS")
 
 
 def stalled_h2_client(port: int, streams: int, size: int) -> socket.socket:
@@ -98,7 +89,7 @@ app = true
     total = len(attackers) * STREAMS * BIG
     # The worker answers every stream at once (a slow client never holds it): wait until
     # all 160 MiB have left it and sit in the front.
-    spilled = lambda: _metric(admin, "porch_response_spilled_bytes_total")  # noqa: E731
+    spilled = lambda: admin_metric(admin, "porch_response_spilled_bytes_total")  # noqa: E731
     assert wait_until(lambda: spilled() >= total - 2 * 4194304, 60), p.log()
     grown_mib = (rss_kib(p.proc.pid) - before) / 1024
     # The in-memory bound is 4 MiB in all, plus one piece per stream that hyper holds.
@@ -116,14 +107,5 @@ app = true
     for s in attackers:
         assert closed_by_server(s, 30), "a connection with stalled streams stayed open"
         s.close()
-    assert wait_until(lambda: _metric(admin, "porch_response_buffered_bytes") == 0, 10)
-    assert _metric(admin, "porch_send_timeouts_total") == len(attackers)
-
-
-def _metric(admin: int, name: str) -> int:
-    """A metric from the admin listener's /metrics."""
-    text = requests.get(f"http://127.0.0.1:{admin}/metrics", timeout=5).text
-    for line in text.splitlines():
-        if line.startswith(name + " "):
-            return int(float(line.split()[1]))
-    raise AssertionError(f"{name} not in /metrics:\n{text}")
+    assert wait_until(lambda: admin_metric(admin, "porch_response_buffered_bytes") == 0, 10)
+    assert admin_metric(admin, "porch_send_timeouts_total") == len(attackers)

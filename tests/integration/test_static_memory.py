@@ -15,6 +15,8 @@ import time
 
 import pytest
 
+from conftest import rss_kib
+
 SIZE = 16 * 1024 * 1024
 CLIENTS = 16
 # Each download holds one read buffer of 256 KiB (the front grows by 3-6 MiB for 16
@@ -25,11 +27,7 @@ STALLED_GROWTH_LIMIT = 8 * 1024 * 1024
 
 
 def rss(pid: int) -> int:
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    raise RuntimeError("no VmRSS")
+    return rss_kib(pid) * 1024
 
 
 def threads(pid: int) -> int:

@@ -105,21 +105,13 @@ def test_after_dechunking_the_app_sees_the_length_and_no_transfer_encoding(serve
     assert env["HTTP_CONNECTION"] == "keep-alive" and env["HTTP_TE"] == "trailers"
 
 
-def _metric(admin: int, name: str) -> int:
-    text = requests.get(f"http://127.0.0.1:{admin}/metrics", timeout=5).text
-    for line in text.splitlines():
-        if line.startswith(name + " "):
-            return int(float(line.split()[1]))
-    raise AssertionError(f"{name} not in /metrics:\n{text}")
-
-
 def test_bodies_in_memory_stay_within_body_memory_total(porch, tmp_path):
     """Eight 768 KiB uploads wait for a busy worker: at most `body_memory_total` of them is
     held in the front's memory, the rest wait in temporary files, and every one reaches
     the app intact."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from conftest import free_port, wait_for_port, wait_until
+    from conftest import admin_metric, free_port, wait_for_port, wait_until
 
     port, admin = free_port(), free_port()
     cfg = tmp_path / "porch.toml"
@@ -147,12 +139,12 @@ body_memory_total = 2097152
         results = [pool.submit(upload, b) for b in bodies]
         peak = 0
         while not all(r.done() for r in results):
-            peak = max(peak, _metric(admin, "porch_request_body_buffered_bytes"))
+            peak = max(peak, admin_metric(admin, "porch_request_body_buffered_bytes"))
             assert peak <= 2 * MiB, peak
             time.sleep(0.05)
         assert busy.result().status_code == 200
         got = [r.result() for r in results]
     assert [g["sha256"] for g in got] == [hashlib.sha256(b).hexdigest() for b in bodies]
     assert peak >= size, "two bodies fit in memory while the worker sleeps"
-    assert _metric(admin, "porch_request_body_spilled_bytes_total") >= 5 * size
-    assert wait_until(lambda: _metric(admin, "porch_request_body_buffered_bytes") == 0, 5)
+    assert admin_metric(admin, "porch_request_body_spilled_bytes_total") >= 5 * size
+    assert wait_until(lambda: admin_metric(admin, "porch_request_body_buffered_bytes") == 0, 5)

@@ -20,7 +20,7 @@ import requests
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect
 
-from conftest import RawConn, wait_until
+from conftest import RawConn, rss_kib, wait_until
 
 if sys.prefix == sys.base_prefix:
     pytest.skip("run the tests from the test virtualenv (scripts/test does)", allow_module_level=True)
@@ -404,14 +404,6 @@ def test_django_channels_consumer_that_refuses(channels):
 
 
 # --- supervision with sockets open ----------------------------------------------------------------
-
-
-def rss_kib(pid: int) -> int:
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    return 0
 
 
 async def hold_sockets(url: str, n: int, action, after_open=None):
