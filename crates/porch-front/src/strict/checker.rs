@@ -243,7 +243,7 @@ impl Checker {
     fn line(&mut self, line: &[u8]) -> Result<(), Reject> {
         if let Some(at) = memchr::memchr2(0, b'\r', line) {
             // NUL anywhere is answered as such, even after a bare CR.
-            if line[at] == 0 || line[at..].contains(&0) {
+            if line[at..].contains(&0) {
                 return Err(reject(400, "NUL byte in request"));
             }
             return Err(reject(400, "bare CR in request"));
