@@ -8,6 +8,7 @@ change its code (a constant, a syntax error, an import that fails) and send porc
 
 from __future__ import annotations
 
+import hashlib
 import http.client
 import json
 import os
@@ -24,6 +25,7 @@ import requests
 from conftest import RawConn, free_port, wait_until
 
 APP_TEMPLATE = '''\
+import hashlib
 import json
 import os
 import time
@@ -42,7 +44,12 @@ def application(environ, start_response):
     elif path == "/hog":
         # Keep the memory: resident (filled, not lazily mapped zero pages) and referenced.
         _hoard.append(b"\\x01" * (int(q.get("mb", "100")) << 20))
-    body = json.dumps({{"value": VALUE, "pid": os.getpid(), "path": path}}).encode()
+    answer = {{"value": VALUE, "pid": os.getpid(), "path": path}}
+    if environ["REQUEST_METHOD"] == "POST":
+        data = environ["wsgi.input"].read(int(environ.get("CONTENT_LENGTH") or 0))
+        answer["sha256"] = hashlib.sha256(data).hexdigest()
+        answer["length"] = len(data)
+    body = json.dumps(answer).encode()
     start_response("200 OK", [("Content-Type", "application/json"),
                               ("Content-Length", str(len(body)))])
     return [body]
@@ -79,11 +86,16 @@ def alive(pid: int) -> bool:
 
 class Load:
     """``n`` client threads looping on ``path`` until stopped; every outcome is recorded as
-    ``(monotonic time, status or exception name, parsed JSON body or None)``."""
+    ``(monotonic time, status or exception name, parsed JSON body or None)``.
 
-    def __init__(self, url: str, path: str = "/", n: int = 4, source: str | None = None):
+    With ``body`` > 0 each request is a POST of that many fresh random bytes, and an
+    answer whose digest or length is not the one sent counts as a failure ("mixed up")."""
+
+    def __init__(self, url: str, path: str = "/", n: int = 4, source: str | None = None,
+                 body: int = 0):
         self.url = url
         self.path = path
+        self.body = body
         self.results: list[tuple[float, object, dict | None]] = []
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -93,14 +105,23 @@ class Load:
         s = requests.Session()
         while not self._stop.is_set():
             try:
-                r = s.get(self.url + self.path, timeout=15)
+                if self.body:
+                    data = os.urandom(self.body)
+                    r = s.post(self.url + self.path, data=data, timeout=15)
+                else:
+                    r = s.get(self.url + self.path, timeout=15)
                 body = None
                 if r.status_code == 200:
                     try:
                         body = r.json()
                     except ValueError:
                         body = {"raw": r.text}
-                outcome = (time.monotonic(), r.status_code, body)
+                status = r.status_code
+                if self.body and status == 200 and (
+                        body.get("sha256") != hashlib.sha256(data).hexdigest()
+                        or body.get("length") != self.body):
+                    status = "mixed up"
+                outcome = (time.monotonic(), status, body)
             except requests.RequestException as e:
                 outcome = (time.monotonic(), type(e).__name__, None)
                 s = requests.Session()
@@ -138,12 +159,18 @@ def exit_lines(log: str, pid: int) -> list[str]:
 # --- SIGHUP reload --------------------------------------------------------------------
 
 
-def test_reload_under_load_drops_nothing_and_serves_the_new_code(porch, tmp_path):
+# Requests with bodies larger than the worker socket's buffer reach the worker over
+# several writes: each must arrive whole and with its own answer through every transition.
+BODIES = pytest.mark.parametrize("body", [0, 300_000], ids=["get", "post-300k"])
+
+
+@BODIES
+def test_reload_under_load_drops_nothing_and_serves_the_new_code(porch, tmp_path, body):
     p = start_app(porch, tmp_path, "-w", "2")
     assert wait_until(lambda: len(p.worker_pids()) == 2, 5), p.worker_pids()
     old = set(p.worker_pids())
     assert get_json(p)["value"] == "v1"
-    with Load(p.url, "/sleep?s=0.01", n=4) as load:
+    with Load(p.url, "/sleep?s=0.01", n=4, body=body) as load:
         time.sleep(1.5)
         write_app(tmp_path, "v2")
         hup_at = time.monotonic()
@@ -202,11 +229,12 @@ def test_failed_reload_keeps_the_old_workers_serving(porch, tmp_path):
 # --- recycling ------------------------------------------------------------------------
 
 
-def test_max_requests_recycling_under_concurrent_load_fails_nothing(porch, tmp_path):
+@BODIES
+def test_max_requests_recycling_under_concurrent_load_fails_nothing(porch, tmp_path, body):
     # test_supervision covers one sequential client; here 4 clients keep both workers
     # busy (with requests sent ahead) while they are recycled.
     p = start_app(porch, tmp_path, "-w", "2", "--max-requests", "50")
-    with Load(p.url, "/sleep?s=0.005", n=4) as load:
+    with Load(p.url, "/sleep?s=0.005", n=4, body=body) as load:
         time.sleep(4)
     failures = load.failures()
     assert failures == [], f"{len(failures)} of {len(load.results)} failed: {failures[:10]}"
@@ -303,12 +331,14 @@ def test_term_under_load_answers_every_accepted_request(porch, tmp_path):
 # --- kill -9 ----------------------------------------------------------------------------
 
 
-def test_kill_9_under_load_costs_one_request_and_a_new_worker_answers_within_a_second(porch, tmp_path):
+@BODIES
+def test_kill_9_under_load_costs_one_request_and_a_new_worker_answers_within_a_second(
+        porch, tmp_path, body):
     p = start_app(porch, tmp_path, "-w", "2")
     assert wait_until(lambda: len(p.worker_pids()) == 2, 5), p.worker_pids()
     before = set(p.worker_pids())
     victim = min(before)
-    with Load(p.url, "/sleep?s=0.02", n=4) as load:
+    with Load(p.url, "/sleep?s=0.02", n=4, body=body) as load:
         time.sleep(1.0)
         killed_at = time.monotonic()
         os.kill(victim, signal.SIGKILL)
