@@ -458,6 +458,12 @@ def cookie(environ, start_response):
     )
 
 
+def latin1_header(environ, start_response):
+    # A header value as a native string: "café" is latin-1, "€" is not.
+    value = {"cafe": "caf\u00e9", "euro": "\u20ac"}[_query(environ)["v"]]
+    return _respond(start_response, b"header set", extra=[("X-Word", value)])
+
+
 def status(environ, start_response):
     code = _query(environ).get("code", "200")
     reasons = {"200": "OK", "201": "Created", "204": "No Content", "404": "Not Found",
@@ -517,6 +523,7 @@ ROUTES = {
     "/crash": crash,
     "/stderr": stderr_view,
     "/cookie": cookie,
+    "/latin1-header": latin1_header,
     "/status": status,
     "/barrier": barrier,
     "/no-start-response": no_start_response,

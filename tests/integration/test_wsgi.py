@@ -235,6 +235,18 @@ def test_two_set_cookie_lines_stay_separate(server):
     assert sorted(r.header_all("set-cookie")) == ["a=1; Path=/", "b=2; Path=/; HttpOnly"]
 
 
+def test_header_values_are_sent_as_latin1_and_other_characters_are_the_apps_error(raw_server):
+    with RawConn(raw_server.port) as c:
+        c.send(b"GET /latin1-header?v=cafe HTTP/1.1\r\nHost: t\r\n\r\n")
+        r = c.read_response()
+    # (RawConn decodes the head as latin-1: the one byte 0xE9 reads back as "é")
+    assert r.status == 200 and r.header("x-word") == "caf\u00e9", r.headers
+    r = requests.get(raw_server.url + "/latin1-header?v=euro", timeout=10)
+    assert r.status_code == 500
+    assert wait_until(lambda: 'header value "\u20ac" is not latin-1' in raw_server.log()), \
+        raw_server.log()[-2000:]
+
+
 @pytest.mark.parametrize("code", [201, 404, 418, 503])
 def test_status_passthrough(server, code):
     r = requests.get(f"{server.url}/status?code={code}", timeout=10)

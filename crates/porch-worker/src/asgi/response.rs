@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use pyo3::exceptions::{PyRuntimeError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
+use bytes::Bytes;
 use pyo3::types::{PyBytes, PyString};
 
 use porch_ipc::{self as ipc, Kind};
@@ -230,22 +231,18 @@ pub(super) fn app_headers(
         let name = header_bytes(&name?, "header name")?;
         let value = header_bytes(&value?, "header value")?;
         crate::head::check_field(&name, &value)?;
-        out.push((name.into(), value.into()));
+        out.push((name, value));
     }
     Ok(out)
 }
 
 /// ASGI header names and values are bytes; str is accepted as latin-1.
-fn header_bytes(v: &Bound<'_, PyAny>, what: &str) -> PyResult<Vec<u8>> {
+fn header_bytes(v: &Bound<'_, PyAny>, what: &str) -> PyResult<Bytes> {
     if let Ok(b) = v.cast::<PyBytes>() {
-        return Ok(b.as_bytes().to_vec());
+        return Ok(Bytes::copy_from_slice(b.as_bytes()));
     }
     let s = v
         .cast::<PyString>()
-        .map_err(|_| PyTypeError::new_err(format!("{what} must be bytes")))?
-        .to_cow()?;
-    s.chars()
-        .map(|c| u8::try_from(u32::from(c)).ok())
-        .collect::<Option<Vec<u8>>>()
-        .ok_or_else(|| PyValueError::new_err(format!("{what} {s:?} is not latin-1")))
+        .map_err(|_| PyTypeError::new_err(format!("{what} must be bytes")))?;
+    crate::head::latin1_bytes(s, what)
 }

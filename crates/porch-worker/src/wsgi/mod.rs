@@ -10,6 +10,7 @@ mod response;
 
 use std::io::Write;
 
+use bytes::Bytes;
 use pyo3::exceptions::{PyAssertionError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList, PyString, PyTuple};
@@ -232,7 +233,7 @@ fn parse_head(status: &Bound<'_, PyAny>, headers: &Bound<'_, PyAny>) -> PyResult
         let name = native_bytes(&tuple.get_item(0)?, "header name")?;
         let value = native_bytes(&tuple.get_item(1)?, "header value")?;
         crate::head::check_field(&name, &value)?;
-        out.push((name.into(), value.into()));
+        out.push((name, value));
     }
     let reason = status.get(4..).unwrap_or("").as_bytes().to_vec().into();
     Ok(ipc::Head {
@@ -243,15 +244,11 @@ fn parse_head(status: &Bound<'_, PyAny>, headers: &Bound<'_, PyAny>) -> PyResult
 }
 
 /// A native string's latin-1 bytes; anything else is the app's error.
-fn native_bytes(v: &Bound<'_, PyAny>, what: &str) -> PyResult<Vec<u8>> {
+fn native_bytes(v: &Bound<'_, PyAny>, what: &str) -> PyResult<Bytes> {
     let s = v
         .cast::<PyString>()
         .map_err(|_| PyTypeError::new_err(format!("{what} must be a str")))?;
-    let s = s.to_cow()?;
-    s.chars()
-        .map(|c| u8::try_from(u32::from(c)).ok())
-        .collect::<Option<Vec<u8>>>()
-        .ok_or_else(|| PyValueError::new_err(format!("{what} {s:?} is not latin-1")))
+    crate::head::latin1_bytes(s, what)
 }
 
 /// Runs one request through the app and writes every frame of its response.
