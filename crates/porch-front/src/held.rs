@@ -6,6 +6,8 @@
 use std::any::Any;
 use std::sync::Arc;
 
+use crate::reject::{Rejection, Verdict};
+
 #[derive(Clone)]
 pub(crate) struct ConnectionHold(#[allow(dead_code)] Arc<dyn Any + Send + Sync>);
 
@@ -13,9 +15,33 @@ impl ConnectionHold {
     pub(crate) fn new(guards: impl Any + Send + Sync) -> ConnectionHold {
         ConnectionHold(Arc::new(guards))
     }
+}
 
-    /// The hold of the connection a request came on.
-    pub(crate) fn of<B>(req: &http::Request<B>) -> Option<ConnectionHold> {
-        req.extensions().get::<ConnectionHold>().cloned()
+/// What every request of one connection shares: the connection's hold, and the strict
+/// layer's verdict on the bodies it carries. Handed to each request beside it (not in its
+/// extensions, which cost a map and two boxes per request).
+pub(crate) struct Connection {
+    hold: ConnectionHold,
+    verdict: Verdict,
+}
+
+impl Connection {
+    pub(crate) fn new(hold: ConnectionHold, verdict: Verdict) -> Connection {
+        Connection { hold, verdict }
+    }
+
+    /// For whatever takes the connection over after a `101`, so it stays counted.
+    pub(crate) fn hold(&self) -> ConnectionHold {
+        self.hold.clone()
+    }
+
+    /// For a reader of a request body that must not trust a body the strict layer ended.
+    pub(crate) fn verdict(&self) -> Verdict {
+        self.verdict.clone()
+    }
+
+    /// The rejection of the body just read, if the strict layer ended it early.
+    pub(crate) fn body_rejected(&self) -> Option<Rejection> {
+        self.verdict.rejected().map(Rejection::from)
     }
 }

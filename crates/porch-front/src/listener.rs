@@ -25,7 +25,7 @@ use super::descriptors::{Registered, Room};
 use super::sniff::{sniff, Prefixed, Sniffed};
 use super::stall::{SendClock, StallWatch};
 use super::strict::{Activity, ActivityGuard, HeadLimits, StrictIo, Switch, Timeouts};
-use crate::held::ConnectionHold;
+use crate::held::{Connection, ConnectionHold};
 use crate::http_util::request_host;
 use crate::reject::{Rejection, Verdict};
 use crate::Front;
@@ -329,20 +329,19 @@ impl Connections {
         // HTTP/1's send clock is the strict layer's (a blocked write); HTTP/2 needs these.
         let stalls = matches!(proto, Proto::Http2).then(StallWatch::default);
         let registered = self.front.descriptors.register(activity.clone());
-        let (shared, active, watch) = (verdict.clone(), activity.clone(), stalls.clone());
+        let (active, watch) = (activity.clone(), stalls.clone());
+        let connection = Arc::new(Connection::new(hold, verdict.clone()));
         let switching = switch.clone();
-        let svc = service_fn(move |mut req: Request<Incoming>| {
+        let svc = service_fn(move |req: Request<Incoming>| {
             let conns = conns.clone();
-            req.extensions_mut().insert(shared.clone());
-            // Whatever takes the connection over after a `101` keeps it counted.
-            req.extensions_mut().insert(hold.clone());
+            let connection = connection.clone();
             // The connection counts as busy until hyper is done with the response body.
             let guard = active.start();
             let clock = watch.as_ref().map(StallWatch::clock);
             let switching = switching.clone();
             async move {
                 let asks_upgrade = req.headers().contains_key(header::UPGRADE);
-                let resp = conns.respond(req, peer).await;
+                let resp = conns.respond(req, peer, &connection).await;
                 if asks_upgrade {
                     // The strict layer holds what follows until it knows the protocol.
                     switching.decide(resp.status() == StatusCode::SWITCHING_PROTOCOLS);
@@ -407,15 +406,20 @@ impl Connections {
         }
     }
 
-    async fn respond(&self, req: Request<Incoming>, peer: Peer) -> Response<ResponseBody> {
+    async fn respond(
+        &self,
+        req: Request<Incoming>,
+        peer: Peer,
+        connection: &Connection,
+    ) -> Response<ResponseBody> {
         if let Some(port) = self.redirect_https {
             // A malformed head is answered as such, never redirected.
             if crate::reject::carried_by(&req).is_some() {
-                return self.front.handle(self.index, req, peer).await;
+                return self.front.handle(self.index, req, peer, connection).await;
             }
             return self.redirect(&req, port, peer);
         }
-        let mut resp = self.front.handle(self.index, req, peer).await;
+        let mut resp = self.front.handle(self.index, req, peer, connection).await;
         if let Some(v) = &self.hsts {
             // An app that sets its own policy (Django's SECURE_HSTS_SECONDS) keeps it.
             resp.headers_mut()

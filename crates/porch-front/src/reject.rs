@@ -283,13 +283,6 @@ impl Verdict {
     pub(crate) fn set(&self, r: Reject) {
         *self.0.lock().unwrap_or_else(|e| e.into_inner()) = Some(r);
     }
-    /// The rejection of the body of the request these extensions belong to, if any.
-    pub fn of(extensions: &http::Extensions) -> Option<Rejection> {
-        extensions
-            .get::<Verdict>()
-            .and_then(Verdict::rejected)
-            .map(Rejection::from)
-    }
 }
 
 #[cfg(test)]

@@ -10,6 +10,7 @@ use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
 
 use crate::body::ResponseBody;
+use crate::held::Connection;
 use crate::http_util::{protocol, request_host};
 use crate::log::AccessRecord;
 use crate::metrics::{route_index, ROUTES};
@@ -39,6 +40,7 @@ impl Front {
         index: usize,
         req: Request<Incoming>,
         peer: Peer,
+        connection: &Connection,
     ) -> Response<ResponseBody> {
         self.metrics.requests.fetch_add(1, Ordering::Relaxed);
         let started = Instant::now();
@@ -96,13 +98,16 @@ impl Front {
                         Rejection::client(StatusCode::NOT_FOUND, "no route for this host and path")
                             .response()
                     }
-                    Some(RouteAction::App) => self.to_app(listener, req, peer, &mut record).await,
+                    Some(RouteAction::App) => {
+                        self.to_app(listener, req, peer, connection, &mut record)
+                            .await
+                    }
                     Some(RouteAction::Static(mount)) => static_files::serve(mount, &req).await,
                     Some(RouteAction::Proxy(proxy)) => {
                         let rules =
                             BodyRules::new(self.cfg.limits.request_body, self.cfg.body_timeout);
                         self.upstreams
-                            .forward(proxy, req, peer, listener.tls.is_some(), rules)
+                            .forward(proxy, req, peer, connection, listener.tls.is_some(), rules)
                             .await
                     }
                     Some(RouteAction::Redirect { to, status }) => {

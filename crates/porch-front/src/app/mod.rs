@@ -15,8 +15,9 @@ use hyper::body::Incoming;
 
 use crate::body::ResponseBody;
 use crate::dispatch::{reply_channel, Fate, Job, Reply};
+use crate::held::Connection;
 use crate::log::AccessRecord;
-use crate::reject::{Rejection, Verdict};
+use crate::reject::Rejection;
 use crate::{Front, Peer};
 use reply::{accel_redirect, build_response, x_accel_redirect};
 
@@ -26,6 +27,7 @@ impl Front {
         listener: &porch_config::ListenerConfig,
         mut req: Request<Incoming>,
         peer: Peer,
+        connection: &Connection,
         // Taken when a worker's answer carries the line to the access log; left in place
         // for the caller to write when porch answers itself.
         record: &mut Option<AccessRecord>,
@@ -35,16 +37,14 @@ impl Front {
             Err(rejection) => return rejection.response(),
         };
         let upgrade = handshake.as_ref().map(|_| hyper::upgrade::on(&mut req));
-        let hold = handshake
-            .as_ref()
-            .and_then(|_| crate::held::ConnectionHold::of(&req));
+        let hold = handshake.as_ref().map(|_| connection.hold());
         let (parts, incoming) = req.into_parts();
         let body = match self.read_body(incoming).await {
             Ok(b) => b,
             Err(rejection) => return rejection.response(),
         };
         // The strict layer ended a malformed body early but well-formed: never dispatch it.
-        if let Some(rejection) = Verdict::of(&parts.extensions) {
+        if let Some(rejection) = connection.body_rejected() {
             return rejection.response();
         }
         let (request, body_hold) = self.ipc_request(&parts, peer, body);

@@ -32,7 +32,8 @@ use http_body::Body;
 use hyper::body::Incoming;
 
 use crate::body::ResponseBody;
-use crate::reject::{Rejection, Verdict};
+use crate::held::Connection;
+use crate::reject::Rejection;
 use crate::Peer;
 pub use body::UpstreamBody;
 use headers::{upgrade_offer, upstream_headers};
@@ -84,11 +85,12 @@ impl Upstreams {
 
     /// Forwards `req` to a server of the route's pool and streams its answer back; the
     /// client's body is held to `rules` on the way.
-    pub async fn forward(
+    pub(crate) async fn forward(
         &self,
         route: &ProxyRoute,
         mut req: Request<Incoming>,
         peer: Peer,
+        connection: &Connection,
         tls: bool,
         rules: BodyRules,
     ) -> Response<ResponseBody> {
@@ -104,10 +106,10 @@ impl Upstreams {
         let client_upgrade = upgrade.clone().map(|offered| ClientUpgrade {
             offered,
             on: hyper::upgrade::on(&mut req),
-            hold: crate::held::ConnectionHold::of(&req),
+            hold: Some(connection.hold()),
         });
         let (parts, body) = req.into_parts();
-        let verdict = parts.extensions.get::<Verdict>().cloned();
+        let verdict = Some(connection.verdict());
         let headers = upstream_headers(&parts.headers, &parts.uri, peer, tls, upgrade.as_ref());
         let uri: Uri = parts
             .uri

@@ -4,9 +4,9 @@
 
 use std::sync::Arc;
 
+use bytes::Bytes;
 use pyo3::exceptions::{PyRuntimeError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
-use bytes::Bytes;
 use pyo3::types::{PyBytes, PyString};
 
 use porch_ipc::{self as ipc, Kind};
