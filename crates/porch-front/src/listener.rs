@@ -196,9 +196,10 @@ macro_rules! http1_settings {
             // `Bytes` and `writev`s them after the head, without a copy, and takes a new
             // frame only once the previous ones are written (see `docs/performance.md`).
             .max_headers($cfg.limits.request_fields)
-            // The strict layer runs the precise keep-alive and header clocks (with 408);
-            // this is only a backstop.
-            .header_read_timeout($cfg.idle_timeout() + $cfg.header_timeout)
+            // Every HTTP/1 connection hyper serves reads through the strict layer, which
+            // runs the keep-alive and header clocks (with a 408); a second clock here
+            // cost a timer-wheel entry per request and never fired first.
+            .header_read_timeout(None)
             .max_buf_size(head_size(&$cfg.limits))
     };
 }

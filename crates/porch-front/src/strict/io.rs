@@ -29,9 +29,12 @@ pub struct StrictIo<T> {
     switch: Switch,
     timeouts: Timeouts,
     activity: Activity,
-    /// Running while the connection idles between requests (`keep_alive`) or while a
-    /// head is arriving (`header`).
-    read_timer: Option<(ReadTimer, Pin<Box<tokio::time::Sleep>>)>,
+    /// Which clock runs: while the connection idles between requests (`keep_alive`) or
+    /// while a head is arriving (`header`).
+    read_timer: Option<ReadTimer>,
+    /// Its sleep, kept for the connection's life and reset for each clock: one
+    /// allocation per connection, not one per request.
+    read_sleep: Option<Pin<Box<tokio::time::Sleep>>>,
     /// Running while the client does not take what porch writes (`send`).
     write_timer: Option<Pin<Box<tokio::time::Sleep>>>,
     /// After porch closed a connection mid-request (413, 400, 408): until when it still
@@ -67,6 +70,7 @@ impl<T> StrictIo<T> {
             timeouts,
             activity,
             read_timer: None,
+            read_sleep: None,
             write_timer: None,
             linger: None,
         }
@@ -96,24 +100,26 @@ impl<T> StrictIo<T> {
     /// Polls the read timers while a read is pending; `Ready` means one expired.
     fn poll_read_timer(&mut self, cx: &mut Context<'_>) -> Poll<ReadTimer> {
         let wanted = self.wanted_read_timer();
-        if self.read_timer.as_ref().map(|(k, _)| *k) != wanted {
-            self.read_timer = wanted.map(|kind| {
-                let after = match kind {
-                    ReadTimer::Idle => self.timeouts.keep_alive,
-                    ReadTimer::Head => self.timeouts.header,
-                };
-                (kind, Box::pin(tokio::time::sleep(after)))
-            });
-        }
-        match &mut self.read_timer {
-            Some((kind, sleep)) => {
-                let kind = *kind;
-                ready!(sleep.as_mut().poll(cx));
-                self.read_timer = None;
-                Poll::Ready(kind)
+        if self.read_timer != wanted {
+            self.read_timer = wanted;
+            if let Some(kind) = wanted {
+                let deadline = tokio::time::Instant::now()
+                    + match kind {
+                        ReadTimer::Idle => self.timeouts.keep_alive,
+                        ReadTimer::Head => self.timeouts.header,
+                    };
+                match &mut self.read_sleep {
+                    Some(sleep) => sleep.as_mut().reset(deadline),
+                    None => self.read_sleep = Some(Box::pin(tokio::time::sleep_until(deadline))),
+                }
             }
-            None => Poll::Pending,
         }
+        let (Some(kind), Some(sleep)) = (self.read_timer, &mut self.read_sleep) else {
+            return Poll::Pending;
+        };
+        ready!(sleep.as_mut().poll(cx));
+        self.read_timer = None;
+        Poll::Ready(kind)
     }
 }
 
@@ -215,8 +221,9 @@ impl<T: AsyncRead + AsyncWrite + Unpin> AsyncRead for StrictIo<T> {
             }
             // SAFETY: `poll_read` initialised `n` bytes of the spare capacity.
             unsafe { me.buf.set_len(before + n) };
-            // A new head restarts the header clock from its first byte.
-            if before == 0 && matches!(me.read_timer, Some((ReadTimer::Idle, _))) {
+            // A new head restarts the header clock from its first byte: after the idle
+            // wait, and also right after a previous head, whose clock may still run.
+            if before == 0 && me.checker.is_fresh_head() {
                 me.read_timer = None;
             }
             me.check_buffered();
@@ -394,6 +401,42 @@ mod tests {
         assert!(
             text.contains("x-porch-reject") && text.contains(" 400 "),
             "{text}"
+        );
+    }
+
+    /// The read clock's one timer is reset for each clock, on every request of a
+    /// connection: a head that starts late in the keep-alive wait gets the whole header
+    /// time, and the keep-alive wait after it starts afresh too.
+    #[tokio::test(start_paused = true)]
+    async fn each_request_of_a_connection_gets_fresh_keep_alive_and_header_clocks() {
+        let (mut io, mut client) = strict(&Switch::default());
+        let get = b"GET / HTTP/1.1\r\nHost: a\r\n\r\n";
+        for _ in 0..2 {
+            client.write_all(get).await.unwrap();
+            assert_eq!(released(&mut io, HOUR).await.unwrap(), get);
+            // 4 s into the 5 s keep-alive wait, half a head: the header clock (30 s) runs.
+            assert_eq!(released(&mut io, Duration::from_secs(4)).await, None);
+            client.write_all(b"GET / HTTP/1.1\r\n").await.unwrap();
+            assert_eq!(released(&mut io, Duration::from_secs(29)).await, None);
+            client.write_all(b"Host: a\r\n\r\n").await.unwrap();
+            assert_eq!(
+                released(&mut io, HOUR).await.unwrap(),
+                b"GET / HTTP/1.1\r\nHost: a\r\n\r\n"
+            );
+        }
+        // A third head that stops halfway gets its 408 at 30 s, not sooner.
+        client.write_all(b"GET / HTTP/1.1\r\n").await.unwrap();
+        assert_eq!(released(&mut io, Duration::from_secs(29)).await, None);
+        let answer = released(&mut io, Duration::from_secs(2)).await.unwrap();
+        assert!(String::from_utf8_lossy(&answer).contains(" 408 "));
+        // And a connection left idle closes at 5 s, not sooner.
+        let (mut io, mut client) = strict(&Switch::default());
+        client.write_all(get).await.unwrap();
+        assert_eq!(released(&mut io, HOUR).await.unwrap(), get);
+        assert_eq!(released(&mut io, Duration::from_millis(4900)).await, None);
+        assert_eq!(
+            released(&mut io, Duration::from_millis(200)).await,
+            Some(vec![])
         );
     }
 
