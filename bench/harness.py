@@ -185,10 +185,11 @@ TARGETS = [
     ("django-json", "porch", "granian-bt4", 1.05, "1 worker"),
     ("django-json", "porch", "granian-bt4", 1.0, "2 workers"),
     ("upload", "porch", "granian-bt4", 1.0),
-    ("django-db", "porch", "granian-bt4", 1.0),
     ("django-db", "porch-t4", "granian-bt4", 1.0),
     ("static-1k", "porch", "nginx", 1.0),
-    ("static-10m", "porch", "nginx", 1.0),
+    ("static-100k", "porch", "nginx", 0.9),
+    ("static-10m", "porch", "nginx", 0.9),
+    ("proxy", "porch", "nginx", 1.0),
     ("h2-static-1k", "porch", "nginx", 0.9),
     ("h2-django-json", "porch", "granian-bt4", 1.0),
     ("asgi-hello", "porch", "granian", 1.0),
@@ -1470,8 +1471,16 @@ def markdown(meta, rows) -> str:
                 met = "yes" if p / o >= goal else "no"
                 targets.append(f"| {section} | {title(scenario)} | {SERVER_LABELS[variant]} | {SERVER_LABELS[peer]} | "
                                f"{ratio(p, o)} | ≥ {goal:g}× | {met} |")
+    # Memory: PSS per worker after load, porch at most Gunicorn's (lower is better).
+    mem_ok = {(r["workers"], r["server"]): r["pss"] / r["workers"] for r in rows
+              if r.get("section") == "memory" and r.get("status") == "ok"}
+    for workers in sorted({w for w, _ in mem_ok}):
+        p, o = mem_ok.get((workers, "porch")), mem_ok.get((workers, "gunicorn-sync"))
+        if p is not None and o is not None:
+            targets.append(f"| memory, {workers} worker{'s' if workers > 1 else ''} | PSS per worker after load | {SERVER_LABELS['porch']} | "
+                           f"{SERVER_LABELS['gunicorn-sync']} | {p / o:.2f}× | ≤ 1× | {'yes' if p <= o else 'no'} |")
     if targets:
-        out += ["## Against the goals (porch ÷ peer, req/s)", ""]
+        out += ["## Against the goals (porch ÷ peer: req/s, or PSS per worker for memory)", ""]
         out.append("| section | scenario | porch | peer | porch ÷ peer | goal | met |")
         out.append("|---|---|---|---|---:|---:|---|")
         out += targets
