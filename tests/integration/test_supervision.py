@@ -51,30 +51,6 @@ def test_the_front_runs_under_batch_scheduling_and_its_workers_do_not(porch, tmp
     assert _policies(q.worker_pids()[0]) == {os.SCHED_OTHER}
 
 
-def _environ(pid: int) -> dict[str, str]:
-    with open(f"/proc/{pid}/environ", "rb") as f:
-        pairs = [item.split(b"=", 1) for item in f.read().split(b"\0") if b"=" in item]
-    return {k.decode(): v.decode() for k, v in pairs}
-
-
-def test_front_and_workers_start_with_a_larger_malloc_cache_unless_the_user_set_tunables(porch):
-    """porch starts itself again in place with glibc's per-thread cache raised (same pid,
-    same arguments); workers inherit it. A GLIBC_TUNABLES of the user's is left alone."""
-    expected = os.environ.get("GLIBC_TUNABLES", "glibc.malloc.tcache_count=256")
-    p = porch("-w", "1", "wsgiapp:application")
-    assert wait_until(lambda: len(p.worker_pids()) == 1, 10), p.worker_pids()
-    assert get(p, "/say?text=x").text == "x"  # p.proc.pid is the front that answers
-    assert _environ(p.proc.pid).get("GLIBC_TUNABLES") == expected
-    assert _environ(p.worker_pids()[0]).get("GLIBC_TUNABLES") == expected
-    with open(f"/proc/{p.proc.pid}/cmdline", "rb") as f:
-        assert f.read().split(b"\0")[-2] == b"wsgiapp:application"
-    mine = "glibc.malloc.tcache_count=9"
-    q = porch("-w", "1", "wsgiapp:application", env={"GLIBC_TUNABLES": mine})
-    assert wait_until(lambda: len(q.worker_pids()) == 1, 10), q.worker_pids()
-    assert _environ(q.proc.pid)["GLIBC_TUNABLES"] == mine
-    assert _environ(q.worker_pids()[0])["GLIBC_TUNABLES"] == mine
-
-
 def test_workers_are_the_python_beside_porch_running_porch_worker(porch):
     p = porch("-w", "2", "wsgiapp:application")
     assert wait_until(lambda: len(p.worker_pids()) == 2, 5), p.worker_pids()

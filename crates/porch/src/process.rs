@@ -11,38 +11,6 @@ pub fn set_umask(mask: u32) {
     }
 }
 
-/// The tunable porch starts with: glibc keeps 7 freed blocks of each size per thread by
-/// default. A front answering 64 connections frees dozens of each size per round of
-/// events, and the blocks past 7 go through the arena's slower lists: with 256, hello
-/// world's front used 7 % fewer instructions and served 10 % more requests, RSS unchanged
-/// (docs/performance.md). Workers inherit it.
-const MALLOC_TUNABLES: &str = "glibc.malloc.tcache_count=256";
-
-/// Starts porch again, in place, with [`MALLOC_TUNABLES`] in its environment: glibc reads
-/// tunables only when a process starts, and no call changes them later. Same process id,
-/// descriptors and arguments; it runs first thing in `main`, before any thread or file.
-/// A `GLIBC_TUNABLES` already set (even empty) is the user's and is kept as it is, which
-/// also stops the second start from starting again. Returns only if the exec failed.
-#[cfg(all(target_os = "linux", target_env = "gnu"))]
-pub fn restart_with_malloc_tunables() {
-    use std::os::unix::process::CommandExt;
-    if std::env::var_os("GLIBC_TUNABLES").is_some() {
-        return;
-    }
-    let mut args = std::env::args_os();
-    let arg0 = args.next().unwrap_or_else(|| "porch".into());
-    let err = std::process::Command::new("/proc/self/exe")
-        .arg0(arg0)
-        .args(args)
-        .env("GLIBC_TUNABLES", MALLOC_TUNABLES)
-        .exec();
-    // Not fatal: porch runs as well with glibc's defaults, a little slower.
-    eprintln!("porch: starting with {MALLOC_TUNABLES} failed ({err}); glibc's defaults apply");
-}
-
-#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
-pub fn restart_with_malloc_tunables() {}
-
 /// Puts the calling thread, and every thread it starts afterwards, under `SCHED_BATCH`.
 /// Its wake-ups then wait for the running task's turn instead of preempting it: a front
 /// sharing a core with a worker stops interrupting the worker's Python for each packet,

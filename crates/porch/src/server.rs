@@ -22,7 +22,6 @@ use crate::process::PidFile;
 use crate::supervisor::Pool;
 
 pub fn main() -> ExitCode {
-    crate::process::restart_with_malloc_tunables();
     let argv = match effective_args(std::env::args_os()) {
         Ok(a) => a,
         Err(e) => {
