@@ -6,8 +6,9 @@
 //! - a head rejected by the strict layer (`strict`) is replaced by a stand-in request
 //!   carrying [`IN_BAND_HEADER`], because hyper must answer it in order after any
 //!   pipelined requests before it;
-//! - a body rejected mid-stream is recorded in a [`Verdict`] shared through the request's
-//!   extensions, because the body then ends well-formed and its reader must ask.
+//! - a body rejected mid-stream is recorded in a [`Verdict`] the requests of the
+//!   connection share (`held::Connection`), because the body then ends well-formed and
+//!   its reader must ask.
 
 use std::borrow::Cow;
 use std::sync::{Arc, Mutex, OnceLock};
@@ -268,8 +269,8 @@ pub(crate) fn carried_by<B>(req: &Request<B>) -> Option<Rejection> {
 // ---------------------------------------------------------------------------------------
 // Out of band: a body rejected mid-stream
 
-/// Shared between a connection's `StrictIo` and the requests it carries (as a request
-/// extension): set when a body broke the framing rules. The body then ends early but
+/// Shared between a connection's `StrictIo` and the requests it carries (handed to each
+/// beside it): set when a body broke the framing rules. The body then ends early but
 /// well-formed for hyper, so whoever reads it must check here before trusting it as
 /// complete: the app route answers instead of dispatching, the proxy aborts the upstream
 /// request.
