@@ -2,6 +2,7 @@
 //! under `limit_connections_per_ip`. A connection that switches protocols (a WebSocket of
 //! the app, a proxied tunnel) leaves hyper but is still open, so whatever serves it after
 //! the switch takes a clone of the hold and the places are freed when the socket closes.
+//! Each request of the connection is handed the hold beside it ([`Connection`]).
 
 use std::any::Any;
 use std::sync::Arc;
