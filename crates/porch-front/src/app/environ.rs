@@ -82,7 +82,7 @@ impl Front {
         let local = peer.local;
         let (server_name, server_port) = host_and_port(&parts.headers, &parts.uri, local);
         let (remote_addr, remote_port) = match peer.remote {
-            Some(a) => (ip_string(a.ip()), a.port()),
+            Some(a) => (crate::http_util::ip_string(a.ip()), a.port()),
             None => (String::new(), 0),
         };
         let (body, hold) = match body {
@@ -117,28 +117,6 @@ impl Front {
             hold,
         )
     }
-}
-
-/// `IpAddr::to_string` goes through the formatting machinery, a visible share of a
-/// small request's cost; IPv4, the common case, is written directly.
-fn ip_string(ip: std::net::IpAddr) -> String {
-    let std::net::IpAddr::V4(v4) = ip else {
-        return ip.to_string();
-    };
-    let mut s = String::with_capacity(15);
-    for (i, octet) in v4.octets().into_iter().enumerate() {
-        if i > 0 {
-            s.push('.');
-        }
-        if octet >= 100 {
-            s.push(char::from(b'0' + octet / 100));
-        }
-        if octet >= 10 {
-            s.push(char::from(b'0' + octet / 10 % 10));
-        }
-        s.push(char::from(b'0' + octet % 10));
-    }
-    s
 }
 
 /// The bytes of all header names and values, with room for the separators of joined
@@ -221,21 +199,5 @@ mod tests {
             super::host_and_port(&headers, &plain, local),
             ("10.0.0.1".into(), 8000)
         );
-    }
-
-    #[test]
-    fn ipv4_addresses_are_written_as_display_writes_them() {
-        for ip in [
-            "0.0.0.0",
-            "127.0.0.1",
-            "10.20.30.40",
-            "255.255.255.255",
-            "1.100.9.199",
-        ] {
-            let ip: std::net::IpAddr = ip.parse().unwrap();
-            assert_eq!(super::ip_string(ip), ip.to_string());
-        }
-        let v6: std::net::IpAddr = "::1".parse().unwrap();
-        assert_eq!(super::ip_string(v6), "::1");
     }
 }

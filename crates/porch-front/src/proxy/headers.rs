@@ -11,6 +11,8 @@ static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-prot
 static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 static X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
 static HTTP2_SETTINGS: HeaderName = HeaderName::from_static("http2-settings");
+static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 
 /// What an HTTP/1.1 request asking to switch protocols (`Connection: upgrade` +
 /// `Upgrade`) may pass on: the protocols it offers that the route allows, in its order.
@@ -81,16 +83,17 @@ pub(super) fn strip_hop_by_hop(h: &mut HeaderMap) {
     for n in named {
         h.remove(n);
     }
+    // Names, not strings: a `&str` key is parsed into a name on every call.
     for n in [
-        "connection",
-        "keep-alive",
-        "proxy-connection",
-        "te",
-        "trailer",
-        "transfer-encoding",
-        "upgrade",
+        &header::CONNECTION,
+        &KEEP_ALIVE,
+        &PROXY_CONNECTION,
+        &header::TE,
+        &header::TRAILER,
+        &header::TRANSFER_ENCODING,
+        &header::UPGRADE,
         // HTTP/2's settings for an `h2c` upgrade: connection-specific (RFC 9113 3.2.1).
-        "http2-settings",
+        &HTTP2_SETTINGS,
     ] {
         h.remove(n);
     }
@@ -156,7 +159,7 @@ pub(super) fn upstream_headers(
         }
     }
     if let Some(ip) = peer.remote.map(|a| a.ip().to_canonical()) {
-        let ip = ip.to_string();
+        let ip = crate::http_util::ip_string(ip);
         let prior: Vec<&str> = client
             .get_all(&X_FORWARDED_FOR)
             .iter()
