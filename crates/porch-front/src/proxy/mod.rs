@@ -109,7 +109,7 @@ impl Upstreams {
             hold: Some(connection.hold()),
         });
         let (parts, body) = req.into_parts();
-        let verdict = Some(connection.verdict());
+        let verdict = connection.verdict();
         let headers = upstream_headers(&parts.headers, &parts.uri, peer, tls, upgrade.as_ref());
         let uri: Uri = parts
             .uri

@@ -50,7 +50,7 @@ pub enum ReqBody {
 impl ReqBody {
     pub(super) fn stream(
         body: Incoming,
-        verdict: Option<Verdict>,
+        verdict: Verdict,
         rules: BodyRules,
         fault: ClientFault,
     ) -> ReqBody {
@@ -106,7 +106,7 @@ pub struct ClientBody<B> {
     done: Option<oneshot::Sender<()>>,
     /// Set by the strict layer when the body broke the framing rules; it then ends
     /// well-formed, and must not be passed on as complete.
-    verdict: Option<Verdict>,
+    verdict: Verdict,
     rules: BodyRules,
     received: u64,
     /// Runs while porch waits for the client's next piece (not while the upstream is slow
@@ -119,7 +119,7 @@ pub struct ClientBody<B> {
 impl<B> ClientBody<B> {
     pub(super) fn new(
         body: B,
-        verdict: Option<Verdict>,
+        verdict: Verdict,
         rules: BodyRules,
         fault: ClientFault,
     ) -> ClientBody<B> {
@@ -184,7 +184,7 @@ where
             }
             Poll::Ready(None) => {
                 this.waiting = false;
-                if let Some(r) = this.verdict.as_ref().and_then(Verdict::rejected) {
+                if let Some(r) = this.verdict.rejected() {
                     return this.fail(Rejection::from(r));
                 }
                 this.finished();
@@ -221,7 +221,7 @@ where
 
 impl<B> ClientBody<B> {
     fn verdict_ok(&self) -> bool {
-        self.verdict.as_ref().and_then(Verdict::rejected).is_none()
+        self.verdict.rejected().is_none()
     }
 }
 
@@ -270,7 +270,11 @@ mod tests {
         let (tx, rx) = channel();
         let fault = ClientFault::default();
         let rules = BodyRules::new(limit, Duration::from_secs(60));
-        (tx, ClientBody::new(rx, None, rules, fault.clone()), fault)
+        (
+            tx,
+            ClientBody::new(rx, Verdict::default(), rules, fault.clone()),
+            fault,
+        )
     }
 
     #[tokio::test(start_paused = true)]
@@ -348,7 +352,7 @@ mod tests {
         });
         let fault = ClientFault::default();
         let rules = BodyRules::new(1 << 20, Duration::from_secs(60));
-        let mut b = ClientBody::new(rx, Some(verdict), rules, fault.clone());
+        let mut b = ClientBody::new(rx, verdict, rules, fault.clone());
         drop(tx);
         assert!(b.frame().await.unwrap().is_err());
         let r = fault.get().unwrap();
